@@ -1,0 +1,65 @@
+"""The small types every part of the engine and every drafter share."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import torch
+
+
+@dataclass
+class DraftTree:
+    """Candidate tokens that follow the current last token (the *root*, not stored here).
+
+    Nodes are in topological order: ``parents[i] < i``, and ``-1`` means a child of the root.
+    A chain of n tokens has ``parents = [-1, 0, 1, ..., n-2]``. ``draft_probs`` (optional, one
+    row per node over the full vocabulary) is the distribution each node was *sampled from*;
+    sampling verification needs it (q in the acceptance test). Without it, sampling
+    verification treats proposals as deterministic (q = one-hot), which is still lossless.
+    """
+
+    tokens: torch.Tensor  # (n,) long
+    parents: torch.Tensor  # (n,) long
+    draft_probs: torch.Tensor | None = None  # (n, vocab) float, optional
+
+    def __len__(self) -> int:
+        return int(self.tokens.numel())
+
+    @staticmethod
+    def empty(device: torch.device | str = "cpu") -> DraftTree:
+        none = torch.empty(0, dtype=torch.long, device=device)
+        return DraftTree(none, none.clone())
+
+    @staticmethod
+    def chain(tokens: torch.Tensor, draft_probs: torch.Tensor | None = None) -> DraftTree:
+        n = tokens.numel()
+        return DraftTree(tokens, torch.arange(-1, n - 1, device=tokens.device), draft_probs)
+
+
+class Drafter(Protocol):
+    """What a method implements. ``context`` is every accepted token so far (prompt included),
+    as a 1-D long tensor on the engine's device; its last token is the tree's root."""
+
+    def reset(self, prompt_ids: torch.Tensor) -> None:
+        """A new sequence starts (drop any per-sequence state, e.g. a draft KV cache)."""
+
+    def propose(self, context: torch.Tensor) -> DraftTree:
+        """Candidates to verify after ``context[-1]``."""
+
+    def accepted(self, context: torch.Tensor, num_new: int) -> None:
+        """Verification added ``num_new`` tokens (accepted drafts + the target's bonus token)
+        to the end of ``context``; update adaptive state (draft length, caches)."""
+
+
+@dataclass
+class GenerationOutput:
+    """One generate call's result, in the units Spec-Bench records."""
+
+    token_ids: list[int]  # new tokens only (a stop token that ended generation included)
+    decoding_steps: int  # target forward passes after prefill
+    accept_lengths: list[int]  # tokens added per step, the bonus token included (AR: all 1)
+    stats: dict = field(default_factory=dict)  # method extras, e.g. {"exit_tokens": {6: 40, 12: 9}}
+
+    @property
+    def new_tokens(self) -> int:
+        return len(self.token_ids)
