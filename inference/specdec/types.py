@@ -35,6 +35,27 @@ class DraftTree:
         n = tokens.numel()
         return DraftTree(tokens, torch.arange(-1, n - 1, device=tokens.device), draft_probs)
 
+    @staticmethod
+    def from_sequences(sequences, device: torch.device | str = "cpu") -> tuple[DraftTree, list[list[int]]]:
+        """Merge token sequences (each one starting right after the root) into a trie: sequences
+        sharing a prefix share its nodes. Returns the tree and, per sequence, its tokens' node ids."""
+        node_of: dict[tuple[int, int], int] = {}  # (parent node, token) -> node
+        tokens: list[int] = []
+        parents: list[int] = []
+        paths = []
+        for seq in sequences:
+            parent, path = -1, []
+            for token in seq:
+                node = node_of.setdefault((parent, int(token)), len(tokens))
+                if node == len(tokens):
+                    tokens.append(int(token))
+                    parents.append(parent)
+                path.append(node)
+                parent = node
+            paths.append(path)
+        long = dict(dtype=torch.long, device=device)
+        return DraftTree(torch.tensor(tokens, **long), torch.tensor(parents, **long)), paths
+
 
 class Drafter(Protocol):
     """What a method implements. ``context`` is every accepted token so far (prompt included),
@@ -49,6 +70,16 @@ class Drafter(Protocol):
     def accepted(self, context: torch.Tensor, num_new: int) -> None:
         """Verification added ``num_new`` tokens (accepted drafts + the target's bonus token)
         to the end of ``context``; update adaptive state (draft length, caches)."""
+
+
+class VerificationObserver(Protocol):
+    """Optional extra a drafter may implement (the engine calls it when present, before
+    ``accepted``): the target's greedy next token at *every* node of the tree just verified,
+    rejected nodes included. Lookahead decoding builds its n-gram pool from these outputs on
+    its Jacobi-window nodes; other drafters ignore it."""
+
+    def observe(self, tree: DraftTree, target_argmax: torch.Tensor) -> None:
+        """``target_argmax[i]`` (long, shape (len(tree),)) = argmax of the target's logits at node i."""
 
 
 @dataclass
