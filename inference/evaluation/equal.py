@@ -1,0 +1,148 @@
+"""Are two answer files' texts the same? Per question, per task, and where they first differ.
+
+    python evaluation/equal.py --file-path data/spec_bench/model_answer/ --jsonfile1 ar.jsonl --jsonfile2 sd2.jsonl
+    python evaluation/equal.py --jsonfile1 path/a.jsonl --jsonfile2 path/b.jsonl --tokenizer-path MODEL --strict
+
+For each question answered in both files, every turn's text is compared; the first difference
+is located as a token index (answers tokenised with ``--tokenizer-path``) or else a character
+index, with a little context from both sides. Questions in only one file, or recorded with an
+``error``, are listed, never skipped silently. ``--strict`` exits 1 on any difference, missing,
+extra or errored question.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from evaluation.questions import task_of
+from evaluation.speed import REPORT_TASKS, AnswerFileError, load_answer_file
+
+CONTEXT = 5  # tokens (or 5 * 8 characters) shown either side of a divergence
+
+
+def first_difference(a: list, b: list) -> int | None:
+    """Index of the first position where two sequences differ (a prefix differs at its end), or None."""
+    for i, (x, y) in enumerate(zip(a, b)):
+        if x != y:
+            return i
+    return None if len(a) == len(b) else min(len(a), len(b))
+
+
+class Splitter:
+    """Turns an answer text into the units compared: tokens with a tokenizer, else characters."""
+
+    def __init__(self, tokenizer_path: str | None):
+        self.tokenizer = None
+        if tokenizer_path:
+            from transformers import AutoTokenizer
+
+            self.tokenizer = AutoTokenizer.from_pretrained(tokenizer_path)
+        self.unit = "token" if self.tokenizer else "char"
+
+    def locate(self, text1: str, text2: str) -> tuple[str, int, str]:
+        """(unit, index, context) of the first difference between two unequal texts."""
+        if self.tokenizer:
+            u1, u2 = (self.tokenizer(t, add_special_tokens=False).input_ids for t in (text1, text2))
+            at = first_difference(u1, u2)
+            if at is not None:
+                return "token", at, f"{self._around(u1, at)}  vs  {self._around(u2, at)}"
+        # no tokenizer, or texts that tokenise alike (e.g. differing only in unknown characters)
+        at = first_difference(text1, text2)
+        return "char", at, f"{self._around(text1, at)}  vs  {self._around(text2, at)}"
+
+    def _around(self, units, at: int) -> str:
+        if isinstance(units, str):
+            return repr(units[max(0, at - 8 * CONTEXT):at]) + " | " + repr(units[at:at + 8 * CONTEXT])
+        decode = self.tokenizer.decode
+        return repr(decode(units[max(0, at - CONTEXT):at])) + " | " + repr(decode(units[at:at + CONTEXT]))
+
+
+def compare_turns(turns1: list[str], turns2: list[str], splitter: Splitter) -> dict | None:
+    """None when equal; else the first differing turn and where in it the texts part."""
+    for t in range(max(len(turns1), len(turns2))):
+        if t >= len(turns1) or t >= len(turns2):
+            return {"turn": t + 1, "unit": None, "index": None, "detail": f"turn {t + 1} is missing from one file"}
+        if turns1[t] != turns2[t]:
+            unit, at, context = splitter.locate(turns1[t], turns2[t])
+            return {"turn": t + 1, "unit": unit, "index": at, "detail": f"turn {t + 1}, {unit} {at}: {context}"}
+    return None
+
+
+def compare_files(path1: Path, path2: Path, tokenizer_path: str | None = None) -> dict:
+    a, b = load_answer_file(path1), load_answer_file(path2)
+    splitter = Splitter(tokenizer_path)
+    report = {"file1": str(path1), "file2": str(path2), "unit": splitter.unit,
+              "only_in_file1": sorted((q for q in a if q not in b), key=str),
+              "only_in_file2": sorted((q for q in b if q not in a), key=str),
+              "errors": {}, "differences": {}, "tasks": {}}
+    for qid in sorted(set(a) & set(b), key=str):
+        category = a[qid]["category"]
+        task = task_of(category)
+        counts = report["tasks"].setdefault(task, {"equal": 0, "different": 0, "error": 0})
+        errs = {name: r["error"] for name, r in (("file1", a[qid]), ("file2", b[qid])) if "error" in r}
+        if errs:
+            report["errors"][qid] = errs
+            counts["error"] += 1
+            continue
+        diff = compare_turns(a[qid]["choices"][0]["turns"], b[qid]["choices"][0]["turns"], splitter)
+        if diff is None:
+            counts["equal"] += 1
+        else:
+            report["differences"][qid] = {"category": category, **diff}
+            counts["different"] += 1
+    tasks = report["tasks"]
+    tasks["overall"] = {k: sum(c[k] for c in tasks.values()) for k in ("equal", "different", "error")}
+    report["tasks"] = {t: tasks[t] for t in REPORT_TASKS if t in tasks}
+    report["all_equal"] = not (report["differences"] or report["errors"]
+                               or report["only_in_file1"] or report["only_in_file2"])
+    return report
+
+
+def format_report(report: dict) -> str:
+    lines = [f"file1: {report['file1']}", f"file2: {report['file2']}", ""]
+    for qid, d in report["differences"].items():
+        lines.append(f"question {qid} ({d['category']}) differs at {d['detail']}")
+    for qid, errs in report["errors"].items():
+        lines.append(f"question {qid}: recorded with an error in {', '.join(f'{k} ({v})' for k, v in errs.items())}")
+    for key in ("only_in_file1", "only_in_file2"):
+        if report[key]:
+            lines.append(f"{len(report[key])} question(s) {key.replace('_', ' ')}: {report[key][:20]}")
+    if len(lines) > 3:
+        lines.append("")
+    lines.append(f"{'task':<16}{'equal':>8}{'different':>11}{'error':>7}")
+    for task, c in report["tasks"].items():
+        lines.append(f"{task:<16}{c['equal']:>8}{c['different']:>11}{c['error']:>7}")
+    lines.append("")
+    lines.append("Result totally Equal!" if report["all_equal"] else "Not Equal!")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--file-path", default=None, help="folder of the two files (optional: paths may be given whole)")
+    parser.add_argument("--jsonfile1", required=True)
+    parser.add_argument("--jsonfile2", required=True)
+    parser.add_argument("--tokenizer-path", default=None, help="locate differences in tokens (default: characters)")
+    parser.add_argument("--strict", action="store_true",
+                        help="exit 1 on any difference, or a missing, extra or errored question")
+    parser.add_argument("--json", default=None, metavar="PATH", help="also write the report as JSON ('-': stdout)")
+    args = parser.parse_args(argv)
+    folder = Path(args.file_path) if args.file_path else Path()
+    try:
+        report = compare_files(folder / args.jsonfile1, folder / args.jsonfile2, args.tokenizer_path)
+    except AnswerFileError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if args.json == "-":
+        print(json.dumps(report, indent=2, default=str))
+    else:
+        print(format_report(report))
+        if args.json:
+            Path(args.json).write_text(json.dumps(report, indent=2, default=str))
+    return 1 if args.strict and not report["all_equal"] else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

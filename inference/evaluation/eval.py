@@ -1,0 +1,434 @@
+"""The Spec-Bench harness every ``inference_*.py`` script shares.
+
+A method script adds these arguments, loads the target, and hands ``run_eval`` a *forward*
+function ``forward(prompt_ids, max_new_tokens, stop_token_ids) -> GenerationOutput``. Everything
+else is done here, identically for every method: prompts from the conversation template (turn 2
+contains the model's own turn-1 answer), warm-up, timing with device synchronisation, stop
+tokens/strings, Spec-Bench's answer schema, resume, and the final sort/de-duplication.
+
+Answer record (one JSON line per question, Spec-Bench's schema plus ``stats``; a question that
+could not be answered carries an ``error`` field instead of being dropped)::
+
+    {"question_id", "category", "answer_id", "model_id",
+     "choices": [{"index": 0, "turns": [str], "decoding_steps": [int], "new_tokens": [int],
+                  "wall_time": [float], "accept_lengths": [int], "stats": [dict]}],
+     "tstamp", ["error": str]}
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import shortuuid
+import torch
+from tqdm import tqdm
+
+from evaluation.questions import load_questions
+from sd2train.assets import DEFAULT_MODEL_DIR, REPO_ROOT
+from specdec.types import GenerationOutput
+
+Forward = Callable[[list[int], int, set[int]], GenerationOutput]
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+# "vicuna" is the name Spec-Bench's users pass; FastChat calls the template vicuna_v1.1.
+FASTCHAT_ALIASES = {"vicuna": "vicuna_v1.1"}
+CHAT_TEMPLATE = "chat_template"  # the tokenizer's own chat template
+
+
+class EvalConfigError(ValueError):
+    """Bad harness input found before any generation (template, vocabularies, paths)."""
+
+
+class ContextLengthError(ValueError):
+    """A prompt that does not fit the model's context; recorded for its question, the batch goes on."""
+
+
+# ---------------------------------------------------------------- arguments and loading
+
+def add_eval_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    g = parser.add_argument_group("evaluation (Spec-Bench)")
+    g.add_argument("--model-path", default=str(DEFAULT_MODEL_DIR),
+                   help="target model (HF checkpoint); default: the prepared default target")
+    g.add_argument("--model-id", required=True, help="names the answer file and every record's model_id")
+    g.add_argument("--bench-name", default="spec_bench", help="question set under data/<bench-name>/")
+    g.add_argument("--question-file", default=None,
+                   help="Spec-Bench-format jsonl (default: data/<bench-name>/question.jsonl)")
+    g.add_argument("--question-begin", type=int, default=None, help="index of the first question (debug)")
+    g.add_argument("--question-end", type=int, default=None, help="index after the last question (debug)")
+    g.add_argument("--categories", default=None,
+                   help="comma list of categories or tasks (mt_bench, translation, summarization, qa, math_reasoning, rag)")
+    g.add_argument("--answer-file", default=None,
+                   help="output jsonl (default: data/<bench-name>/model_answer/<model-id>.jsonl)")
+    g.add_argument("--max-new-tokens", type=int, default=1024)
+    g.add_argument("--temperature", type=float, default=0.0, help="0 = greedy")
+    g.add_argument("--top-p", type=float, default=1.0)
+    g.add_argument("--dtype", default="auto", choices=["auto", *DTYPES],
+                   help="auto: float32 on CPU, float16 on CUDA")
+    g.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    g.add_argument("--conv-template", default=None,
+                   help="'chat_template' (the tokenizer's; the default when it has one), 'vicuna' "
+                        "(FastChat's vicuna_v1.1) or any FastChat template name")
+    g.add_argument("--num-warmup", type=int, default=3, help="full runs of the first question, not recorded")
+    g.add_argument("--seed", type=int, default=0, help="torch/random seed, reset before every question")
+    return parser
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise EvalConfigError("--device cuda, but no CUDA device is available")
+    return torch.device(name)
+
+
+def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
+    if name == "auto":
+        return torch.float16 if device.type == "cuda" else torch.float32
+    return DTYPES[name]
+
+
+def question_file(args) -> Path:
+    return Path(args.question_file) if args.question_file else REPO_ROOT / "data" / args.bench_name / "question.jsonl"
+
+
+def answer_file(args) -> Path:
+    if args.answer_file:
+        return Path(args.answer_file)
+    return REPO_ROOT / "data" / args.bench_name / "model_answer" / f"{args.model_id}.jsonl"
+
+
+def selected_questions(args) -> list[dict]:
+    categories = [c.strip() for c in args.categories.split(",") if c.strip()] if args.categories else None
+    return load_questions(question_file(args), args.question_begin, args.question_end, categories)
+
+
+def check_args(args, tokenizer) -> tuple[ChatPrompter, list[dict]]:
+    """Everything that can be wrong with the input, checked before any model weights or generation."""
+    if args.max_new_tokens < 1:
+        raise EvalConfigError(f"--max-new-tokens must be >= 1, got {args.max_new_tokens}")
+    if args.temperature < 0:
+        raise EvalConfigError(f"--temperature must be >= 0, got {args.temperature}")
+    if not 0 < args.top_p <= 1:
+        raise EvalConfigError(f"--top-p must be in (0, 1], got {args.top_p}")
+    if args.num_warmup < 0:
+        raise EvalConfigError(f"--num-warmup must be >= 0, got {args.num_warmup}")
+    prompter = ChatPrompter.from_name(args.conv_template, tokenizer)
+    return prompter, selected_questions(args)
+
+
+def load_target(args):
+    """(model, tokenizer) of ``--model-path`` on ``--device`` in ``--dtype``, eval mode.
+
+    The template, question file and settings are checked first, so bad input fails in
+    seconds, before the weights are read.
+    """
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    path = Path(args.model_path)
+    if not path.exists():
+        raise EvalConfigError(f"--model-path {path} does not exist")
+    device = resolve_device(args.device)
+    dtype = resolve_dtype(args.dtype, device)
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    check_args(args, tokenizer)
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype).to(device).eval()
+    return model, tokenizer
+
+
+def check_same_vocab(target_tokenizer, draft_tokenizer, draft_config, target_config=None) -> None:
+    """Raise EvalConfigError unless a draft can propose token ids the target reads the same way.
+
+    Every drafter-based method needs this: ids are exchanged between the two models, so the
+    tokenizers must map every token to the same id, and the draft's output layer must cover
+    the target's vocabulary (and match the target's, for sampling, when ``target_config`` is given).
+    ``draft_tokenizer`` may be None for a draft checkpoint saved without tokenizer files.
+    """
+    n_target = len(target_tokenizer)
+    draft_vocab = getattr(draft_config, "vocab_size", None)
+    if draft_vocab is None:
+        raise EvalConfigError("the draft's config has no vocab_size")
+    if draft_vocab < n_target:
+        raise EvalConfigError(f"draft vocab_size {draft_vocab} < the target tokenizer's {n_target} tokens")
+    if target_config is not None and target_config.vocab_size != draft_vocab:
+        raise EvalConfigError(
+            f"draft vocab_size {draft_vocab} != target vocab_size {target_config.vocab_size}")
+    if draft_tokenizer is None:
+        return
+    tv, dv = target_tokenizer.get_vocab(), draft_tokenizer.get_vocab()
+    if tv != dv:
+        differing = sorted(set(tv.items()) ^ set(dv.items()), key=lambda kv: kv[1])[:3]
+        raise EvalConfigError(
+            f"draft and target tokenizers differ ({len(tv)} vs {len(dv)} tokens; "
+            f"first differing (token, id): {differing})")
+    for name in ("eos_token_id", "bos_token_id"):
+        if getattr(target_tokenizer, name) != getattr(draft_tokenizer, name):
+            raise EvalConfigError(f"draft and target tokenizers differ in {name}: "
+                                  f"{getattr(draft_tokenizer, name)} vs {getattr(target_tokenizer, name)}")
+
+
+# ---------------------------------------------------------------- prompts
+
+@dataclass
+class ChatPrompter:
+    """Builds each turn's prompt ids and knows where an answer stops.
+
+    Either a FastChat conversation template (tokenised like FastChat/Spec-Bench: the prompt
+    text with the tokenizer's special tokens) or the tokenizer's own chat template.
+    """
+
+    tokenizer: object
+    name: str
+    fastchat_template: str | None = None  # None: the tokenizer's chat template
+    stop_token_ids: set[int] = field(default_factory=set)
+    stop_strings: list[str] = field(default_factory=list)
+
+    @staticmethod
+    def from_name(name: str | None, tokenizer) -> ChatPrompter:
+        stop_ids = _eos_ids(tokenizer)
+        if name in (None, CHAT_TEMPLATE):
+            if not getattr(tokenizer, "chat_template", None):
+                raise EvalConfigError(
+                    "the tokenizer has no chat template: pass --conv-template (e.g. 'vicuna' or another FastChat name)")
+            return ChatPrompter(tokenizer, CHAT_TEMPLATE, None, stop_ids, [])
+        from fastchat.conversation import conv_templates, get_conv_template
+
+        fc_name = FASTCHAT_ALIASES.get(name, name)
+        if fc_name not in conv_templates:
+            raise EvalConfigError(
+                f"unknown --conv-template {name!r}: use '{CHAT_TEMPLATE}', 'vicuna' or a FastChat template "
+                f"({', '.join(sorted(conv_templates)[:12])}, ...)")
+        conv = get_conv_template(fc_name)
+        stop_ids |= set(conv.stop_token_ids or [])
+        stops = [conv.stop_str] if isinstance(conv.stop_str, str) else list(conv.stop_str or [])
+        return ChatPrompter(tokenizer, fc_name, fc_name, stop_ids, [s for s in stops if s])
+
+    def prompt_ids(self, user_turns: list[str], answers: list[str]) -> list[int]:
+        """Prompt for the last of ``user_turns``; ``answers`` are the model's earlier answers."""
+        assert len(answers) == len(user_turns) - 1
+        if self.fastchat_template is None:
+            messages = []
+            for i, turn in enumerate(user_turns):
+                messages.append({"role": "user", "content": turn})
+                if i < len(answers):
+                    messages.append({"role": "assistant", "content": answers[i]})
+            text = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+            # the rendered template already holds its special tokens
+            return self.tokenizer(text, add_special_tokens=False).input_ids
+        from fastchat.conversation import get_conv_template
+
+        conv = get_conv_template(self.fastchat_template)
+        conv.messages = []  # some templates ship example messages
+        for i, turn in enumerate(user_turns):
+            conv.append_message(conv.roles[0], turn)
+            conv.append_message(conv.roles[1], answers[i] if i < len(answers) else None)
+        return self.tokenizer(conv.get_prompt()).input_ids
+
+    def answer_text(self, token_ids: list[int]) -> str:
+        """Decoded answer: cut at the first stop token and stop string, special tokens removed."""
+        for i, t in enumerate(token_ids):
+            if t in self.stop_token_ids:
+                token_ids = token_ids[:i]
+                break
+        text = self.tokenizer.decode(token_ids, spaces_between_special_tokens=False)
+        for stop in self.stop_strings:
+            cut = text.find(stop)
+            if cut >= 0:
+                text = text[:cut]
+        for special in self.tokenizer.all_special_tokens:
+            text = text.replace(special, "")
+        return text.strip()
+
+
+def _eos_ids(tokenizer, model=None) -> set[int]:
+    ids = set()
+    for source in (tokenizer.eos_token_id, getattr(getattr(model, "generation_config", None), "eos_token_id", None)):
+        if isinstance(source, int):
+            ids.add(source)
+        elif source:
+            ids.update(source)
+    return ids
+
+
+def context_length(model) -> int:
+    cfg = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
+    for name in ("max_position_embeddings", "n_positions", "max_sequence_length", "seq_length"):
+        if getattr(cfg, name, None):
+            return int(getattr(cfg, name))
+    raise EvalConfigError(f"cannot find the context length in {type(cfg).__name__}")
+
+
+# ---------------------------------------------------------------- answering one question
+
+def _synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _jsonable(value):
+    if isinstance(value, torch.Tensor):
+        return value.tolist()
+    if isinstance(value, dict):
+        return {(k if isinstance(k, str) else str(k)): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    return value
+
+
+@dataclass
+class Harness:
+    """What answering a question needs; built once per run."""
+
+    forward: Forward
+    prompter: ChatPrompter
+    device: torch.device
+    max_new_tokens: int
+    context: int
+    seed: int
+
+    def answer(self, question: dict) -> dict:
+        """One choice in Spec-Bench's form, with ``error`` set when a turn's prompt does not fit."""
+        random.seed(self.seed)
+        torch.manual_seed(self.seed)  # per question, so a resumed run samples what a full run would
+        choice = {"index": 0, "turns": [], "decoding_steps": [], "new_tokens": [], "wall_time": [],
+                  "accept_lengths": [], "stats": []}
+        for j in range(len(question["turns"])):
+            prompt = self.prompter.prompt_ids(question["turns"][: j + 1], choice["turns"])
+            room = self.context - len(prompt)
+            if room < 1:
+                choice["error"] = (f"turn {j + 1}: prompt of {len(prompt)} tokens does not fit the "
+                                   f"model's context of {self.context}")
+                return choice
+            _synchronize(self.device)
+            start = time.perf_counter()
+            out = self.forward(prompt, min(self.max_new_tokens, room), self.prompter.stop_token_ids)
+            _synchronize(self.device)
+            elapsed = time.perf_counter() - start
+            choice["turns"].append(self.prompter.answer_text(out.token_ids))
+            choice["decoding_steps"].append(int(out.decoding_steps))
+            choice["new_tokens"].append(int(out.new_tokens))
+            choice["wall_time"].append(elapsed)
+            choice["accept_lengths"].extend(int(a) for a in out.accept_lengths)
+            choice["stats"].append(_jsonable(out.stats))
+        return choice
+
+
+# ---------------------------------------------------------------- the answer file
+
+def _qid_key(qid):
+    return (0, qid, "") if isinstance(qid, int) else (1, 0, str(qid))
+
+
+def read_answers(path: Path, repair: bool = False) -> list[dict]:
+    """Records of an answer file, in file order.
+
+    A torn last line (a run killed mid-write) is dropped -- and cut off the file when
+    ``repair`` -- with a warning; a malformed line anywhere else is an error naming the line.
+    """
+    if not path.is_file():
+        return []
+    raw = path.read_bytes()
+    lines = raw.split(b"\n")
+    records = []
+    for lineno, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+            if not isinstance(record, dict) or "question_id" not in record:
+                raise ValueError("not an answer record (no question_id)")
+        except ValueError as exc:
+            torn = lineno == len(lines) and not raw.endswith(b"\n")
+            if not torn:
+                raise EvalConfigError(f"{path}:{lineno}: malformed answer line ({exc})") from None
+            print(f"warning: {path}:{lineno}: dropping an incomplete last line (interrupted write)", file=sys.stderr)
+            if repair:
+                with path.open("r+b") as f:
+                    f.truncate(len(raw) - len(line))
+            break
+        records.append(record)
+    else:
+        if repair and raw.strip() and not raw.endswith(b"\n"):  # complete last record, newline lost
+            with path.open("ab") as f:
+                f.write(b"\n")
+    return records
+
+
+def reorganize_answers(path: Path) -> list[dict]:
+    """Sort by question_id and keep each question's last record; rewritten atomically."""
+    latest = {}
+    for record in read_answers(path):
+        latest[record["question_id"]] = record
+    records = [latest[q] for q in sorted(latest, key=_qid_key)]
+    tmp = path.with_name(path.name + ".tmp")
+    with tmp.open("w", encoding="utf-8") as f:
+        for record in records:
+            f.write(json.dumps(record, ensure_ascii=False) + "\n")
+    os.replace(tmp, path)
+    return records
+
+
+def _append(path: Path, record: dict) -> None:
+    with path.open("a", encoding="utf-8") as f:
+        f.write(json.dumps(record, ensure_ascii=False) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+
+
+# ---------------------------------------------------------------- the run
+
+@torch.inference_mode()
+def run_eval(args, model, tokenizer, forward: Forward) -> Path:
+    """Answer the selected questions with ``forward``; returns the answer file.
+
+    Questions already answered (without error) in the answer file are skipped; errored ones
+    are tried again. Each record is appended and flushed as it finishes.
+    """
+    prompter, questions = check_args(args, tokenizer)
+    prompter.stop_token_ids |= _eos_ids(tokenizer, model)
+    path = answer_file(args)
+    path.parent.mkdir(parents=True, exist_ok=True)
+
+    existing = read_answers(path, repair=True)
+    others = {r.get("model_id") for r in existing} - {args.model_id}
+    if others:
+        raise EvalConfigError(f"{path} holds answers of model_id {sorted(map(str, others))}, not {args.model_id!r}: "
+                              "use another --answer-file or --model-id")
+    done = {r["question_id"] for r in existing if "error" not in r}
+    pending = [q for q in questions if q["question_id"] not in done]
+    print(f"{len(questions)} questions from {question_file(args)}; {len(questions) - len(pending)} already "
+          f"answered in {path}; {len(pending)} to go")
+
+    device = next(model.parameters()).device
+    harness = Harness(forward, prompter, device, args.max_new_tokens, context_length(model), args.seed)
+    if pending and args.num_warmup:
+        for _ in tqdm(range(args.num_warmup), desc="warm-up", leave=False):
+            harness.answer(pending[0])
+
+    accepted, errors = [], 0
+    for question in tqdm(pending, desc=args.model_id):
+        choice = harness.answer(question)
+        error = choice.pop("error", None)
+        record = {"question_id": question["question_id"], "category": question["category"],
+                  "answer_id": shortuuid.uuid(), "model_id": args.model_id, "choices": [choice],
+                  "tstamp": time.time()}
+        if error:
+            record["error"] = error
+            errors += 1
+            tqdm.write(f"question {question['question_id']}: {error}")
+        accepted.extend(choice["accept_lengths"])
+        _append(path, record)
+
+    reorganize_answers(path)
+    if accepted:
+        print(f"mean accepted tokens: {sum(accepted) / len(accepted):.3f}")
+    if errors:
+        print(f"{errors} question(s) recorded with an error (see the 'error' field)")
+    print(f"answers: {path}")
+    return path

@@ -1,0 +1,146 @@
+"""Outside references: Hugging Face ``generate`` as forward functions for ``run_eval``.
+
+Three references, all through ``model.generate`` with batch size 1:
+
+- ``hf_generate_forward``: plain greedy / sampling decoding (``inference_baseline.py --engine hf``);
+- ``hf_assisted_forward``: HF assisted generation with a draft (assistant) model -- SpS's reference;
+- ``hf_prompt_lookup_forward``: HF prompt lookup decoding (``prompt_lookup_num_tokens``) -- PLD's.
+
+Accounting. ``generate`` hands a streamer the prompt once and then, after every target forward
+pass, exactly the tokens that pass added (plain decoding: one; assisted/prompt lookup: the
+accepted candidates plus the target's own token). So ``accept_lengths`` are exact per-step
+counts, ``decoding_steps`` is the number of target passes, and the first step is the prefill
+pass, which yields the first token -- the convention of Spec-Bench's baseline
+(``decoding_steps == new_tokens`` and all accept lengths 1 for plain decoding). Wall time
+includes everything ``generate`` does per call (its set-up, the draft's prefill).
+
+Sampling uses temperature and top-p only (``top_k=0`` disables HF's default top-50), the same
+distribution the shared engine samples from.
+
+Run directly for the references' answer files, e.g.::
+
+    python -m evaluation.hf_reference --method generate --model-id smollm2-hf-ar-float32
+    python -m evaluation.hf_reference --method prompt_lookup --model-id smollm2-hf-pld-float32
+    python -m evaluation.hf_reference --method assisted --drafter-path DRAFT --model-id smollm2-hf-sps-float32
+"""
+from __future__ import annotations
+
+import argparse
+
+import torch
+from transformers.generation.streamers import BaseStreamer
+
+from evaluation.eval import EvalConfigError, Forward, add_eval_args, check_same_vocab, load_target, run_eval
+from specdec.types import GenerationOutput
+
+
+class StepRecorder(BaseStreamer):
+    """Counts the tokens ``generate`` emits per target pass (the first ``put`` is the prompt)."""
+
+    def __init__(self):
+        self.accept_lengths: list[int] = []
+        self._seen_prompt = False
+
+    def put(self, value: torch.Tensor) -> None:
+        if not self._seen_prompt:
+            self._seen_prompt = True
+            return
+        self.accept_lengths.append(int(value.numel()))
+
+    def end(self) -> None:
+        pass
+
+
+def _sampling_kwargs(temperature: float, top_p: float) -> dict:
+    if temperature > 0:
+        return {"do_sample": True, "temperature": temperature, "top_p": top_p, "top_k": 0}
+    return {"do_sample": False}
+
+
+def _hf_forward(model, **generate_kwargs) -> Forward:
+    def forward(prompt_ids: list[int], max_new_tokens: int, stop_token_ids: set[int]) -> GenerationOutput:
+        input_ids = torch.tensor([prompt_ids], device=model.device)
+        recorder = StepRecorder()
+        sequences = model.generate(
+            input_ids, attention_mask=torch.ones_like(input_ids), max_new_tokens=max_new_tokens,
+            eos_token_id=sorted(stop_token_ids), pad_token_id=min(stop_token_ids), streamer=recorder,
+            **generate_kwargs)
+        token_ids = sequences[0, len(prompt_ids):].tolist()
+        assert sum(recorder.accept_lengths) == len(token_ids), "streamer and output disagree"
+        return GenerationOutput(token_ids, len(recorder.accept_lengths), recorder.accept_lengths)
+
+    return forward
+
+
+def hf_generate_forward(model, temperature: float = 0.0, top_p: float = 1.0) -> Forward:
+    """Plain HF decoding: one target pass per token."""
+    return _hf_forward(model, **_sampling_kwargs(temperature, top_p))
+
+
+def hf_assisted_forward(model, assistant_model, temperature: float = 0.0, top_p: float = 1.0,
+                        num_assistant_tokens: int = 20, schedule: str = "constant",
+                        confidence_threshold: float = 0.4) -> Forward:
+    """HF assisted generation (speculative decoding with a draft model of the same vocabulary).
+
+    ``schedule`` is HF's ``num_assistant_tokens_schedule`` ('constant', 'heuristic' or
+    'heuristic_transient'); 'heuristic' carries the draft length across calls, so the default
+    'constant' keeps each question independent of the ones before it.
+    """
+    gc = assistant_model.generation_config
+    gc.num_assistant_tokens = num_assistant_tokens
+    gc.num_assistant_tokens_schedule = schedule
+    gc.assistant_confidence_threshold = confidence_threshold
+    return _hf_forward(model, assistant_model=assistant_model, **_sampling_kwargs(temperature, top_p))
+
+
+def hf_prompt_lookup_forward(model, num_tokens: int = 10, max_ngram: int = 3,
+                             temperature: float = 0.0, top_p: float = 1.0) -> Forward:
+    """HF prompt lookup: match the last ``max_ngram``..1 tokens in the context, propose ``num_tokens``."""
+    if num_tokens < 1 or max_ngram < 1:
+        raise EvalConfigError(f"prompt lookup needs num_tokens >= 1 and max_ngram >= 1, got {num_tokens}, {max_ngram}")
+    return _hf_forward(model, prompt_lookup_num_tokens=num_tokens, max_matching_ngram_size=max_ngram,
+                       **_sampling_kwargs(temperature, top_p))
+
+
+def load_assistant(path: str, model, tokenizer):
+    """A draft model on the target's device and dtype, checked to share the target's vocabulary."""
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    config = AutoConfig.from_pretrained(path)
+    try:
+        draft_tokenizer = AutoTokenizer.from_pretrained(path)
+    except (OSError, ValueError):  # a draft saved without tokenizer files
+        draft_tokenizer = None
+    check_same_vocab(tokenizer, draft_tokenizer, config, model.config)
+    return AutoModelForCausalLM.from_pretrained(path, dtype=model.dtype).to(model.device).eval()
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_eval_args(parser)
+    parser.add_argument("--method", choices=["generate", "assisted", "prompt_lookup"], default="generate")
+    parser.add_argument("--drafter-path", help="assistant model for --method assisted")
+    parser.add_argument("--num-assistant-tokens", type=int, default=20)
+    parser.add_argument("--assistant-schedule", default="constant",
+                        choices=["constant", "heuristic", "heuristic_transient"])
+    parser.add_argument("--prompt-lookup-num-tokens", type=int, default=10)
+    parser.add_argument("--max-matching-ngram-size", type=int, default=3)
+    args = parser.parse_args(argv)
+    if args.method == "assisted" and not args.drafter_path:
+        parser.error("--method assisted needs --drafter-path")
+
+    model, tokenizer = load_target(args)
+    if args.method == "generate":
+        forward = hf_generate_forward(model, args.temperature, args.top_p)
+    elif args.method == "assisted":
+        assistant = load_assistant(args.drafter_path, model, tokenizer)
+        forward = hf_assisted_forward(model, assistant, args.temperature, args.top_p,
+                                      args.num_assistant_tokens, args.assistant_schedule)
+    else:
+        forward = hf_prompt_lookup_forward(model, args.prompt_lookup_num_tokens, args.max_matching_ngram_size,
+                                           args.temperature, args.top_p)
+    return run_eval(args, model, tokenizer, forward)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,238 @@
+"""Speed of a method's answers against a baseline's, per Spec-Bench task.
+
+    python evaluation/speed.py --file-path METHOD.jsonl --base-path BASELINE.jsonl
+    python evaluation/speed.py --file-path run1/m.jsonl run2/m.jsonl --base-path run1/b.jsonl run2/b.jsonl --json out.json
+
+Per question: tokens = sum of ``new_tokens`` over turns, time = sum of ``wall_time``. Per task
+(mt_bench = the 8 MT-bench categories, translation, summarization, qa, math_reasoning, rag, overall):
+
+- ``tok/s``: Spec-Bench's figure, the mean over questions of tokens/time;
+- ``tok/s (total)``: total tokens / total time, which weighs long answers by their length;
+- ``speed-up``: method tok/s / baseline tok/s, for both figures;
+- ``tau``: the mean accepted tokens per target pass, over all decoding steps.
+
+Tokens are counted the same way on both sides: from ``new_tokens``, or, with
+``--tokenizer-path``, by tokenising both sides' answer texts. Several runs (several
+``--file-path``, with one ``--base-path`` each or one shared) give mean +- std over runs.
+Questions answered in only one file, or recorded with an ``error``, stop the report unless
+``--allow-subset``, which compares the questions both answered and lists the rest.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from evaluation.questions import TASKS, task_of
+
+REPORT_TASKS = (*TASKS, "overall")
+REQUIRED = ("question_id", "category", "choices")
+REQUIRED_CHOICE = ("turns", "new_tokens", "wall_time", "accept_lengths")
+
+
+class AnswerFileError(ValueError):
+    """An answer file that is missing, malformed, or does not match the one it is compared with."""
+
+
+def load_answer_file(path: str | Path) -> dict:
+    """question_id -> record of a Spec-Bench answer file (malformed lines and duplicates are errors)."""
+    path = Path(path)
+    if not path.is_file():
+        raise AnswerFileError(f"answer file not found: {path}")
+    records = {}
+    with path.open(encoding="utf-8") as f:
+        for lineno, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            where = f"{path}:{lineno}"
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise AnswerFileError(f"{where}: not valid JSON ({exc.msg})") from None
+            if not isinstance(record, dict) or any(k not in record for k in REQUIRED):
+                raise AnswerFileError(f"{where}: not an answer record (needs {', '.join(REQUIRED)})")
+            choices = record["choices"]
+            if "error" not in record and (not isinstance(choices, list) or not choices
+                                          or any(k not in choices[0] for k in REQUIRED_CHOICE)):
+                raise AnswerFileError(f"{where}: choices[0] needs {', '.join(REQUIRED_CHOICE)}")
+            qid = record["question_id"]
+            if qid in records:
+                raise AnswerFileError(f"{where}: question {qid!r} answered twice")
+            records[qid] = record
+    if not records:
+        raise AnswerFileError(f"{path}: no answers")
+    return records
+
+
+def split_errors(records: dict) -> tuple[dict, list]:
+    """(answered records, ids recorded with an error)."""
+    ok = {q: r for q, r in records.items() if "error" not in r}
+    return ok, sorted((q for q in records if q not in ok), key=str)
+
+
+def common_questions(method: dict, base: dict, allow_subset: bool, names: tuple[str, str]) -> tuple[list, list[str]]:
+    """Ids both files answered, and notes on everything left out (an error unless allow_subset)."""
+    (m_ok, m_err), (b_ok, b_err) = split_errors(method), split_errors(base)
+    notes = []
+    for label, ids in ((f"only in {names[0]}", set(method) - set(base)),
+                       (f"only in {names[1]}", set(base) - set(method)),
+                       (f"recorded with an error in {names[0]}", m_err),
+                       (f"recorded with an error in {names[1]}", b_err)):
+        if ids:
+            notes.append(f"{len(ids)} question(s) {label}: {sorted(ids, key=str)[:20]}")
+    if notes and not allow_subset:
+        raise AnswerFileError("the files do not cover the same answered questions (--allow-subset compares "
+                              "the common ones):\n  " + "\n  ".join(notes))
+    common = sorted(set(m_ok) & set(b_ok), key=str)
+    if not common:
+        raise AnswerFileError(f"{names[0]} and {names[1]} have no answered question in common")
+    return common, notes
+
+
+def token_counter(tokenizer_path: str | None):
+    """record -> tokens per question: new_tokens, or the answer texts re-tokenised (both sides alike)."""
+    if not tokenizer_path:
+        return lambda record: sum(record["choices"][0]["new_tokens"])
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(tokenizer_path)
+    return lambda record: sum(len(tokenizer(t, add_special_tokens=False).input_ids)
+                              for t in record["choices"][0]["turns"])
+
+
+@dataclass
+class Side:
+    """One answer file's figures over a set of questions."""
+
+    rate_mean: float  # mean over questions of tokens/time (Spec-Bench)
+    rate_total: float  # total tokens / total time
+    tau: float  # mean accept length
+    tokens: int
+    time: float
+
+
+def measure(records: dict, qids: list, count_tokens) -> Side:
+    rates, tokens, seconds, accepts = [], 0, 0.0, []
+    for q in qids:
+        choice = records[q]["choices"][0]
+        n, t = count_tokens(records[q]), sum(choice["wall_time"])
+        if t <= 0:
+            raise AnswerFileError(f"question {q!r}: wall_time sums to {t}")
+        rates.append(n / t)
+        tokens += n
+        seconds += t
+        accepts.extend(choice["accept_lengths"])
+    tau = sum(accepts) / len(accepts) if accepts else float("nan")
+    return Side(sum(rates) / len(rates), tokens / seconds, tau, tokens, seconds)
+
+
+def task_questions(records: dict, qids: list, task: str) -> list:
+    if task == "overall":
+        return qids
+    return [q for q in qids if task_of(records[q]["category"]) == task]
+
+
+def compare_run(method: dict, base: dict, qids: list, count_tokens) -> dict:
+    """task -> figures for one (method, baseline) pair; tasks with no question are left out."""
+    report = {}
+    for task in REPORT_TASKS:
+        ids = task_questions(method, qids, task)
+        if not ids:
+            continue
+        m, b = measure(method, ids, count_tokens), measure(base, ids, count_tokens)
+        report[task] = {
+            "questions": len(ids), "speedup": m.rate_mean / b.rate_mean, "speedup_total": m.rate_total / b.rate_total,
+            "tau": m.tau, "tau_base": b.tau, "tok_s": m.rate_mean, "tok_s_base": b.rate_mean,
+            "tok_s_total": m.rate_total, "tok_s_total_base": b.rate_total,
+            "tokens": m.tokens, "tokens_base": b.tokens, "time": m.time, "time_base": b.time,
+        }
+    return report
+
+
+def summarize(runs: list[dict]) -> dict:
+    """task -> metric -> {"mean", "std"} over runs (std: sample std, 0 for a single run)."""
+    summary = {}
+    for task in REPORT_TASKS:
+        per_run = [r[task] for r in runs if task in r]
+        if not per_run:
+            continue
+        if len(per_run) != len(runs):
+            raise AnswerFileError(f"task {task} is missing from some runs")
+        summary[task] = {}
+        for metric in per_run[0]:
+            values = [r[metric] for r in per_run]
+            std = statistics.stdev(values) if len(values) > 1 else 0.0
+            summary[task][metric] = {"mean": statistics.fmean(values), "std": std}
+    return summary
+
+
+COLUMNS = (("n", "questions", "{:.0f}"), ("speed-up", "speedup", "{:.3f}"), ("speed-up (total)", "speedup_total", "{:.3f}"),
+           ("tau", "tau", "{:.3f}"), ("tok/s", "tok_s", "{:.2f}"), ("tok/s base", "tok_s_base", "{:.2f}"),
+           ("tok/s total", "tok_s_total", "{:.2f}"), ("tok/s total base", "tok_s_total_base", "{:.2f}"))
+
+
+def format_table(summary: dict, runs: int) -> str:
+    def cell(value, fmt, key):
+        text = fmt.format(value["mean"])
+        return text + (" ± " + fmt.format(value["std"]) if runs > 1 and key != "questions" else "")
+
+    rows = [["task", *(c[0] for c in COLUMNS)]]
+    for task, metrics in summary.items():
+        rows.append([task, *(cell(metrics[key], fmt, key) for _, key, fmt in COLUMNS)])
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    lines = ["  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(row, widths))) for row in rows]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def speed_report(file_paths: list[str], base_paths: list[str], tokenizer_path: str | None = None,
+                 allow_subset: bool = False) -> dict:
+    if len(base_paths) not in (1, len(file_paths)):
+        raise AnswerFileError(f"give one --base-path, or one per --file-path ({len(file_paths)}), not {len(base_paths)}")
+    pairs = list(zip(file_paths, base_paths if len(base_paths) > 1 else base_paths * len(file_paths)))
+    count_tokens = token_counter(tokenizer_path)
+    runs, notes = [], []
+    for file_path, base_path in pairs:
+        method, base = load_answer_file(file_path), load_answer_file(base_path)
+        qids, left_out = common_questions(method, base, allow_subset, (file_path, base_path))
+        notes.extend(left_out)
+        runs.append(compare_run(method, base, qids, count_tokens))
+    return {"files": [p[0] for p in pairs], "bases": [p[1] for p in pairs],
+            "tokens_from": tokenizer_path or "new_tokens", "left_out": notes,
+            "runs": runs, "summary": summarize(runs)}
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--file-path", nargs="+", required=True, help="the method's answer file(s), one per run")
+    parser.add_argument("--base-path", nargs="+", required=True, help="the baseline's answer file(s): one, or one per run")
+    parser.add_argument("--tokenizer-path", default=None,
+                        help="count tokens by tokenising both sides' texts (default: the records' new_tokens)")
+    parser.add_argument("--allow-subset", action="store_true",
+                        help="compare the questions both files answered; list the others instead of failing")
+    parser.add_argument("--json", default=None, metavar="PATH", help="also write the report as JSON ('-': stdout)")
+    args = parser.parse_args(argv)
+    try:
+        report = speed_report(args.file_path, args.base_path, args.tokenizer_path, args.allow_subset)
+    except AnswerFileError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    for note in report["left_out"]:
+        print(f"left out: {note}", file=sys.stderr)
+    if args.json == "-":
+        print(json.dumps(report, indent=2))
+        return 0
+    runs = len(report["runs"])
+    print(f"method: {', '.join(report['files'])}\nbaseline: {', '.join(report['bases'])}\n"
+          f"tokens from: {report['tokens_from']}; {runs} run(s){' (mean ± std)' if runs > 1 else ''}\n")
+    print(format_table(report["summary"], runs))
+    if args.json:
+        Path(args.json).write_text(json.dumps(report, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
