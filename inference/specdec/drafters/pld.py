@@ -1,0 +1,58 @@
+"""Prompt lookup decoding (PLD): draft by copying what followed an earlier occurrence of the
+context's last n-gram, looked up in the prompt and the output so far. No model, no state.
+
+As in the original (and Hugging Face's prompt lookup): try n = max_ngram_size down to
+min_ngram_size; the first (earliest) earlier occurrence of the last n tokens wins, and up to
+num_pred_tokens tokens that follow it are proposed as a chain.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from specdec.types import DraftTree
+
+
+def check_ngram_sizes(min_size: int, max_size: int, what: str = "n-gram size") -> None:
+    """Shared validation for the n-gram drafters (PLD, Lookahead)."""
+    if not (isinstance(min_size, int) and isinstance(max_size, int)) or min_size < 1 or max_size < min_size:
+        raise ValueError(f"{what}: need 1 <= min ({min_size}) <= max ({max_size})")
+
+
+def find_continuation(tokens: np.ndarray, ngram_size: int, max_len: int) -> np.ndarray | None:
+    """Up to ``max_len`` tokens that followed the earliest earlier occurrence of the last
+    ``ngram_size`` tokens of ``tokens`` (None if it never occurred before)."""
+    n = len(tokens)
+    if n <= ngram_size:
+        return None
+    pattern = tokens[n - ngram_size:]
+    # Windows starting before the pattern itself; each must leave at least one token to copy.
+    windows = np.lib.stride_tricks.sliding_window_view(tokens[: n - 1], ngram_size)
+    hits = np.flatnonzero((windows == pattern).all(axis=1))
+    if hits.size == 0:
+        return None
+    start = int(hits[0]) + ngram_size
+    return tokens[start: start + max_len]
+
+
+class PromptLookupDrafter:
+    def __init__(self, max_ngram_size: int = 3, num_pred_tokens: int = 10, min_ngram_size: int = 1):
+        check_ngram_sizes(min_ngram_size, max_ngram_size, "PLD n-gram sizes (--min-ngram-size/--max-ngram-size)")
+        if not isinstance(num_pred_tokens, int) or num_pred_tokens < 1:
+            raise ValueError(f"PLD --num-pred-tokens must be a positive integer, got {num_pred_tokens}")
+        self.max_ngram_size, self.min_ngram_size = max_ngram_size, min_ngram_size
+        self.num_pred_tokens = num_pred_tokens
+
+    def reset(self, prompt_ids: torch.Tensor) -> None:
+        pass
+
+    def propose(self, context: torch.Tensor) -> DraftTree:
+        tokens = context.cpu().numpy()
+        for size in range(self.max_ngram_size, self.min_ngram_size - 1, -1):
+            found = find_continuation(tokens, size, self.num_pred_tokens)
+            if found is not None:
+                return DraftTree.chain(torch.from_numpy(found.copy()).to(context.device))
+        return DraftTree.empty(context.device)
+
+    def accepted(self, context: torch.Tensor, num_new: int) -> None:
+        pass
