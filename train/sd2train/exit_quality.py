@@ -1,0 +1,250 @@
+"""Exit-quality report: how well each exit of a draft predicts its target's greedy next token.
+
+    python -m sd2train.exit_quality --draft models/sd2-draft-soft-12 [--prompts 32 --new-tokens 64]
+    python -m sd2train.exit_quality --draft models/smollm2-135m-instruct --layers 12   # untrained
+
+Held-out ShareGPT prompts (first user turn, never trained on) are continued greedily by the target.
+Along the target's own continuation, per exit: top-1 agreement with the target's greedy next
+token (the acceptance proxy SD2 depends on), the exit's mean top-1 probability when right and when
+wrong, the cross-entropy to the target's distribution and the NLL of the target's token. It also
+suggests per-exit confidence thresholds: the lowest at which an exit agrees with the target at
+least as often as the last exit does on the same tokens. Prints a table; writes JSON.
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from sd2train.assets import REPO_ROOT
+from sd2train.exits import all_exit_logits, parse_int_list, validate_exits
+
+REPORT_FILE = "exit_quality.json"
+CACHE_DIR = REPO_ROOT / "outputs" / "exit_quality_cache"
+THRESHOLD_GRID = [round(0.05 * i, 2) for i in range(1, 20)]
+
+
+def heldout_prompts(tokenizer, fmt, num_prompts: int, max_prompt_tokens: int, data_path=None) -> list[list[int]]:
+    """Token ids of the first user turn of held-out conversations, as generation prompts."""
+    from sd2train.data import load_sharegpt, split_train_heldout
+    from sd2train.preprocess import chat_turns
+
+    conversations, _ = load_sharegpt(data_path, verbose=False)
+    _, heldout = split_train_heldout(conversations)
+    prompts = []
+    for conv in heldout:
+        shaped = chat_turns(conv["messages"])
+        if shaped is None or not shaped[1][0]["content"].strip():
+            continue
+        text = fmt.prompt(shaped[0], shaped[1][:1])
+        ids = tokenizer(text, add_special_tokens=fmt.add_special_tokens)["input_ids"]
+        if len(ids) <= max_prompt_tokens:
+            prompts.append(ids)
+        if len(prompts) == num_prompts:
+            break
+    if not prompts:
+        raise ValueError(f"no held-out prompt fits in {max_prompt_tokens} tokens")
+    return prompts
+
+
+@torch.no_grad()
+def greedy_continuations(target, tokenizer, prompts, new_tokens: int, batch_size: int = 8) -> list[list[int]]:
+    """prompt + the target's greedy continuation (up to its stop token), one list per prompt."""
+    from tqdm import tqdm
+
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    eos = target.generation_config.eos_token_id
+    stops = set(eos if isinstance(eos, list) else [eos])
+    sequences = []
+    for start in tqdm(range(0, len(prompts), batch_size), desc="target greedy", unit="batch"):
+        batch = prompts[start:start + batch_size]
+        width = max(map(len, batch))
+        input_ids = torch.tensor([[pad] * (width - len(p)) + p for p in batch])
+        attention_mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in batch])
+        out = target.generate(input_ids=input_ids, attention_mask=attention_mask, max_new_tokens=new_tokens,
+                              do_sample=False, pad_token_id=pad)
+        for prompt, row in zip(batch, out[:, width:].tolist()):
+            cut = next((i + 1 for i, t in enumerate(row) if t in stops), len(row))
+            sequences.append(prompt + row[:cut])
+    return sequences
+
+
+def cached_continuations(target_name: str, target, tokenizer, prompts, new_tokens: int) -> list[list[int]]:
+    """Greedy continuations are deterministic for a target and prompt set: compute them once."""
+    key = hashlib.sha256(json.dumps([str(target_name), new_tokens, prompts]).encode()).hexdigest()[:16]
+    path = CACHE_DIR / f"{key}.json"
+    if path.is_file():
+        return json.loads(path.read_text())
+    sequences = greedy_continuations(target, tokenizer, prompts, new_tokens)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(sequences))
+    return sequences
+
+
+def choose_thresholds(top1_prob: dict[int, torch.Tensor], right: dict[int, torch.Tensor]) -> list[float]:
+    """Per exit but the last: the lowest grid threshold at which tokens the exit is that sure of
+    are right at least as often as the last exit is on them. The last exit's threshold is 0."""
+    exits = sorted(top1_prob)
+    last = exits[-1]
+    thresholds = []
+    for k in exits[:-1]:
+        chosen = THRESHOLD_GRID[-1]
+        for tau in THRESHOLD_GRID:
+            sure = top1_prob[k] > tau
+            if sure.any() and right[k][sure].float().mean() >= right[last][sure].float().mean():
+                chosen = tau
+                break
+        thresholds.append(chosen)
+    return thresholds + [0.0]
+
+
+def cascade(top1_prob, right, thresholds) -> dict:
+    """Adaptive exit selection: each token stops at the first exit surer than its threshold."""
+    exits = sorted(top1_prob)
+    n = next(iter(right.values())).numel()
+    chosen_right = torch.zeros(n, dtype=torch.bool)
+    undecided = torch.ones(n, dtype=torch.bool)
+    share = {}
+    for k, tau in zip(exits, thresholds):
+        stop = undecided & ((top1_prob[k] > tau) if k != exits[-1] else torch.ones(n, dtype=torch.bool))
+        chosen_right |= stop & right[k]
+        share[k] = float(stop.float().mean())
+        undecided &= ~stop
+    return {"thresholds": thresholds, "agreement": float(chosen_right.float().mean()), "share_per_exit": share}
+
+
+@torch.no_grad()
+def evaluate_exits(draft, target, sequences, prompt_lengths, exits) -> dict:
+    """Per-exit statistics over every continuation position of every sequence."""
+    probs, right, ce, nll = ({k: [] for k in exits} for _ in range(4))
+    for seq, prompt_len in zip(sequences, prompt_lengths):
+        if len(seq) <= prompt_len:
+            continue
+        ids = torch.tensor([seq])
+        span = slice(prompt_len - 1, len(seq) - 1)  # positions whose next token is generated
+        target_log_probs = F.log_softmax(target(input_ids=ids).logits[0, span].float(), -1)
+        target_top1 = target_log_probs.argmax(-1)
+        for k, logits in all_exit_logits(draft, exits, ids).items():
+            log_q = F.log_softmax(logits[0, span].float(), -1)
+            top_log_q, top = log_q.max(-1)
+            probs[k].append(top_log_q.exp())
+            right[k].append(top == target_top1)
+            ce[k].append(-(target_log_probs.exp() * log_q).sum(-1))
+            nll[k].append(-log_q.gather(-1, target_top1[:, None])[:, 0])
+    cat = {name: {k: torch.cat(v[k]) for k in exits} for name, v in
+           (("probs", probs), ("right", right), ("ce", ce), ("nll", nll))}
+    per_exit = {}
+    for k in exits:
+        ok, p = cat["right"][k], cat["probs"][k]
+        per_exit[k] = {
+            "top1_agreement": float(ok.float().mean()),
+            "mean_top1_prob_right": float(p[ok].mean()) if ok.any() else None,
+            "mean_top1_prob_wrong": float(p[~ok].mean()) if (~ok).any() else None,
+            "cross_entropy_to_target": float(cat["ce"][k].mean()),
+            "nll_of_target_token": float(cat["nll"][k].mean()),
+        }
+    thresholds = choose_thresholds(cat["probs"], cat["right"])
+    return {"positions": int(cat["right"][exits[0]].numel()), "per_exit": per_exit,
+            "suggested_thresholds": thresholds,
+            "cascade_suggested": cascade(cat["probs"], cat["right"], thresholds)}
+
+
+def format_table(report: dict) -> str:
+    lines = [f"exit quality of {report['draft']} vs {report['target']} "
+             f"({report['prompts']} held-out prompts, {report['positions']} positions)",
+             f"{'exit':>4} {'top-1 agree':>11} {'p(top1)|right':>13} {'p(top1)|wrong':>13} "
+             f"{'CE to target':>12} {'NLL tgt tok':>11}"]
+    fmt = lambda v: f"{v:.3f}" if v is not None else "-"  # noqa: E731
+    for k, row in report["per_exit"].items():
+        lines.append(f"{k:>4} {row['top1_agreement']:>11.1%} {fmt(row['mean_top1_prob_right']):>13} "
+                     f"{fmt(row['mean_top1_prob_wrong']):>13} {row['cross_entropy_to_target']:>12.3f} "
+                     f"{row['nll_of_target_token']:>11.3f}")
+    c = report["cascade_suggested"]
+    lines.append(f"suggested thresholds {c['thresholds']}: adaptive-exit agreement {c['agreement']:.1%}, "
+                 f"share per exit {({k: round(v, 3) for k, v in c['share_per_exit'].items()})}")
+    return "\n".join(lines)
+
+
+def load_draft(draft_path, layers: int | None):
+    """(draft model in float32, exits, its sd2 config or None). ``layers`` truncates a target."""
+    from transformers import AutoModelForCausalLM
+
+    from sd2train.make_draft import default_exits, truncate_to_first_layers
+
+    model = AutoModelForCausalLM.from_pretrained(draft_path, dtype=torch.float32).eval()
+    sd2 = getattr(model.config, "sd2", None)
+    if layers is not None:
+        truncate_to_first_layers(model, layers)
+        return model, default_exits(layers), None
+    if not sd2:
+        raise ValueError(f"{draft_path} is not a draft (no sd2 entry in its config): pass --layers N "
+                         "to measure the target's first N layers untrained")
+    return model, list(sd2["exits"]), sd2
+
+
+def exit_quality(draft_path, target_path=None, exits=None, layers=None, num_prompts: int = 32,
+                 new_tokens: int = 64, max_prompt_tokens: int = 192, data_path=None,
+                 conv_template=None, write: bool = True, update_thresholds: bool = False) -> dict:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from sd2train.preprocess import get_format
+
+    started = time.time()
+    draft, draft_exits, sd2 = load_draft(draft_path, layers)
+    exits = validate_exits(exits or draft_exits, draft.config.num_hidden_layers)
+    target_path = target_path or (sd2["target"] if sd2 else draft_path)
+    target = AutoModelForCausalLM.from_pretrained(target_path, dtype=torch.float32).eval()
+    tokenizer = AutoTokenizer.from_pretrained(target_path)
+    prompts = heldout_prompts(tokenizer, get_format(conv_template, tokenizer), num_prompts, max_prompt_tokens,
+                              data_path)
+    sequences = cached_continuations(target_path, target, tokenizer, prompts, new_tokens)
+    report = {"draft": str(draft_path), "target": str(target_path), "exits": exits, "prompts": len(prompts),
+              "new_tokens": new_tokens}
+    report.update(evaluate_exits(draft, target, sequences, [len(p) for p in prompts], exits))
+    report["seconds"] = round(time.time() - started, 1)
+    print(format_table(report))
+    if write and layers is None:
+        Path(draft_path, REPORT_FILE).write_text(json.dumps(report, indent=2))
+        if update_thresholds and exits == draft_exits:
+            write_thresholds(draft_path, report["suggested_thresholds"])
+    return report
+
+
+def write_thresholds(draft_path, thresholds: list[float]) -> None:
+    """Record thresholds in the draft's config.json (config.sd2.thresholds)."""
+    path = Path(draft_path, "config.json")
+    config = json.loads(path.read_text())
+    config["sd2"]["thresholds"] = thresholds
+    path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+    print(f"[exit-quality] thresholds {thresholds} written to {path}")
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--draft", required=True, help="draft checkpoint (or a target, with --layers)")
+    parser.add_argument("--target", default=None, help="target checkpoint (default: the draft's config.sd2.target)")
+    parser.add_argument("--layers", type=int, default=None, help="measure the first N layers of --draft untrained")
+    parser.add_argument("--exits", default=None, help="comma-separated exits (default: the draft's)")
+    parser.add_argument("--prompts", type=int, default=32, help="number of held-out prompts")
+    parser.add_argument("--new-tokens", type=int, default=64, help="greedy tokens generated per prompt")
+    parser.add_argument("--max-prompt-tokens", type=int, default=192)
+    parser.add_argument("--data-path", default=None, help="ShareGPT JSON (default: the package's)")
+    parser.add_argument("--conv-template", default=None, help="'vicuna' or the tokenizer's chat template (default)")
+    parser.add_argument("--output", default=None, help="write the JSON here too")
+    parser.add_argument("--update-thresholds", action="store_true",
+                        help="write the suggested thresholds into the draft's config.sd2")
+    args = parser.parse_args(argv)
+    report = exit_quality(args.draft, args.target, parse_int_list(args.exits) if args.exits else None, args.layers,
+                          args.prompts, args.new_tokens, args.max_prompt_tokens, args.data_path,
+                          args.conv_template, update_thresholds=args.update_thresholds)
+    if args.output:
+        Path(args.output).write_text(json.dumps(report, indent=2))
+
+
+if __name__ == "__main__":
+    main()

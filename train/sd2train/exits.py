@@ -1,0 +1,112 @@
+"""Exits of a sorted draft: the output after k decoder layers, through the shared norm and head.
+
+An exit ``k`` = ``lm_head(final_norm(h_k))`` where ``h_k`` is the raw hidden state after ``k``
+layers. We capture ``h_k`` with forward hooks on the decoder layers instead of reading
+``output_hidden_states``: what that returns for the last layer (normed or not) differs between
+transformers versions, and hooks also work when the layers are wrapped by FSDP or DeepSpeed.
+"""
+from __future__ import annotations
+
+from contextlib import contextmanager
+
+import torch
+from torch import nn
+
+DEFAULT_EXITS = (6, 9, 12)
+
+
+def parse_int_list(text: str | list | tuple, what: str = "exits") -> list[int]:
+    """'6,9,12' (or a list) -> [6, 9, 12], with a clear error for anything else."""
+    if isinstance(text, (list, tuple)):
+        items = list(text)
+    else:
+        items = [part.strip() for part in str(text).split(",") if part.strip()]
+    try:
+        return [int(item) for item in items]
+    except (TypeError, ValueError):
+        raise ValueError(f"{what} must be comma-separated integers, got {text!r}") from None
+
+
+def validate_exits(exits: list[int], num_layers: int) -> list[int]:
+    """Exits must be layer counts 1..num_layers, strictly increasing."""
+    if not exits:
+        raise ValueError("at least one exit is needed (e.g. --submodels 6,9,12)")
+    if any(k < 1 for k in exits):
+        raise ValueError(f"exits count decoder layers and must be >= 1, got {exits}")
+    if any(b <= a for a, b in zip(exits, exits[1:])):
+        raise ValueError(f"exits must be strictly increasing, got {exits}")
+    if exits[-1] > num_layers:
+        raise ValueError(f"exit {exits[-1]} is deeper than the draft, which has {num_layers} layers")
+    return list(exits)
+
+
+def base_model(model: nn.Module) -> nn.Module:
+    """The decoder stack (``model.model``) of a causal LM whose layers sit in ``model.layers``."""
+    base = getattr(model, "model", None)
+    layers = getattr(base, "layers", None)
+    if not isinstance(layers, nn.ModuleList) or not hasattr(base, "norm"):
+        raise ValueError(
+            f"{type(model).__name__} is not supported: expected a decoder-only model whose decoder "
+            "layers sit in model.layers with a final model.norm (Llama, Vicuna, Mistral, Qwen2, SmolLM2)"
+        )
+    return base
+
+
+def decoder_layers(model: nn.Module) -> nn.ModuleList:
+    return base_model(model).layers
+
+
+@contextmanager
+def capture_exit_states(model: nn.Module, exits: list[int]):
+    """Inside the block, a forward of ``model`` fills the yielded dict {k: h_k}.
+
+    Hooks are removed on exit, so activation-checkpointing recomputation in backward does not
+    capture again.
+    """
+    layers = decoder_layers(model)
+    captured: dict[int, torch.Tensor] = {}
+
+    def hook_for(k):
+        def hook(_module, _args, output):
+            captured[k] = output[0] if isinstance(output, tuple) else output
+        return hook
+
+    handles = [layers[k - 1].register_forward_hook(hook_for(k)) for k in exits]
+    try:
+        yield captured
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+def exit_states(model: nn.Module, exits: list[int], input_ids, attention_mask=None) -> dict[int, torch.Tensor]:
+    """{k: h_k (batch, seq, hidden)} for each exit, from one forward of the (possibly wrapped) model.
+
+    The root forward is called (not ``model.model``) so FSDP gathers the root's parameters; its
+    own head runs on one position only (``logits_to_keep=1``).
+    """
+    with capture_exit_states(unwrap(model), exits) as captured:
+        model(input_ids=input_ids, attention_mask=attention_mask, logits_to_keep=1, use_cache=False)
+    missing = [k for k in exits if k not in captured]
+    if missing:
+        raise RuntimeError(f"the forward did not reach exits {missing}")
+    return captured
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    """The Hugging Face model inside DDP/FSDP/DeepSpeed wrappers."""
+    while not hasattr(model, "lm_head") and hasattr(model, "module"):
+        model = model.module
+    return model
+
+
+def exit_logits(model: nn.Module, hidden: torch.Tensor) -> torch.Tensor:
+    """lm_head(final_norm(hidden)) with the model's own, shared norm and head."""
+    model = unwrap(model)
+    return model.get_output_embeddings()(base_model(model).norm(hidden))
+
+
+def all_exit_logits(model: nn.Module, exits: list[int], input_ids, attention_mask=None) -> dict[int, torch.Tensor]:
+    """{k: logits (batch, seq, vocab)} at every position, for evaluation."""
+    states = exit_states(model, exits, input_ids, attention_mask)
+    return {k: exit_logits(model, h) for k, h in states.items()}

