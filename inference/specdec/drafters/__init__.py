@@ -1,0 +1,1 @@
+"""Drafters: each method's way of proposing a ``DraftTree`` (see ``specdec.types.Drafter``)."""

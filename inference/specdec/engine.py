@@ -1,0 +1,169 @@
+"""The speculative engine every method shares: propose, verify in one target pass, keep, repeat.
+
+Invariant between steps: the target's KV cache holds every accepted token except the last one
+(the *root*). A step runs the root and the drafted tree in one pass (tree mask, positions =
+root position + depth), accepts a root-to-node path plus the target's bonus token, and compacts
+the cache to the root and the accepted path. Prefill therefore runs the prompt minus its last
+token, and every new token, the first included, comes from a step: Σ accept_lengths == new tokens.
+"""
+from __future__ import annotations
+
+import time
+
+import torch
+
+from .drafters.ar import ARDrafter
+from .llama import LlamaRunner, causal_mask
+from .tree import ancestor_mask, depths
+from .types import DraftTree, Drafter, GenerationOutput
+from .verify import greedy_accept, sample_accept, target_probs
+
+# Cache rows reserved beyond prompt + max_new_tokens for the tree being verified.
+TREE_ROOM = 128
+
+
+class SpeculativeEngine:
+    def __init__(self, model: torch.nn.Module, drafter: Drafter | None = None, temperature: float = 0.0,
+                 top_p: float = 1.0, max_length: int | None = None, generator: torch.Generator | None = None,
+                 sync_timing: bool = False):
+        if temperature < 0:
+            raise ValueError(f"temperature must be >= 0, got {temperature}")
+        if not 0 < top_p <= 1:
+            raise ValueError(f"top_p must be in (0, 1], got {top_p}")
+        self.runner = LlamaRunner(model)
+        self.drafter = drafter if drafter is not None else ARDrafter()
+        self.temperature = temperature
+        self.top_p = top_p
+        self.max_length = min(max_length or self.runner.max_position, self.runner.max_position)
+        self.generator = generator
+        # Accurate per-phase times on CUDA need a synchronisation at each boundary (slower).
+        self.sync_timing = sync_timing and self.runner.device.type == "cuda"
+        self.cache = None
+
+    @property
+    def device(self) -> torch.device:
+        return self.runner.device
+
+    def _cache_for(self, rows: int):
+        if self.cache is None or self.cache.max_len < rows:
+            self.cache = self.runner.new_cache(rows)
+        self.cache.reset()
+        return self.cache
+
+    def _clock(self) -> float:
+        if self.sync_timing:
+            torch.cuda.synchronize(self.device)
+        return time.perf_counter()
+
+    def check_prompt(self, prompt_ids: list[int]) -> None:
+        if not prompt_ids:
+            raise ValueError("empty prompt")
+        if len(prompt_ids) >= self.max_length:
+            raise ValueError(f"prompt of {len(prompt_ids)} tokens does not fit the context of "
+                             f"{self.max_length} tokens (max_position_embeddings) with room to generate")
+
+    @torch.inference_mode()
+    def generate(self, prompt_ids: list[int], max_new_tokens: int, stop_token_ids: set[int]) -> GenerationOutput:
+        self.check_prompt(prompt_ids)
+        if max_new_tokens < 1:
+            raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
+        limit = min(self.max_length, len(prompt_ids) + max_new_tokens)  # context never grows past this
+        capacity = min(self.max_length, limit + TREE_ROOM)
+        cache = self._cache_for(capacity)
+        context_buf = torch.empty(capacity, dtype=torch.long, device=self.device)
+        length = len(prompt_ids)
+        context_buf[:length] = torch.tensor(prompt_ids, dtype=torch.long)
+        times = {"draft": 0.0, "verify": 0.0, "other": 0.0}
+
+        t0 = self._clock()
+        if length > 1:
+            self.runner.forward(context_buf[:length - 1], cache, torch.arange(length - 1, device=self.device),
+                                causal_mask(length - 1, 0, self.device), logits=False)
+        t1 = self._clock()
+        times["prefill"] = t1 - t0
+        self.drafter.reset(context_buf[:length])
+        times["draft"] += self._clock() - t1
+
+        new_tokens: list[int] = []
+        accept_lengths: list[int] = []
+        while True:
+            t0 = self._clock()
+            tree = self.drafter.propose(context_buf[:length])
+            t1 = self._clock()
+            past = length - 1  # == cache length: the root is not cached yet
+            tokens, parents = self._fit(tree, capacity - past - 1)
+            n = len(tokens)
+            ids = context_buf[past:length]
+            if n:
+                ids = torch.cat((ids, tree.tokens[:n]))
+                mask = torch.cat((torch.ones(n + 1, past, dtype=torch.bool, device=self.device),
+                                  ancestor_mask([-1] + [p + 1 for p in parents], self.device)), dim=1)[None, None]
+                positions = torch.tensor([past] + [past + d for d in depths(parents)], device=self.device)
+            else:
+                mask, positions = None, torch.tensor([past], device=self.device)
+            t2 = self._clock()
+            logits = self.runner.forward(ids, cache, positions, mask)
+            t3 = self._clock()
+            if self.temperature == 0:
+                path, bonus = greedy_accept(logits, tokens, parents)
+            else:
+                probs = target_probs(logits, self.temperature, self.top_p)
+                draft_probs = tree.draft_probs[:n] if tree.draft_probs is not None else None
+                path, bonus = sample_accept(probs, tokens, parents, draft_probs, self.generator)
+            cache.keep(torch.tensor([past + 1 + i for i in path], device=self.device), past + 1)
+            added = [tokens[i] for i in path] + [bonus]
+            added = added[:limit - length]  # max_new_tokens and the context limit
+            for j, tok in enumerate(added):
+                if tok in stop_token_ids:
+                    added = added[:j + 1]
+                    break
+            context_buf[length:length + len(added)] = torch.tensor(added, dtype=torch.long)
+            length += len(added)
+            new_tokens += added
+            accept_lengths.append(len(added))
+            done = length >= limit or added[-1] in stop_token_ids
+            t4 = self._clock()
+            if not done:
+                self.drafter.accepted(context_buf[:length], len(added))
+            t5 = self._clock()
+            times["draft"] += (t1 - t0) + (t5 - t4)
+            times["verify"] += t3 - t2
+            times["other"] += (t2 - t1) + (t4 - t3)
+            if done:
+                break
+
+        stats = {"time_" + k: v for k, v in times.items()}
+        drafter_stats = getattr(self.drafter, "stats", None)
+        if callable(drafter_stats):
+            stats.update(drafter_stats())
+        return GenerationOutput(new_tokens, len(accept_lengths), accept_lengths, stats)
+
+    @staticmethod
+    def _fit(tree: DraftTree, room: int) -> tuple[list[int], list[int]]:
+        """The tree as lists, cut to the first ``room`` nodes (a prefix of a topological order is
+        still a tree) so it fits the cache."""
+        n = min(len(tree), max(room, 0))
+        return tree.tokens[:n].tolist(), tree.parents[:n].tolist()
+
+    @torch.inference_mode()
+    def time_verification(self, sizes: list[int], past: int = 256, repeats: int = 3) -> dict[int, float]:
+        """Seconds of one target pass over ``n`` tokens after ``past`` cached ones, for each n
+        (best of ``repeats``): what a tree of n - 1 nodes costs to verify on this hardware."""
+        cache = self.runner.new_cache(past + max(sizes))
+        ids = torch.zeros(past + max(sizes), dtype=torch.long, device=self.device)
+        self.runner.forward(ids[:past], cache, torch.arange(past, device=self.device),
+                            causal_mask(past, 0, self.device), logits=False)
+        costs = {}
+        for n in sizes:
+            mask = causal_mask(n, past, self.device) if n > 1 else None
+            positions = torch.arange(past, past + n, device=self.device)
+            best = float("inf")
+            for _ in range(repeats + 1):  # the first run warms up
+                cache.crop(past)
+                start = time.perf_counter()
+                self.runner.forward(ids[past:past + n], cache, positions, mask)
+                if self.device.type == "cuda":
+                    torch.cuda.synchronize(self.device)
+                best = min(best, time.perf_counter() - start)
+            costs[n] = best
+        return costs

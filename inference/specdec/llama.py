@@ -1,0 +1,125 @@
+"""A Llama-family forward over a Hugging Face checkpoint's own modules, with a preallocated cache.
+
+The framework's generic forward builds masks, cache objects and output containers on every call;
+for a small model on a CPU that overhead is a large share of a decoding step. This runner reuses
+the checkpoint's modules (embedding, projections, MLP, RMSNorms, rotary embedding, head) and only
+replaces the glue: explicit position ids, an explicit boolean mask (a tree mask for
+verification), and :class:`KVCache`. It can run any *range* of layers on hidden states, which is
+what SD2's early exits need (stop after layer 6, resume at layer 7 later).
+
+Supported: Llama / Vicuna / Mistral / Qwen2 (bias on q/k/v comes with the modules), grouped-query
+attention, tied heads, and every RoPE variant the model's own rotary module implements.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from .kv_cache import KVCache
+
+SUPPORTED_MODEL_TYPES = ("llama", "mistral", "qwen2")
+
+
+def _rotate_half(x: torch.Tensor) -> torch.Tensor:
+    half = x.shape[-1] // 2
+    return torch.cat((-x[..., half:], x[..., :half]), dim=-1)
+
+
+def causal_mask(n: int, past: int, device: torch.device | str) -> torch.Tensor:
+    """(1, 1, n, past + n) boolean mask: every new row sees the past and the new rows up to itself."""
+    new = torch.ones(n, n, dtype=torch.bool, device=device).tril_()
+    return torch.cat((torch.ones(n, past, dtype=torch.bool, device=device), new), dim=1)[None, None]
+
+
+class LlamaRunner:
+    """Runs a ``*ForCausalLM`` of a supported family with a :class:`KVCache`."""
+
+    def __init__(self, model: torch.nn.Module):
+        config = model.config
+        if config.model_type not in SUPPORTED_MODEL_TYPES:
+            raise ValueError(f"unsupported model type {config.model_type!r}; supported: {SUPPORTED_MODEL_TYPES}")
+        inner = model.model
+        self.model = model
+        self.config = config
+        self.embed_tokens = inner.embed_tokens
+        self.layers = list(inner.layers)
+        self.norm = inner.norm
+        self.lm_head = model.lm_head
+        self.rotary = inner.rotary_emb
+        attn = self.layers[0].self_attn
+        if hasattr(attn, "q_norm"):
+            raise ValueError(f"{config.model_type}: attention with q/k norms is not supported")
+        self.num_heads = config.num_attention_heads
+        self.num_kv_heads = config.num_key_value_heads
+        self.head_dim = attn.head_dim
+        self.scaling = attn.scaling
+        self.dtype = self.embed_tokens.weight.dtype
+        self.device = self.embed_tokens.weight.device
+        self.max_position = config.max_position_embeddings
+        self.vocab_size = config.vocab_size
+        window = getattr(config, "sliding_window", None)
+        if config.model_type == "qwen2" and not getattr(config, "use_sliding_window", False):
+            window = None
+        # Sliding-window attention equals full attention while the context fits the window.
+        self.sliding_window = window
+
+    @property
+    def num_layers(self) -> int:
+        return len(self.layers)
+
+    def new_cache(self, max_len: int) -> KVCache:
+        if self.sliding_window is not None and max_len > self.sliding_window:
+            raise ValueError(f"context of {max_len} tokens exceeds the sliding window ({self.sliding_window}), "
+                             "which this runner does not implement")
+        return KVCache(self.num_layers, self.num_kv_heads, self.head_dim, max_len, self.dtype, self.device)
+
+    def embed(self, ids: torch.Tensor) -> torch.Tensor:
+        """(n,) token ids -> (1, n, hidden)."""
+        return self.embed_tokens(ids[None])
+
+    def rope(self, h: torch.Tensor, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """cos/sin for (n,) position ids, shaped (1, 1, n, head_dim) to broadcast over heads."""
+        cos, sin = self.rotary(h, positions[None])
+        return cos[:, None], sin[:, None]
+
+    def run_layers(self, h: torch.Tensor, cache: KVCache, layers: range, positions: torch.Tensor,
+                   mask: torch.Tensor | None, rope: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+        """Hidden states (1, n, hidden) through ``layers``, appending their KV to ``cache``.
+
+        ``mask`` is (1, 1, n, past + n) boolean (True = attend) over the cache rows then the new
+        rows, where ``past`` is the (common) cache length of these layers; ``None`` means every
+        new row sees everything (only right for n == 1).
+        """
+        n = h.shape[1]
+        kv, group, dim = self.num_kv_heads, self.num_heads // self.num_kv_heads, self.head_dim
+        cos, sin = rope if rope is not None else self.rope(h, positions)
+        # Grouped-query attention: fold each KV head's query heads into its rows, (1, kv, group*n, dim),
+        # so attention reads every key once with no repeated K/V (the mask repeats per group).
+        if mask is not None and group > 1:
+            mask = mask.repeat(1, 1, group, 1)
+        for i in layers:
+            layer = self.layers[i]
+            attn = layer.self_attn
+            x = layer.input_layernorm(h)
+            q = attn.q_proj(x).view(1, n, self.num_heads, dim).transpose(1, 2)
+            k = attn.k_proj(x).view(1, n, kv, dim).transpose(1, 2)
+            v = attn.v_proj(x).view(1, n, kv, dim).transpose(1, 2)
+            q = (q * cos + _rotate_half(q) * sin).reshape(1, kv, group * n, dim)
+            k = k * cos + _rotate_half(k) * sin
+            keys, values = cache.append(i, k, v)
+            o = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask, scale=self.scaling)
+            o = o.view(1, kv * group, n, dim).transpose(1, 2).reshape(1, n, -1)
+            h = h + attn.o_proj(o)
+            h = h + layer.mlp(layer.post_attention_layernorm(h))
+        return h
+
+    def head(self, h: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor:
+        """Final norm + LM head -> (n, vocab) logits; ``weight`` replaces the head (a sub-vocabulary)."""
+        x = self.norm(h[0])
+        return self.lm_head(x) if weight is None else x @ weight.T
+
+    def forward(self, ids: torch.Tensor, cache: KVCache, positions: torch.Tensor,
+                mask: torch.Tensor | None, logits: bool = True) -> torch.Tensor | None:
+        """All layers over token ids (n,); (n, vocab) logits, or None when ``logits`` is False."""
+        h = self.run_layers(self.embed(ids), cache, range(self.num_layers), positions, mask)
+        return self.head(h) if logits else None
