@@ -26,6 +26,7 @@ Run directly for the references' answer files, e.g.::
 from __future__ import annotations
 
 import argparse
+import copy
 
 import torch
 from transformers.generation.streamers import BaseStreamer
@@ -57,14 +58,24 @@ def _sampling_kwargs(temperature: float, top_p: float) -> dict:
     return {"do_sample": False}
 
 
-def _hf_forward(model, **generate_kwargs) -> Forward:
+def _hf_forward(model, assistant_settings: dict | None = None, **generate_kwargs) -> Forward:
+    assistant = generate_kwargs.get("assistant_model")
+
     def forward(prompt_ids: list[int], max_new_tokens: int, stop_token_ids: set[int]) -> GenerationOutput:
         input_ids = torch.tensor([prompt_ids], device=model.device)
         recorder = StepRecorder()
-        sequences = model.generate(
-            input_ids, attention_mask=torch.ones_like(input_ids), max_new_tokens=max_new_tokens,
-            eos_token_id=sorted(stop_token_ids), pad_token_id=min(stop_token_ids), streamer=recorder,
-            **generate_kwargs)
+        if assistant is not None:  # HF reads the draft settings from the assistant's generation config
+            saved = assistant.generation_config
+            assistant.generation_config = copy.deepcopy(saved)
+            assistant.generation_config.update(**assistant_settings)
+        try:
+            sequences = model.generate(
+                input_ids, attention_mask=torch.ones_like(input_ids), max_new_tokens=max_new_tokens,
+                eos_token_id=sorted(stop_token_ids), pad_token_id=min(stop_token_ids), streamer=recorder,
+                **generate_kwargs)
+        finally:
+            if assistant is not None:
+                assistant.generation_config = saved
         token_ids = sequences[0, len(prompt_ids):].tolist()
         assert sum(recorder.accept_lengths) == len(token_ids), "streamer and output disagree"
         return GenerationOutput(token_ids, len(recorder.accept_lengths), recorder.accept_lengths)
@@ -83,14 +94,13 @@ def hf_assisted_forward(model, assistant_model, temperature: float = 0.0, top_p:
     """HF assisted generation (speculative decoding with a draft model of the same vocabulary).
 
     ``schedule`` is HF's ``num_assistant_tokens_schedule`` ('constant', 'heuristic' or
-    'heuristic_transient'); 'heuristic' carries the draft length across calls, so the default
-    'constant' keeps each question independent of the ones before it.
+    'heuristic_transient'); ``confidence_threshold`` (HF's ``assistant_confidence_threshold``)
+    ends a draft early where the assistant's top probability falls below it (0: never). The
+    settings apply to this forward's calls only; the assistant's own generation config is left as it was.
     """
-    gc = assistant_model.generation_config
-    gc.num_assistant_tokens = num_assistant_tokens
-    gc.num_assistant_tokens_schedule = schedule
-    gc.assistant_confidence_threshold = confidence_threshold
-    return _hf_forward(model, assistant_model=assistant_model, **_sampling_kwargs(temperature, top_p))
+    settings = {"num_assistant_tokens": num_assistant_tokens, "num_assistant_tokens_schedule": schedule,
+                "assistant_confidence_threshold": confidence_threshold}
+    return _hf_forward(model, settings, assistant_model=assistant_model, **_sampling_kwargs(temperature, top_p))
 
 
 def hf_prompt_lookup_forward(model, num_tokens: int = 10, max_ngram: int = 3,
@@ -123,6 +133,8 @@ def main(argv=None):
     parser.add_argument("--num-assistant-tokens", type=int, default=20)
     parser.add_argument("--assistant-schedule", default="constant",
                         choices=["constant", "heuristic", "heuristic_transient"])
+    parser.add_argument("--assistant-confidence-threshold", type=float, default=0.4,
+                        help="HF ends a draft where the assistant's top probability is below this (0: never)")
     parser.add_argument("--prompt-lookup-num-tokens", type=int, default=10)
     parser.add_argument("--max-matching-ngram-size", type=int, default=3)
     args = parser.parse_args(argv)
@@ -135,7 +147,8 @@ def main(argv=None):
     elif args.method == "assisted":
         assistant = load_assistant(args.drafter_path, model, tokenizer)
         forward = hf_assisted_forward(model, assistant, args.temperature, args.top_p,
-                                      args.num_assistant_tokens, args.assistant_schedule)
+                                      args.num_assistant_tokens, args.assistant_schedule,
+                                      args.assistant_confidence_threshold)
     else:
         forward = hf_prompt_lookup_forward(model, args.prompt_lookup_num_tokens, args.max_matching_ngram_size,
                                            args.temperature, args.top_p)
