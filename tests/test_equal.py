@@ -1,0 +1,89 @@
+"""equal.py: per-question equality, the first differing token, extra/missing questions, --strict."""
+from __future__ import annotations
+
+import json
+
+from transformers import AutoTokenizer
+
+from evaluation.equal import compare_files, first_difference, main
+from sd2train.assets import DEFAULT_MODEL_DIR
+
+
+def answer(qid, category, turns, **extra):
+    return {"question_id": qid, "category": category, "answer_id": f"id{qid}", "model_id": "m",
+            "choices": [{"index": 0, "turns": turns, "decoding_steps": [1] * len(turns),
+                         "new_tokens": [1] * len(turns), "wall_time": [1.0] * len(turns),
+                         "accept_lengths": [1] * len(turns)}], "tstamp": 0.0, **extra}
+
+
+def write(path, records):
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    return path
+
+
+SAME = "Paris is the capital of France."
+A = "The quick brown fox jumps over the lazy dog."
+B = "The quick brown cat jumps over the lazy dog."
+
+
+def pair(tmp_path):
+    f1 = write(tmp_path / "a.jsonl", [
+        answer(81, "writing", [SAME, SAME]), answer(161, "translation", [A]), answer(241, "summarization", [SAME]),
+        answer(321, "qa", [SAME]), answer(401, "math_reasoning", [SAME, SAME]),
+    ])
+    f2 = write(tmp_path / "b.jsonl", [
+        answer(81, "writing", [SAME, SAME]), answer(161, "translation", [B]),
+        answer(321, "qa", [], error="prompt too long"), answer(401, "math_reasoning", [SAME]),
+        answer(481, "rag", [SAME]),
+    ])
+    return f1, f2
+
+
+def test_first_difference():
+    assert first_difference([1, 2, 3], [1, 2, 3]) is None
+    assert first_difference([1, 2, 3], [1, 5, 3]) == 1
+    assert first_difference([1, 2], [1, 2, 3]) == 2
+
+
+def test_differences_located_in_characters_and_tokens(tmp_path):
+    f1, f2 = pair(tmp_path)
+    by_char = compare_files(f1, f2)
+    d = by_char["differences"][161]
+    assert (d["turn"], d["unit"], d["index"]) == (1, "char", A.index("fox"))
+    assert "'The quick brown ' | 'fox" in d["detail"] and "| 'cat" in d["detail"]
+
+    tok = AutoTokenizer.from_pretrained(DEFAULT_MODEL_DIR)
+    by_token = compare_files(f1, f2, str(DEFAULT_MODEL_DIR))
+    d = by_token["differences"][161]
+    assert d["unit"] == "token" and d["index"] == len(tok("The quick brown", add_special_tokens=False).input_ids)
+    assert "' fox jumps over the lazy'" in d["detail"] and "' cat jumps over the lazy'" in d["detail"]
+
+
+def test_missing_extra_errored_and_missing_turns_are_all_reported(tmp_path):
+    f1, f2 = pair(tmp_path)
+    report = compare_files(f1, f2)
+    assert report["only_in_file1"] == [241] and report["only_in_file2"] == [481]
+    assert report["errors"] == {321: {"file2": "prompt too long"}}
+    assert report["differences"][401]["detail"] == "turn 2 is missing from one file"
+    assert set(report["differences"]) == {161, 401}
+    assert report["tasks"]["mt_bench"] == {"equal": 1, "different": 0, "error": 0}
+    assert report["tasks"]["overall"] == {"equal": 1, "different": 2, "error": 1}
+    assert not report["all_equal"]
+
+
+def test_cli_strict_exit_codes(tmp_path, capsys):
+    f1, f2 = pair(tmp_path)
+    assert main(["--file-path", str(tmp_path), "--jsonfile1", "a.jsonl", "--jsonfile2", "b.jsonl"]) == 0
+    out = capsys.readouterr().out
+    assert "question 161 (translation) differs at turn 1, char 16" in out and out.rstrip().endswith("Not Equal!")
+    assert "1 question(s) only in file1: [241]" in out
+    assert main(["--jsonfile1", str(f1), "--jsonfile2", str(f2), "--strict"]) == 1
+
+    # only an extra question: still not equal under --strict
+    same = write(tmp_path / "same.jsonl", [answer(81, "writing", [SAME, SAME])])
+    more = write(tmp_path / "more.jsonl", [answer(81, "writing", [SAME, SAME]), answer(82, "writing", [SAME])])
+    assert main(["--jsonfile1", str(same), "--jsonfile2", str(more), "--strict"]) == 1
+    capsys.readouterr()
+    assert main(["--jsonfile1", str(same), "--jsonfile2", str(same), "--strict"]) == 0
+    assert capsys.readouterr().out.rstrip().endswith("Result totally Equal!")
+    assert main(["--jsonfile1", str(same), "--jsonfile2", str(tmp_path / "absent.jsonl")]) == 2

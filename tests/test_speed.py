@@ -1,0 +1,127 @@
+"""speed.py against hand computations on small synthetic answer files."""
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+
+from evaluation.speed import AnswerFileError, main, speed_report
+from sd2train.assets import DEFAULT_MODEL_DIR
+
+
+def answer(qid, category, new_tokens, wall_time, accept_lengths=None, turns=None, **extra):
+    return {"question_id": qid, "category": category, "answer_id": f"id{qid}", "model_id": "m",
+            "choices": [{"index": 0, "turns": turns or [f"answer {qid} turn {i}" for i in range(len(new_tokens))],
+                         "decoding_steps": [len(accept_lengths or [1] * n) for n in new_tokens],
+                         "new_tokens": new_tokens, "wall_time": wall_time,
+                         "accept_lengths": accept_lengths or [1] * sum(new_tokens)}],
+            "tstamp": 0.0, **extra}
+
+
+def write(path, records):
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    return str(path)
+
+
+@pytest.fixture
+def files(tmp_path):
+    method = write(tmp_path / "method.jsonl", [
+        answer(81, "writing", [10, 20], [1.0, 1.0], [2, 3, 5, 4, 6, 10]),  # 30 tokens in 2 s
+        answer(161, "translation", [30], [2.0], [3] * 10),  # 30 tokens in 2 s
+    ])
+    base = write(tmp_path / "base.jsonl", [
+        answer(81, "writing", [10, 20], [3.0, 3.0]),  # 30 tokens in 6 s
+        answer(161, "translation", [30], [3.0]),  # 30 tokens in 3 s
+    ])
+    return method, base
+
+
+def test_single_run_against_hand_computation(files):
+    report = speed_report([files[0]], [files[1]])
+    s = {task: {k: v["mean"] for k, v in m.items()} for task, m in report["summary"].items()}
+    assert list(s) == ["mt_bench", "translation", "overall"]
+    # mt_bench: 15 vs 5 tok/s; translation: 15 vs 10 tok/s
+    assert s["mt_bench"]["speedup"] == pytest.approx(3.0) and s["translation"]["speedup"] == pytest.approx(1.5)
+    assert s["mt_bench"]["tau"] == pytest.approx(30 / 6) and s["translation"]["tau"] == pytest.approx(3.0)
+    # overall, Spec-Bench's mean of per-question rates: (15 + 15) / 2 over (5 + 10) / 2
+    assert s["overall"]["tok_s"] == pytest.approx(15.0) and s["overall"]["tok_s_base"] == pytest.approx(7.5)
+    assert s["overall"]["speedup"] == pytest.approx(2.0)
+    # total tokens / total time: 60 / 4 over 60 / 9
+    assert s["overall"]["tok_s_total"] == pytest.approx(15.0) and s["overall"]["tok_s_total_base"] == pytest.approx(60 / 9)
+    assert s["overall"]["speedup_total"] == pytest.approx(2.25)
+    assert s["overall"]["tau"] == pytest.approx(60 / 16) and s["overall"]["tau_base"] == pytest.approx(1.0)
+    assert s["overall"]["questions"] == 2 and all(v["std"] == 0 for v in report["summary"]["overall"].values())
+
+
+def test_several_runs_give_mean_and_std(files, tmp_path):
+    method2 = write(tmp_path / "method2.jsonl", [
+        answer(81, "writing", [10, 20], [2.0, 1.0]),  # 10 tok/s
+        answer(161, "translation", [30], [1.0]),  # 30 tok/s
+    ])
+    report = speed_report([files[0], method2], [files[1]])  # one baseline shared by both runs
+    overall = report["summary"]["overall"]
+    speedups = [2.0, 20 / 7.5]
+    assert overall["speedup"]["mean"] == pytest.approx(sum(speedups) / 2)
+    assert overall["speedup"]["std"] == pytest.approx(abs(speedups[0] - speedups[1]) / math.sqrt(2))
+    with pytest.raises(AnswerFileError, match="one --base-path, or one per"):
+        speed_report([files[0], method2, method2], [files[1], files[1]])
+
+
+def test_questions_in_one_file_only_are_an_error_unless_allowed(files, tmp_path):
+    extra = write(tmp_path / "extra.jsonl", [
+        answer(81, "writing", [10, 20], [1.0, 1.0]), answer(161, "translation", [30], [2.0]),
+        answer(241, "summarization", [5], [1.0]),
+    ])
+    with pytest.raises(AnswerFileError, match=r"1 question\(s\) only in .*extra.jsonl: \[241\]"):
+        speed_report([extra], [files[1]])
+    report = speed_report([extra], [files[1]], allow_subset=True)
+    assert report["summary"]["overall"]["questions"]["mean"] == 2 and "summarization" not in report["summary"]
+    assert any("241" in note for note in report["left_out"])
+
+
+def test_errored_questions_are_reported_not_averaged(files, tmp_path):
+    errored = write(tmp_path / "errored.jsonl", [
+        answer(81, "writing", [10, 20], [1.0, 1.0]),
+        {**answer(161, "translation", [], []), "error": "turn 1: prompt of 9000 tokens does not fit"},
+    ])
+    with pytest.raises(AnswerFileError, match="recorded with an error"):
+        speed_report([errored], [files[1]])
+    report = speed_report([errored], [files[1]], allow_subset=True)
+    assert list(report["summary"]) == ["mt_bench", "overall"]
+
+
+def test_malformed_and_duplicate_lines_are_named(files, tmp_path):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(json.dumps(answer(81, "writing", [1], [1.0])) + "\n{nope\n")
+    with pytest.raises(AnswerFileError, match="bad.jsonl:2: not valid JSON"):
+        speed_report([str(bad)], [files[1]])
+    dup = write(tmp_path / "dup.jsonl", [answer(81, "writing", [1], [1.0])] * 2)
+    with pytest.raises(AnswerFileError, match="dup.jsonl:2: question 81 answered twice"):
+        speed_report([dup], [files[1]])
+    with pytest.raises(AnswerFileError, match="not found"):
+        speed_report([str(tmp_path / "absent.jsonl")], [files[1]])
+
+
+def test_tokenizer_counts_both_sides_the_same_way(tmp_path):
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(DEFAULT_MODEL_DIR)
+    text = "The quick brown fox jumps over the lazy dog."
+    n = len(tok(text, add_special_tokens=False).input_ids)
+    # new_tokens disagree with the texts on purpose: the tokenizer, not new_tokens, must be used on both sides
+    method = write(tmp_path / "m.jsonl", [answer(1, "qa", [999], [1.0], turns=[text])])
+    base = write(tmp_path / "b.jsonl", [answer(1, "qa", [1], [2.0], turns=[text])])
+    overall = speed_report([method], [base], tokenizer_path=str(DEFAULT_MODEL_DIR))["summary"]["overall"]
+    assert overall["tok_s"]["mean"] == pytest.approx(n) and overall["tok_s_base"]["mean"] == pytest.approx(n / 2)
+    assert overall["speedup"]["mean"] == pytest.approx(2.0)
+
+
+def test_cli_table_and_json(files, tmp_path, capsys):
+    out = tmp_path / "report.json"
+    assert main(["--file-path", files[0], "--base-path", files[1], "--json", str(out)]) == 0
+    table = capsys.readouterr().out
+    overall_row = next(line for line in table.splitlines() if line.startswith("overall"))
+    assert overall_row.split()[1:4] == ["2", "2.000", "2.250"]
+    assert json.loads(out.read_text())["summary"]["translation"]["speedup"]["mean"] == pytest.approx(1.5)
+    assert main(["--file-path", files[0], "--base-path", str(tmp_path / "absent.jsonl")]) == 2
