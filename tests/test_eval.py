@@ -307,3 +307,16 @@ def test_killed_run_resumes(tmp_path, default_target):
     after = lines_of(path)
     assert [a["question_id"] for a in after] == list(range(161, 167)) and len(calls) == 6 - len(before)
     assert {a["answer_id"] for a in before} <= {a["answer_id"] for a in after}
+
+
+def test_questions_per_task_selects_the_first_of_each_task(tmp_path):
+    from evaluation.eval import selected_questions
+    from evaluation.questions import TASKS, task_of
+
+    questions = selected_questions(eval_args(tmp_path, "--questions-per-task", "8"))
+    assert len(questions) == 48
+    assert {t: sum(task_of(q["category"]) == t for q in questions) for t in TASKS} == {t: 8 for t in TASKS}
+    assert [q["question_id"] for q in questions[:9]] == [81, 91, 101, 111, 121, 131, 141, 151, 161]
+    assert len({q["category"] for q in questions[:8]}) == 8
+    with pytest.raises(EvalConfigError, match="questions-per-task"):
+        selected_questions(eval_args(tmp_path, "--questions-per-task", "0"))

@@ -22,6 +22,7 @@ import os
 import random
 import sys
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,7 +31,7 @@ import shortuuid
 import torch
 from tqdm import tqdm
 
-from evaluation.questions import load_questions
+from evaluation.questions import load_questions, task_of
 from sd2train.assets import DEFAULT_MODEL_DIR, REPO_ROOT
 from specdec.types import GenerationOutput
 
@@ -64,6 +65,9 @@ def add_eval_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     g.add_argument("--question-end", type=int, default=None, help="index after the last question (debug)")
     g.add_argument("--categories", default=None,
                    help="comma list of categories or tasks (mt_bench, translation, summarization, qa, math_reasoning, rag)")
+    g.add_argument("--questions-per-task", type=int, default=None,
+                   help="only N questions of each task, its categories taken in turn (8: a 48-question run, "
+                        "one question of each MT-bench category)")
     g.add_argument("--answer-file", default=None,
                    help="output jsonl (default: data/<bench-name>/model_answer/<model-id>.jsonl)")
     g.add_argument("--max-new-tokens", type=int, default=1024)
@@ -106,7 +110,23 @@ def answer_file(args) -> Path:
 
 def selected_questions(args) -> list[dict]:
     categories = [c.strip() for c in args.categories.split(",") if c.strip()] if args.categories else None
-    return load_questions(question_file(args), args.question_begin, args.question_end, categories)
+    questions = load_questions(question_file(args), args.question_begin, args.question_end, categories)
+    if args.questions_per_task is not None:
+        if args.questions_per_task < 1:
+            raise EvalConfigError(f"--questions-per-task must be >= 1, got {args.questions_per_task}")
+        # within a task, take its categories in turn: mt_bench's first 8 are one of each category
+        rank, per_category = {}, Counter()
+        for i, q in enumerate(questions):
+            rank[i] = (per_category[q["category"]], i)
+            per_category[q["category"]] += 1
+        kept, per_task = set(), Counter()
+        for i in sorted(rank, key=rank.get):
+            task = task_of(questions[i]["category"])
+            if per_task[task] < args.questions_per_task:
+                per_task[task] += 1
+                kept.add(i)
+        questions = [q for i, q in enumerate(questions) if i in kept]
+    return questions
 
 
 def check_args(args, tokenizer) -> tuple[ChatPrompter, list[dict]]:
