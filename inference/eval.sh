@@ -1,0 +1,79 @@
+#!/usr/bin/env bash
+# Spec-Bench-style evaluation: every method answers the same questions, then speed and equality
+# reports against the AR baseline. Edit the settings below (or set any of them in the
+# environment), then run from the repository root or from inference/:
+#
+#   bash inference/eval.sh                                   # everything, all 480 questions
+#   PER_TASK=8 MAX_NEW_TOKENS=128 bash inference/eval.sh     # the 48-question run
+#   METHODS="ar sd2_chain" QUESTION_END=4 bash inference/eval.sh
+#
+# Answers go to data/$BENCH/model_answer/<model-id>.jsonl; an interrupted run resumes where it stopped.
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+
+# ---- settings -------------------------------------------------------------------------------
+TARGET=${TARGET:-$ROOT/models/smollm2-135m-instruct}     # target checkpoint
+DRAFT=${DRAFT:-$ROOT/models/sd2-draft-soft-12}           # SD2 draft (also SpS's draft, at its deepest exit)
+DATASTORE=${DATASTORE:-$ROOT/models/rest/sharegpt-smollm2.npz}  # REST datastore
+MODEL_NAME=${MODEL_NAME:-smollm2-135m}                   # prefix of every model-id
+DTYPE=${DTYPE:-float32}                                  # float32 | bfloat16 | float16
+DEVICE=${DEVICE:-auto}                                   # auto | cpu | cuda
+BENCH=${BENCH:-spec_bench}                               # questions: data/$BENCH/question.jsonl
+TEMP=${TEMP:-0.0}                                        # 0 = greedy (then outputs must all be equal)
+MAX_NEW_TOKENS=${MAX_NEW_TOKENS:-1024}
+QUESTION_BEGIN=${QUESTION_BEGIN:-}                       # question range [begin, end), empty = all
+QUESTION_END=${QUESTION_END:-}
+PER_TASK=${PER_TASK:-}                                   # N questions per task (8 -> 48 questions), empty = all
+WARMUP=${WARMUP:-3}
+METHODS=${METHODS:-"ar ar_hf sd2_chain sd2_tree sps sps_hf pld pld_hf lookahead rest"}
+PYTHON=${PYTHON:-$ROOT/.venv/bin/python}
+# ----------------------------------------------------------------------------------------------
+
+[ -x "$PYTHON" ] || PYTHON=python
+cd "$ROOT/inference"
+ANSWERS="$ROOT/data/$BENCH/model_answer"
+SUFFIX="$DTYPE-temp-$TEMP"
+COMMON=(--model-path "$TARGET" --bench-name "$BENCH" --dtype "$DTYPE" --device "$DEVICE" --temperature "$TEMP"
+        --max-new-tokens "$MAX_NEW_TOKENS" --num-warmup "$WARMUP")
+[ -n "$QUESTION_BEGIN" ] && COMMON+=(--question-begin "$QUESTION_BEGIN")
+[ -n "$QUESTION_END" ] && COMMON+=(--question-end "$QUESTION_END")
+[ -n "$PER_TASK" ] && COMMON+=(--questions-per-task "$PER_TASK")
+
+declare -a DONE=()
+# run METHOD MODULE ARGS...: answer with evaluation/MODULE.py as model-id $MODEL_NAME-METHOD-$SUFFIX,
+# when METHOD is selected and the script exists.
+run() {
+    local method=$1 module=$2; shift 2
+    [[ " $METHODS " == *" $method "* ]] || return 0
+    if [ ! -f "evaluation/$module.py" ]; then echo "skip $method: evaluation/$module.py not found"; return 0; fi
+    echo "== $method"
+    "$PYTHON" -m "evaluation.$module" "${COMMON[@]}" --model-id "$MODEL_NAME-$method-$SUFFIX" \
+        --answer-file "$ANSWERS/$MODEL_NAME-$method-$SUFFIX.jsonl" "$@"
+    DONE+=("$method")
+}
+
+run ar        inference_baseline
+run ar_hf     inference_baseline  --engine hf                      # Hugging Face generate
+run sd2_chain inference_sd2       --drafter-path "$DRAFT"          # exits/thresholds from the draft's config
+run sd2_tree  inference_sd2       --drafter-path "$DRAFT" --tree --total-token auto
+run sps       inference_sps       --drafter-path "$DRAFT"
+run sps_hf    inference_sps       --drafter-path "$DRAFT" --engine hf   # HF assisted generation
+run pld       inference_pld
+run pld_hf    inference_pld       --engine hf                      # HF prompt lookup
+run lookahead inference_lookahead --level 5 --window 7 --guess 7
+run rest      inference_rest      --datastore-path "$DATASTORE" --num-draft 64 --max-token-span 16
+
+# ---- reports against AR on the same engine ------------------------------------------------------
+BASE="$ANSWERS/$MODEL_NAME-ar-$SUFFIX.jsonl"
+if [ ! -f "$BASE" ]; then echo "no AR answers ($BASE): no reports"; exit 0; fi
+for method in "${DONE[@]}"; do
+    [ "$method" = ar ] && continue
+    FILE="$ANSWERS/$MODEL_NAME-$method-$SUFFIX.jsonl"
+    echo; echo "==== $method vs ar: speed"
+    "$PYTHON" evaluation/speed.py --file-path "$FILE" --base-path "$BASE" || echo "(no speed report for $method)"
+    if [ "$TEMP" = 0 ] || [ "$TEMP" = 0.0 ]; then   # greedy: outputs must equal AR's (float32: exactly)
+        echo; echo "==== $method vs ar: equality"
+        "$PYTHON" evaluation/equal.py --jsonfile1 "$BASE" --jsonfile2 "$FILE" --tokenizer-path "$TARGET" \
+            || echo "(no equality report for $method)"
+    fi
+done
