@@ -1,0 +1,138 @@
+"""SD2 drafter on a tiny random Llama: lossless greedy output (chain and tree, every exit mix),
+exact deferred KV, adaptive draft length, reduced head, automatic tree size, input checks."""
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+from conftest import tiny_llama
+
+from specdec.drafters.sd2 import SD2Drafter, check_compatible
+from specdec.engine import SpeculativeEngine
+from specdec.llama import LlamaRunner, causal_mask
+
+PROMPT = [5, 9, 3, 7, 1, 2]
+EXITS = [1, 2, 4]
+MIXED = [0.3, 0.5, 0.0]  # on this model every exit gets used
+
+
+def varied_llama(**kw):
+    """A tiny model whose greedy output is not one repeated token (larger init scale)."""
+    return tiny_llama(num_layers=4, vocab_size=64, initializer_range=0.3, **kw)
+
+
+@pytest.fixture(scope="module")
+def target():
+    return varied_llama()
+
+
+@pytest.fixture(scope="module")
+def ar_tokens(target):
+    return SpeculativeEngine(target).generate(PROMPT, 40, set()).token_ids
+
+
+def generate(target, **kw):
+    drafter = SD2Drafter(copy.deepcopy(target), exits=EXITS, **kw)
+    return drafter, SpeculativeEngine(target, drafter).generate(PROMPT, 40, set())
+
+
+@pytest.mark.parametrize("tree", [False, True], ids=["chain", "tree"])
+@pytest.mark.parametrize("thresholds", [[0.0, 0.0, 0.0], MIXED, [0.99, 0.99, 0.0]], ids=["exit1", "mixed", "exit4"])
+def test_greedy_output_equals_ar(target, ar_tokens, tree, thresholds):
+    _, out = generate(target, thresholds=thresholds, tree=tree, total_token=30, depth=3, top_k=4)
+    assert out.token_ids == ar_tokens
+    assert sum(out.accept_lengths) == 40 and out.decoding_steps == len(out.accept_lengths)
+    # accepted drafts of every step but the last (which ends generation, unreported to the drafter)
+    assert sum(out.stats["exit_accepted"].values()) == 40 - out.decoding_steps - (out.accept_lengths[-1] - 1)
+    if thresholds is MIXED:
+        assert all(out.stats["exit_tokens"][e] > 0 for e in EXITS), out.stats
+
+
+@pytest.mark.parametrize("tree", [False, True], ids=["chain", "tree"])
+def test_deferred_kv_equals_a_fresh_forward(target, tree):
+    """Every row each layer holds after mixed exits, deferrals and compactions equals what a
+    single full forward over the accepted tokens computes."""
+    drafter, out = generate(target, thresholds=MIXED, tree=tree, total_token=30, depth=3, top_k=4)
+    c = drafter.context_rows
+    drafter._keep_rows([], c)  # drop the last round's unverified draft rows
+    context = PROMPT + out.token_ids
+    assert drafter.tok[:c].tolist() == context[:c]
+    lengths = drafter.cache.lengths
+    assert lengths[0] == c and lengths[-1] < c, lengths  # the deepest group really lags behind
+    fresh_runner = LlamaRunner(drafter.runner.model)
+    fresh = fresh_runner.new_cache(c)
+    with torch.inference_mode():
+        fresh_runner.forward(torch.tensor(context[:c]), fresh, torch.arange(c), causal_mask(c, 0, "cpu"), logits=False)
+    for layer, n in enumerate(lengths):
+        torch.testing.assert_close(drafter.cache.k[layer, :, :n], fresh.k[layer, :, :n], atol=1e-4, rtol=1e-3)
+        torch.testing.assert_close(drafter.cache.v[layer, :, :n], fresh.v[layer, :, :n], atol=1e-4, rtol=1e-3)
+
+
+def test_chain_draft_length_adapts(target):
+    """An exact draft (the target itself at the last exit) is always accepted: 5, 7, 9, ... tokens."""
+    _, out = generate(target, thresholds=[0.99, 0.99, 0.0])
+    assert out.accept_lengths[:4] == [6, 8, 10, 12]
+
+
+def test_tree_with_an_exact_draft_reaches_full_depth(target):
+    _, out = generate(target, thresholds=[0.99, 0.99, 0.0], tree=True, total_token=60, depth=3, top_k=4)
+    assert max(out.accept_lengths) == 5  # depth + 1 drafted levels + the bonus token
+    assert sum(out.accept_lengths) / out.decoding_steps > 4
+
+
+def test_reduced_draft_vocabulary_is_lossless_and_only_proposes_its_tokens(target, ar_tokens):
+    vocab = list(range(0, 64, 2))
+    drafter = SD2Drafter(copy.deepcopy(target), exits=EXITS, thresholds=MIXED, tree=True, total_token=20,
+                         depth=3, top_k=4, draft_vocab=vocab)
+    engine = SpeculativeEngine(target, drafter)
+    drafter.reset(torch.tensor(PROMPT))
+    proposal = drafter.propose(torch.tensor(PROMPT))
+    assert set(proposal.tokens.tolist()) <= set(vocab)
+    assert engine.generate(PROMPT, 40, set()).token_ids == ar_tokens
+
+
+def test_auto_tree_size_uses_measured_costs_and_stays_lossless(target, ar_tokens):
+    engine = SpeculativeEngine(target)
+    costs = engine.time_verification([1, 2, 4, 8, 16, 32])
+    assert set(costs) == {1, 2, 4, 8, 16, 32} and all(t > 0 for t in costs.values())
+    drafter, out = generate(target, thresholds=MIXED, tree=True, total_token="auto", depth=3, top_k=4,
+                            verify_costs=costs)
+    assert out.token_ids == ar_tokens
+    assert 1 <= out.stats["mean_draft_size"] <= 31
+
+
+def test_sampling_runs_with_draft_probabilities(target):
+    drafter = SD2Drafter(copy.deepcopy(target), exits=EXITS, thresholds=MIXED, temperature=0.8)
+    drafter.reset(torch.tensor(PROMPT))
+    proposal = drafter.propose(torch.tensor(PROMPT))
+    assert proposal.draft_probs is not None and proposal.draft_probs.shape == (len(proposal), 64)
+    torch.testing.assert_close(proposal.draft_probs.sum(-1), torch.ones(len(proposal)))
+    engine = SpeculativeEngine(target, drafter, temperature=0.8, generator=torch.Generator().manual_seed(0))
+    out = engine.generate(PROMPT, 30, set())
+    assert out.new_tokens == 30 == sum(out.accept_lengths)
+
+
+@pytest.mark.parametrize("exits, thresholds, message", [
+    ([2, 1, 4], [0.5, 0.5, 0.0], "strictly increasing"),
+    ([1, 2, 6], [0.5, 0.5, 0.0], "deeper than the draft"),
+    ([1, 2, 4], [0.5, 0.0], "2 thresholds for 3 exits"),
+    ([1, 2, 4], [0.5, 0.5, 0.2], "last threshold must be 0"),
+])
+def test_bad_exits_are_rejected(target, exits, thresholds, message):
+    with pytest.raises(ValueError, match=message):
+        SD2Drafter(copy.deepcopy(target), exits=exits, thresholds=thresholds)
+
+
+def test_vocabulary_mismatch_is_rejected(target):
+    other = tiny_llama(num_layers=2, vocab_size=80)
+    with pytest.raises(ValueError, match="vocabulary"):
+        check_compatible(other, target)
+
+
+def test_exits_default_to_the_checkpoint_config(target):
+    draft = copy.deepcopy(target)
+    draft.config.sd2 = {"exits": [2, 4], "thresholds": [0.4, 0.0]}
+    drafter = SD2Drafter(draft)
+    assert drafter.exits == [2, 4] and drafter.thresholds == [0.4, 0.0]
+    assert [list(g) for g in drafter.groups] == [[0, 1], [2, 3]]
