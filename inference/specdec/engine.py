@@ -32,6 +32,7 @@ class SpeculativeEngine:
             raise ValueError(f"top_p must be in (0, 1], got {top_p}")
         self.runner = LlamaRunner(model)
         self.drafter = drafter if drafter is not None else ARDrafter()
+        self.observe = getattr(self.drafter, "observe", None)  # optional VerificationObserver hook
         self.temperature = temperature
         self.top_p = top_p
         self.max_length = min(max_length or self.runner.max_position, self.runner.max_position)
@@ -103,6 +104,8 @@ class SpeculativeEngine:
                 mask, positions = None, torch.tensor([past], device=self.device)
             t2 = self._clock()
             logits = self.runner.forward(ids, cache, positions, mask)
+            if hasattr(self.drafter, "observe"):  # optional VerificationObserver hook (Lookahead)
+                self.drafter.observe(tree, logits[1:].argmax(dim=-1))
             t3 = self._clock()
             if self.temperature == 0:
                 path, bonus = greedy_accept(logits, tokens, parents)
@@ -110,6 +113,8 @@ class SpeculativeEngine:
                 probs = target_probs(logits, self.temperature, self.top_p)
                 draft_probs = tree.draft_probs[:n] if tree.draft_probs is not None else None
                 path, bonus = sample_accept(probs, tokens, parents, draft_probs, self.generator)
+            if n and self.observe is not None:  # e.g. lookahead learns n-grams from every node
+                self.observe(DraftTree(tree.tokens[:n], tree.parents[:n]), logits[1:].argmax(dim=-1))
             cache.keep(torch.tensor([past + 1 + i for i in path], device=self.device), past + 1)
             added = [tokens[i] for i in path] + [bonus]
             added = added[:limit - length]  # max_new_tokens and the context limit
