@@ -93,6 +93,9 @@ def test_vicuna_template_is_fastchats(tokenizer):
     conv.append_message("ASSISTANT", None)
     assert prompter.prompt_ids(["Hi?", "Again?"], ["Hello."]) == tokenizer(conv.get_prompt()).input_ids
     assert tokenizer.decode(prompter.prompt_ids(["Hi?"], [])).endswith("USER: Hi? ASSISTANT:")
+    # a template whose stop string is a single token of this vocabulary stops on that token too
+    chatml = ChatPrompter.from_name("orca-2", tokenizer)  # ChatML, stop string <|im_end|>
+    assert chatml.stop_strings == ["<|im_end|>"] and tokenizer.convert_tokens_to_ids("<|im_end|>") in chatml.stop_token_ids
 
 
 def test_answer_text_cuts_at_stop_token_and_stop_string(tokenizer):

@@ -226,8 +226,11 @@ class ChatPrompter:
                 f"({', '.join(sorted(conv_templates)[:12])}, ...)")
         conv = get_conv_template(fc_name)
         stop_ids |= set(conv.stop_token_ids or [])
-        stops = [conv.stop_str] if isinstance(conv.stop_str, str) else list(conv.stop_str or [])
-        return ChatPrompter(tokenizer, fc_name, fc_name, stop_ids, [s for s in stops if s])
+        stops = [s for s in ([conv.stop_str] if isinstance(conv.stop_str, str) else conv.stop_str or []) if s]
+        # a stop string that is one token also stops generation itself, not just the decoded text
+        vocab = tokenizer.get_vocab()
+        stop_ids |= {vocab[s] for s in stops if s in vocab}
+        return ChatPrompter(tokenizer, fc_name, fc_name, stop_ids, stops)
 
     def prompt_ids(self, user_turns: list[str], answers: list[str]) -> list[int]:
         """Prompt for the last of ``user_turns``; ``answers`` are the model's earlier answers."""
