@@ -323,3 +323,9 @@ def test_questions_per_task_selects_the_first_of_each_task(tmp_path):
     assert len({q["category"] for q in questions[:8]}) == 8
     with pytest.raises(EvalConfigError, match="questions-per-task"):
         selected_questions(eval_args(tmp_path, "--questions-per-task", "0"))
+
+
+def test_answer_file_of_another_model_fails_before_loading(tmp_path):
+    (tmp_path / "answers.jsonl").write_text(json.dumps({**record(1), "model_id": "another-method"}) + "\n")
+    with pytest.raises(EvalConfigError, match=r"holds answers of model_id \['another-method'\]"):
+        load_target(eval_args(tmp_path))

@@ -140,7 +140,20 @@ def check_args(args, tokenizer) -> tuple[ChatPrompter, list[dict]]:
     if args.num_warmup < 0:
         raise EvalConfigError(f"--num-warmup must be >= 0, got {args.num_warmup}")
     prompter = ChatPrompter.from_name(args.conv_template, tokenizer)
-    return prompter, selected_questions(args)
+    questions = selected_questions(args)
+    existing_answers(args)
+    return prompter, questions
+
+
+def existing_answers(args, repair: bool = False) -> list[dict]:
+    """The answer file's records so far; an error if they belong to another model_id."""
+    path = answer_file(args)
+    records = read_answers(path, repair=repair)
+    others = {r.get("model_id") for r in records} - {args.model_id}
+    if others:
+        raise EvalConfigError(f"{path} holds answers of model_id {sorted(map(str, others))}, not {args.model_id!r}: "
+                              "use another --answer-file or --model-id")
+    return records
 
 
 def load_target(args):
@@ -418,11 +431,7 @@ def run_eval(args, model, tokenizer, forward: Forward) -> Path:
     path = answer_file(args)
     path.parent.mkdir(parents=True, exist_ok=True)
 
-    existing = read_answers(path, repair=True)
-    others = {r.get("model_id") for r in existing} - {args.model_id}
-    if others:
-        raise EvalConfigError(f"{path} holds answers of model_id {sorted(map(str, others))}, not {args.model_id!r}: "
-                              "use another --answer-file or --model-id")
+    existing = existing_answers(args, repair=True)
     done = {r["question_id"] for r in existing if "error" not in r}
     pending = [q for q in questions if q["question_id"] not in done]
     print(f"{len(questions)} questions from {question_file(args)}; {len(questions) - len(pending)} already "
