@@ -83,7 +83,11 @@ def test_cli_strict_exit_codes(tmp_path, capsys):
     same = write(tmp_path / "same.jsonl", [answer(81, "writing", [SAME, SAME])])
     more = write(tmp_path / "more.jsonl", [answer(81, "writing", [SAME, SAME]), answer(82, "writing", [SAME])])
     assert main(["--jsonfile1", str(same), "--jsonfile2", str(more), "--strict"]) == 1
-    capsys.readouterr()
+    # an error in one file fails --strict; the same question failing in both is listed but not a difference
+    failed = write(tmp_path / "failed.jsonl", [answer(81, "writing", [SAME, SAME]), answer(82, "writing", [], error="x")])
+    assert main(["--jsonfile1", str(more), "--jsonfile2", str(failed), "--strict"]) == 1
+    assert main(["--jsonfile1", str(failed), "--jsonfile2", str(failed), "--strict"]) == 0
+    assert "question 82: recorded with an error in file1 (x), file2 (x)" in capsys.readouterr().out
     assert main(["--jsonfile1", str(same), "--jsonfile2", str(same), "--strict"]) == 0
     assert capsys.readouterr().out.rstrip().endswith("Result totally Equal!")
     assert main(["--jsonfile1", str(same), "--jsonfile2", str(tmp_path / "absent.jsonl")]) == 2

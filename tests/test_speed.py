@@ -85,10 +85,14 @@ def test_errored_questions_are_reported_not_averaged(files, tmp_path):
         answer(81, "writing", [10, 20], [1.0, 1.0]),
         {**answer(161, "translation", [], []), "error": "turn 1: prompt of 9000 tokens does not fit"},
     ])
-    with pytest.raises(AnswerFileError, match="recorded with an error"):
+    with pytest.raises(AnswerFileError, match="recorded with an error in .*errored.jsonl only: \\[161\\]"):
         speed_report([errored], [files[1]])
     report = speed_report([errored], [files[1]], allow_subset=True)
     assert list(report["summary"]) == ["mt_bench", "overall"]
+    # the same question failing on both sides leaves it out of both, with a note
+    report = speed_report([errored], [errored])
+    assert list(report["summary"]) == ["mt_bench", "overall"]
+    assert report["left_out"] == ["1 question(s) recorded with an error in both files, left out: [161]"]
 
 
 def test_malformed_and_duplicate_lines_are_named(files, tmp_path):

@@ -6,8 +6,8 @@
 For each question answered in both files, every turn's text is compared; the first difference
 is located as a token index (answers tokenised with ``--tokenizer-path``) or else a character
 index, with a little context from both sides. Questions in only one file, or recorded with an
-``error``, are listed, never skipped silently. ``--strict`` exits 1 on any difference, missing,
-extra or errored question.
+``error``, are listed, never skipped silently. ``--strict`` exits 1 on any difference, a missing
+or extra question, or an error recorded in one file only.
 """
 from __future__ import annotations
 
@@ -95,7 +95,9 @@ def compare_files(path1: Path, path2: Path, tokenizer_path: str | None = None) -
     tasks = report["tasks"]
     tasks["overall"] = {k: sum(c[k] for c in tasks.values()) for k in ("equal", "different", "error")}
     report["tasks"] = {t: tasks[t] for t in REPORT_TASKS if t in tasks}
-    report["all_equal"] = not (report["differences"] or report["errors"]
+    # a question both runs failed the same way (say, a prompt longer than the context) is listed, not a difference
+    one_sided = [q for q, errs in report["errors"].items() if len(errs) == 1]
+    report["all_equal"] = not (report["differences"] or one_sided
                                or report["only_in_file1"] or report["only_in_file2"])
     return report
 
@@ -126,7 +128,7 @@ def main(argv=None) -> int:
     parser.add_argument("--jsonfile2", required=True)
     parser.add_argument("--tokenizer-path", default=None, help="locate differences in tokens (default: characters)")
     parser.add_argument("--strict", action="store_true",
-                        help="exit 1 on any difference, or a missing, extra or errored question")
+                        help="exit 1 on any difference, a missing or extra question, or an error in one file only")
     parser.add_argument("--json", default=None, metavar="PATH", help="also write the report as JSON ('-': stdout)")
     args = parser.parse_args(argv)
     folder = Path(args.file_path) if args.file_path else Path()

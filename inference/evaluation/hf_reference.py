@@ -63,6 +63,9 @@ def _hf_forward(model, assistant_settings: dict | None = None, **generate_kwargs
 
     def forward(prompt_ids: list[int], max_new_tokens: int, stop_token_ids: set[int]) -> GenerationOutput:
         input_ids = torch.tensor([prompt_ids], device=model.device)
+        pad_id = model.generation_config.pad_token_id
+        if pad_id is None and stop_token_ids:  # batch size 1 never pads; this only quiets generate
+            pad_id = min(stop_token_ids)
         recorder = StepRecorder()
         if assistant is not None:  # HF reads the draft settings from the assistant's generation config
             saved = assistant.generation_config
@@ -71,7 +74,7 @@ def _hf_forward(model, assistant_settings: dict | None = None, **generate_kwargs
         try:
             sequences = model.generate(
                 input_ids, attention_mask=torch.ones_like(input_ids), max_new_tokens=max_new_tokens,
-                eos_token_id=sorted(stop_token_ids), pad_token_id=min(stop_token_ids), streamer=recorder,
+                eos_token_id=sorted(stop_token_ids) or None, pad_token_id=pad_id, streamer=recorder,
                 **generate_kwargs)
         finally:
             if assistant is not None:

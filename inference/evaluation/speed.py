@@ -14,8 +14,9 @@ Per question: tokens = sum of ``new_tokens`` over turns, time = sum of ``wall_ti
 Tokens are counted the same way on both sides: from ``new_tokens``, or, with
 ``--tokenizer-path``, by tokenising both sides' answer texts. Several runs (several
 ``--file-path``, with one ``--base-path`` each or one shared) give mean +- std over runs.
-Questions answered in only one file, or recorded with an ``error``, stop the report unless
-``--allow-subset``, which compares the questions both answered and lists the rest.
+Questions answered in only one file stop the report unless ``--allow-subset``, which compares
+the questions both answered and lists the rest; questions recorded with an ``error`` in both files
+(say, a prompt longer than the context) are left out of both sides and listed.
 """
 from __future__ import annotations
 
@@ -74,18 +75,24 @@ def split_errors(records: dict) -> tuple[dict, list]:
 
 
 def common_questions(method: dict, base: dict, allow_subset: bool, names: tuple[str, str]) -> tuple[list, list[str]]:
-    """Ids both files answered, and notes on everything left out (an error unless allow_subset)."""
+    """Ids both files answered, and notes on everything left out.
+
+    A question recorded with an error in both files (e.g. a prompt longer than the context) is
+    left out of both sides with a note; one answered by one side only is an error unless allow_subset.
+    """
     (m_ok, m_err), (b_ok, b_err) = split_errors(method), split_errors(base)
-    notes = []
-    for label, ids in ((f"only in {names[0]}", set(method) - set(base)),
-                       (f"only in {names[1]}", set(base) - set(method)),
-                       (f"recorded with an error in {names[0]}", m_err),
-                       (f"recorded with an error in {names[1]}", b_err)):
-        if ids:
-            notes.append(f"{len(ids)} question(s) {label}: {sorted(ids, key=str)[:20]}")
+    m_err, b_err = set(m_err), set(b_err)
+    one_sided = [(f"only in {names[0]}", set(method) - set(base)),
+                 (f"only in {names[1]}", set(base) - set(method)),
+                 (f"recorded with an error in {names[0]} only", (m_err - b_err) & set(base)),
+                 (f"recorded with an error in {names[1]} only", (b_err - m_err) & set(method))]
+    notes = [f"{len(ids)} question(s) {label}: {sorted(ids, key=str)[:20]}" for label, ids in one_sided if ids]
     if notes and not allow_subset:
         raise AnswerFileError("the files do not cover the same answered questions (--allow-subset compares "
                               "the common ones):\n  " + "\n  ".join(notes))
+    if m_err & b_err:
+        notes.append(f"{len(m_err & b_err)} question(s) recorded with an error in both files, left out: "
+                     f"{sorted(m_err & b_err, key=str)[:20]}")
     common = sorted(set(m_ok) & set(b_ok), key=str)
     if not common:
         raise AnswerFileError(f"{names[0]} and {names[1]} have no answered question in common")
