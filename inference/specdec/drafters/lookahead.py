@@ -77,10 +77,10 @@ class LookaheadDrafter:
         return tree
 
     def observe(self, tree: DraftTree, target_argmax: torch.Tensor) -> None:
-        if self._column_nodes is None:
+        columns, self._column_nodes = self._column_nodes, None
+        if columns is None or max(columns) >= len(target_argmax):  # the engine cut the tree to fit: skip
             return
-        outputs = target_argmax[self._column_nodes].tolist()
-        self._column_nodes = None
+        outputs = target_argmax[columns].tolist()
         if len(self.levels) == self.ngram_size - 1:
             for i in range(self.window):
                 self._remember([level[i] for level in self.levels] + [outputs[i]])
