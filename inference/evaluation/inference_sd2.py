@@ -1,0 +1,75 @@
+"""SD2: a sorted draft with adaptive exits, drafting a chain or (``--tree``) a dynamic tree.
+
+    python -m evaluation.inference_sd2 --drafter-path models/sd2-draft-soft-12 --model-id smollm2-sd2-chain
+    python -m evaluation.inference_sd2 --drafter-path models/sd2-draft-soft-12 --model-id smollm2-sd2-tree \\
+        --tree --total-token auto --depth 4 --top-k 10
+
+Exits and thresholds default to the draft's ``config.sd2`` (written by ``sd2train.make_draft``),
+else 6,9,12 and 0.5,0.5,0; the draft's reduced head (``draft_vocab_file``) is used when present.
+Each answer's ``stats`` carry ``exit_tokens`` (drafted tokens per exit), ``exit_accepted`` and
+the time split (draft / verify / other).
+"""
+from __future__ import annotations
+
+import argparse
+
+from evaluation.eval import EvalConfigError, add_eval_args, load_target, run_eval
+from specdec.drafters.sd2 import AUTO_SIZES, load_sd2_drafter
+from specdec.engine import SpeculativeEngine
+
+
+def _floats(text: str) -> list[float]:
+    return [float(x) for x in text.split(",") if x.strip()]
+
+
+def _ints(text: str) -> list[int]:
+    return [int(x) for x in text.split(",") if x.strip()]
+
+
+def _total_token(text: str):
+    return text if text == "auto" else int(text)
+
+
+def add_sd2_args(parser: argparse.ArgumentParser) -> None:
+    g = parser.add_argument_group("SD2")
+    g.add_argument("--drafter-path", required=True, help="the sorted draft (HF checkpoint)")
+    g.add_argument("--submodels", type=_ints, default=None, help="exits, e.g. 6,9,12 (default: the draft's config)")
+    g.add_argument("--thresholds", type=_floats, default=None,
+                   help="one confidence threshold per exit, the last 0, e.g. 0.5,0.5,0 (default: the draft's config)")
+    g.add_argument("--tree", action="store_true", help="draft a dynamic top-k tree instead of a chain")
+    g.add_argument("--total-token", type=_total_token, default=60,
+                   help="tree size incl. the root, or 'auto': chosen each step from timed verification costs")
+    g.add_argument("--depth", type=int, default=4, help="tree expansion steps")
+    g.add_argument("--top-k", type=int, default=10, help="children per expanded node and frontier width")
+    g.add_argument("--draft-vocab-size", type=int, default=None,
+                   help="use only the first N ids of the draft's draft_vocab_file (0: the full head)")
+
+
+def build_sd2_engine(args, model, tokenizer) -> SpeculativeEngine:
+    """The engine with an SD2 drafter; for ``--total-token auto`` the target's verification
+    passes are timed on this hardware first."""
+    costs = None
+    if args.tree and args.total_token == "auto":
+        costs = SpeculativeEngine(model).time_verification(list(AUTO_SIZES))
+    drafter = load_sd2_drafter(args.drafter_path, model, tokenizer, draft_vocab_size=args.draft_vocab_size,
+                               exits=args.submodels, thresholds=args.thresholds, tree=args.tree,
+                               total_token=args.total_token, depth=args.depth, top_k=args.top_k,
+                               temperature=args.temperature, verify_costs=costs)
+    return SpeculativeEngine(model, drafter, args.temperature, args.top_p)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_eval_args(parser)
+    add_sd2_args(parser)
+    args = parser.parse_args(argv)
+    model, tokenizer = load_target(args)
+    try:
+        engine = build_sd2_engine(args, model, tokenizer)
+    except ValueError as exc:
+        raise EvalConfigError(str(exc)) from None
+    return run_eval(args, model, tokenizer, engine.generate)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,171 @@
+"""Benchmark SD2 against AR on the same engine and against Hugging Face generate, in one run.
+
+    .venv/bin/python scripts/benchmark_sd2.py --drafter-path models/sd2-draft-soft-12 \
+        --questions-per-task 2 --max-new-tokens 128 --dtypes float32,bfloat16
+
+For each dtype the target and draft are loaded once; every question's first turn is answered by
+every method in turn (interleaved, so a change in machine load hits all methods alike), greedy.
+Prints per task: tokens/s (total tokens / total time), speed-up over AR on the engine, τ (mean
+tokens per target pass) and how many answers equal AR's; then where SD2's time goes (draft,
+verify, other bookkeeping, prefill; ms per step) and which exits drafted.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from evaluation.eval import DTYPES, ChatPrompter, _eos_ids
+from evaluation.hf_reference import hf_generate_forward
+from evaluation.questions import TASKS, load_questions, task_of
+from sd2train.assets import DEFAULT_MODEL_DIR, SPEC_BENCH_QUESTIONS
+from specdec.drafters.sd2 import AUTO_SIZES, load_sd2_drafter
+from specdec.engine import SpeculativeEngine
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model-path", default=str(DEFAULT_MODEL_DIR))
+    p.add_argument("--drafter-path", required=True, help="SD2 draft checkpoint (the best one available)")
+    p.add_argument("--question-file", default=str(SPEC_BENCH_QUESTIONS))
+    p.add_argument("--questions-per-task", type=int, default=2)
+    p.add_argument("--max-new-tokens", type=int, default=128)
+    p.add_argument("--dtypes", default="float32,bfloat16")
+    p.add_argument("--methods", default="ar,hf,sd2_chain,sd2_tree")
+    p.add_argument("--total-token", default="auto", help="SD2 tree size incl. root, or auto")
+    p.add_argument("--depth", type=int, default=4)
+    p.add_argument("--top-k", type=int, default=10)
+    p.add_argument("--submodels", default=None, help="exits (default: the draft's config)")
+    p.add_argument("--thresholds", default=None, help="thresholds (default: the draft's config)")
+    p.add_argument("--draft-vocab-size", type=int, default=None, help="0: full draft head")
+    p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    p.add_argument("--json", default=None, help="also write the results here")
+    return p.parse_args(argv)
+
+
+def build_methods(args, model, tokenizer) -> dict:
+    methods = {}
+    wanted = args.methods.split(",")
+    sd2_kwargs = dict(draft_vocab_size=args.draft_vocab_size, depth=args.depth, top_k=args.top_k,
+                      exits=[int(x) for x in args.submodels.split(",")] if args.submodels else None,
+                      thresholds=[float(x) for x in args.thresholds.split(",")] if args.thresholds else None)
+    if "ar" in wanted:
+        methods["ar"] = SpeculativeEngine(model).generate
+    if "hf" in wanted:
+        methods["hf"] = hf_generate_forward(model)
+    if "sd2_chain" in wanted:
+        drafter = load_sd2_drafter(args.drafter_path, model, tokenizer, **sd2_kwargs)
+        methods["sd2_chain"] = SpeculativeEngine(model, drafter).generate
+    if "sd2_tree" in wanted:
+        total = args.total_token if args.total_token == "auto" else int(args.total_token)
+        costs = SpeculativeEngine(model).time_verification(list(AUTO_SIZES)) if total == "auto" else None
+        if costs:
+            print("target verification cost (ms) by tokens:",
+                  " ".join(f"{n}:{1000 * t:.1f}" for n, t in costs.items()))
+        drafter = load_sd2_drafter(args.drafter_path, model, tokenizer, tree=True, total_token=total,
+                                   verify_costs=costs, **sd2_kwargs)
+        methods["sd2_tree"] = SpeculativeEngine(model, drafter).generate
+    return methods
+
+
+def run_dtype(args, dtype_name: str, questions: list[dict]) -> dict:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(args.model_path)
+    model = AutoModelForCausalLM.from_pretrained(args.model_path, dtype=DTYPES[dtype_name]).eval()
+    prompter = ChatPrompter.from_name(None, tokenizer)
+    stops = prompter.stop_token_ids | _eos_ids(tokenizer, model)
+    methods = build_methods(args, model, tokenizer)
+    prompts = [prompter.prompt_ids(q["turns"][:1], []) for q in questions]
+    for forward in methods.values():  # warm-up
+        forward(prompts[0], 16, stops)
+    runs = defaultdict(list)  # method -> one record per question
+    for q, prompt in zip(tqdm(questions, desc=dtype_name), prompts):
+        for name, forward in methods.items():
+            start = time.perf_counter()
+            out = forward(prompt, args.max_new_tokens, stops)
+            elapsed = time.perf_counter() - start
+            runs[name].append({"task": task_of(q["category"]), "tokens": out.token_ids, "time": elapsed,
+                               "accept_lengths": out.accept_lengths, "stats": out.stats})
+    return runs
+
+
+def summarize(runs: dict) -> dict:
+    """Per method and task: tok/s, speed-up over AR, τ, answers equal to AR; SD2 time split."""
+    base = runs.get("ar")
+    summary = {}
+    for name, records in runs.items():
+        rows = {}
+        for task in [*TASKS, "overall"]:
+            idx = [i for i, r in enumerate(records) if task in ("overall", r["task"])]
+            if not idx:
+                continue
+            tokens = sum(len(records[i]["tokens"]) for i in idx)
+            seconds = sum(records[i]["time"] for i in idx)
+            lengths = [a for i in idx for a in records[i]["accept_lengths"]]
+            row = {"tok_s": tokens / seconds, "tau": sum(lengths) / len(lengths)}
+            if base is not None:
+                base_rate = sum(len(base[i]["tokens"]) for i in idx) / sum(base[i]["time"] for i in idx)
+                row["speedup"] = row["tok_s"] / base_rate
+                row["equal"] = f"{sum(records[i]['tokens'] == base[i]['tokens'] for i in idx)}/{len(idx)}"
+            rows[task] = row
+        split = defaultdict(float)
+        exits = defaultdict(int)
+        steps = sum(len(r["accept_lengths"]) for r in records)
+        for r in records:
+            for key, value in r["stats"].items():
+                if key.startswith("time_"):
+                    split[key[5:]] += value
+            for e, count in r["stats"].get("exit_tokens", {}).items():
+                exits[int(e)] += count
+        summary[name] = {"tasks": rows, "ms_per_step": {k: 1000 * v / steps for k, v in split.items()},
+                         "exit_tokens": dict(sorted(exits.items())),
+                         "mean_draft_size": (sum(r["stats"].get("mean_draft_size", 0) for r in records) / len(records))}
+    return summary
+
+
+def print_tables(dtype_name: str, summary: dict) -> None:
+    tasks = [t for t in [*TASKS, "overall"] if any(t in s["tasks"] for s in summary.values())]
+    print(f"\n== {dtype_name}: speed-up over AR on the engine (τ) [tok/s overall]")
+    print(f"{'method':<10} " + " ".join(f"{t:>15}" for t in tasks) + f" {'tok/s':>7} {'=AR':>6}")
+    for name, s in summary.items():
+        cells = []
+        for t in tasks:
+            row = s["tasks"].get(t)
+            cells.append(f"{row.get('speedup', float('nan')):6.2f}x ({row['tau']:4.2f})" if row else " " * 15)
+        overall = s["tasks"]["overall"]
+        print(f"{name:<10} " + " ".join(f"{c:>15}" for c in cells) + f" {overall['tok_s']:7.1f} {overall.get('equal', ''):>6}")
+    print(f"\n== {dtype_name}: time per step (ms) and draft")
+    for name, s in summary.items():
+        if not name.startswith("sd2"):
+            continue
+        split = " ".join(f"{k} {v:.1f}" for k, v in s["ms_per_step"].items())
+        print(f"{name:<10} {split} | draft size {s['mean_draft_size']:.1f} | tokens per exit {s['exit_tokens']}")
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    questions = [q for task in TASKS
+                 for q in load_questions(args.question_file, categories=[task])[:args.questions_per_task]]
+    print(f"{len(questions)} questions, {args.max_new_tokens} new tokens, torch threads {torch.get_num_threads()}, "
+          f"draft {args.drafter_path}")
+    results = {}
+    for dtype_name in args.dtypes.split(","):
+        summary = summarize(run_dtype(args, dtype_name, questions))
+        print_tables(dtype_name, summary)
+        results[dtype_name] = summary
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=1))
+    return results
+
+
+if __name__ == "__main__":
+    sys.exit(0 if main() else 1)
