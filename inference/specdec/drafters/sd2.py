@@ -109,6 +109,7 @@ class SD2Drafter:
         self.draft_len = 5  # chain: HF's adaptive heuristic starts at 5
         self.calibration = 1.0  # auto tree size: observed / predicted accepted tokens
         self.draft_time = 0.0
+        self.level_time = 0.0  # EMA of one tree level's drafting time (auto mode)
         self.stats_acc = {"exit_tokens": {e: 0 for e in self.exits},
                           "exit_accepted": {e: 0 for e in self.exits}, "draft_tree_sizes": []}
 
@@ -271,6 +272,9 @@ class SD2Drafter:
         frontier_rows = [-1] * k  # the frontier's parents as draft rows (-1: the root)
         count = k
         for d in range(1, self.depth + 1):
+            if self.total_token == "auto" and self._not_worth_a_level(frontier_scores):
+                break
+            level_start = time.perf_counter()
             first_row = self.context_rows + self.draft_rows
             upto = self._append_rows(frontier_tokens, torch.full((k,), root_pos + d, device=context.device),
                                      frontier_rows)
@@ -288,6 +292,7 @@ class SD2Drafter:
             frontier = best + count
             frontier_scores, frontier_tokens = cum[best], node_tokens[-1][best]
             count += k * k
+            self.level_time = 0.8 * self.level_time + 0.2 * (time.perf_counter() - level_start)
         return self._rerank(torch.cat(node_tokens), torch.cat(node_scores), torch.cat(node_parents),
                             level_exits, row_of_node)
 
@@ -314,6 +319,12 @@ class SD2Drafter:
         out = tokens[idx]
         self.proposed = out.tolist()
         return DraftTree(out, torch.tensor(new_parents, device=tokens.device))
+
+    def _not_worth_a_level(self, frontier_scores: torch.Tensor) -> bool:
+        """Auto mode: another level can add at most the frontier's total path probability in
+        accepted tokens (calibrated); stop when that saves less target time than the level costs."""
+        gain = self.calibration * float(frontier_scores.exp().sum())
+        return gain * self.verify_costs[0][1] < self.level_time
 
     def _tree_size(self, scores: torch.Tensor) -> int:
         """Nodes to verify: total_token - 1, or (auto) the size that maximises expected tokens
