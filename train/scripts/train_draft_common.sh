@@ -57,6 +57,6 @@ ARGS+=(--use_cpu True --num_train_epochs "${EPOCHS:-1}" --per_device_train_batch
        --lr_scheduler_type "${SCHEDULER:-cosine}" --warmup_steps "${WARMUP:-0.04}" --weight_decay 0
        --model_max_length "${MAX_LENGTH:-512}" --max_train_conversations "${MAX_CONVERSATIONS:-4000}"
        --freeze_embeddings "${FREEZE_EMBEDDINGS:-True}" --distill "${DISTILL:-True}"
-       --dataloader_num_workers 0 --group_by_length True)
+       --dataloader_num_workers 0 --train_sampling_strategy group_by_length)
 # shellcheck disable=SC2086
 exec "$PYTHON" -m sd2train.train "${ARGS[@]}" $EXTRA_ARGS "$@"

@@ -29,13 +29,14 @@ CACHE_DIR = REPO_ROOT / "outputs" / "exit_quality_cache"
 THRESHOLD_GRID = [round(0.05 * i, 2) for i in range(1, 20)]
 
 
-def heldout_prompts(tokenizer, fmt, num_prompts: int, max_prompt_tokens: int, data_path=None) -> list[list[int]]:
+def heldout_prompts(tokenizer, fmt, num_prompts: int, max_prompt_tokens: int, data_path=None,
+                    heldout_fraction: float = 0.02) -> list[list[int]]:
     """Token ids of the first user turn of held-out conversations, as generation prompts."""
     from sd2train.data import load_sharegpt, split_train_heldout
     from sd2train.preprocess import chat_turns
 
     conversations, _ = load_sharegpt(data_path, verbose=False)
-    _, heldout = split_train_heldout(conversations)
+    _, heldout = split_train_heldout(conversations, heldout_fraction)
     prompts = []
     for conv in heldout:
         shaped = chat_turns(conv["messages"])
@@ -119,23 +120,28 @@ def cascade(top1_prob, right, thresholds) -> dict:
 
 
 @torch.no_grad()
-def evaluate_exits(draft, target, sequences, prompt_lengths, exits) -> dict:
-    """Per-exit statistics over every continuation position of every sequence."""
-    probs, right, ce, nll = ({k: [] for k in exits} for _ in range(4))
+def evaluate_exits(draft, target, sequences, prompt_lengths, exits, vocab_ids=None) -> dict:
+    """Per-exit statistics over every continuation position of every sequence. With ``vocab_ids``
+    (the draft vocabulary) also the agreement of an exit whose head covers only those tokens."""
+    probs, right, ce, nll, right_sub = ({k: [] for k in exits} for _ in range(5))
     for seq, prompt_len in zip(sequences, prompt_lengths):
         if len(seq) <= prompt_len:
             continue
         ids = torch.tensor([seq])
         span = slice(prompt_len - 1, len(seq) - 1)  # positions whose next token is generated
-        target_log_probs = F.log_softmax(target(input_ids=ids).logits[0, span].float(), -1)
+        # The last len(seq) - prompt_len + 1 positions, less the final one (nothing follows it).
+        target_logits = target(input_ids=ids, logits_to_keep=len(seq) - prompt_len + 1).logits[0, :-1]
+        target_log_probs = F.log_softmax(target_logits.float(), -1)
         target_top1 = target_log_probs.argmax(-1)
-        for k, logits in all_exit_logits(draft, exits, ids).items():
-            log_q = F.log_softmax(logits[0, span].float(), -1)
+        for k, logits in all_exit_logits(draft, exits, ids, positions=span).items():
+            log_q = F.log_softmax(logits[0].float(), -1)
             top_log_q, top = log_q.max(-1)
             probs[k].append(top_log_q.exp())
             right[k].append(top == target_top1)
             ce[k].append(-(target_log_probs.exp() * log_q).sum(-1))
             nll[k].append(-log_q.gather(-1, target_top1[:, None])[:, 0])
+            if vocab_ids is not None:
+                right_sub[k].append(vocab_ids[log_q[:, vocab_ids].argmax(-1)] == target_top1)
     cat = {name: {k: torch.cat(v[k]) for k in exits} for name, v in
            (("probs", probs), ("right", right), ("ce", ce), ("nll", nll))}
     per_exit = {}
@@ -148,6 +154,8 @@ def evaluate_exits(draft, target, sequences, prompt_lengths, exits) -> dict:
             "cross_entropy_to_target": float(cat["ce"][k].mean()),
             "nll_of_target_token": float(cat["nll"][k].mean()),
         }
+        if vocab_ids is not None:
+            per_exit[k]["top1_agreement_draft_vocab"] = float(torch.cat(right_sub[k]).float().mean())
     thresholds = choose_thresholds(cat["probs"], cat["right"])
     return {"positions": int(cat["right"][exits[0]].numel()), "per_exit": per_exit,
             "suggested_thresholds": thresholds,
@@ -158,16 +166,24 @@ def format_table(report: dict) -> str:
     lines = [f"exit quality of {report['draft']} vs {report['target']} "
              f"({report['prompts']} held-out prompts, {report['positions']} positions)",
              f"{'exit':>4} {'top-1 agree':>11} {'p(top1)|right':>13} {'p(top1)|wrong':>13} "
-             f"{'CE to target':>12} {'NLL tgt tok':>11}"]
+             f"{'CE to target':>12} {'NLL tgt tok':>11} {'agree (draft vocab)':>19}"]
     fmt = lambda v: f"{v:.3f}" if v is not None else "-"  # noqa: E731
+    pct = lambda v: f"{v:.1%}" if v is not None else "-"  # noqa: E731
     for k, row in report["per_exit"].items():
         lines.append(f"{k:>4} {row['top1_agreement']:>11.1%} {fmt(row['mean_top1_prob_right']):>13} "
                      f"{fmt(row['mean_top1_prob_wrong']):>13} {row['cross_entropy_to_target']:>12.3f} "
-                     f"{row['nll_of_target_token']:>11.3f}")
+                     f"{row['nll_of_target_token']:>11.3f} "
+                     f"{pct(row.get('top1_agreement_draft_vocab')):>19}")
     c = report["cascade_suggested"]
     lines.append(f"suggested thresholds {c['thresholds']}: adaptive-exit agreement {c['agreement']:.1%}, "
                  f"share per exit {({k: round(v, 3) for k, v in c['share_per_exit'].items()})}")
     return "\n".join(lines)
+
+
+def draft_vocab_ids(draft_path, sd2) -> torch.Tensor | None:
+    name = (sd2 or {}).get("draft_vocab_file")
+    path = Path(draft_path, name) if name else None
+    return torch.tensor(json.loads(path.read_text())) if path and path.is_file() else None
 
 
 def load_draft(draft_path, layers: int | None):
@@ -189,7 +205,8 @@ def load_draft(draft_path, layers: int | None):
 
 def exit_quality(draft_path, target_path=None, exits=None, layers=None, num_prompts: int = 32,
                  new_tokens: int = 64, max_prompt_tokens: int = 192, data_path=None,
-                 conv_template=None, write: bool = True, update_thresholds: bool = False) -> dict:
+                 conv_template=None, write: bool = True, update_thresholds: bool = False,
+                 heldout_fraction: float = 0.02) -> dict:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from sd2train.preprocess import get_format
@@ -201,11 +218,14 @@ def exit_quality(draft_path, target_path=None, exits=None, layers=None, num_prom
     target = AutoModelForCausalLM.from_pretrained(target_path, dtype=torch.float32).eval()
     tokenizer = AutoTokenizer.from_pretrained(target_path)
     prompts = heldout_prompts(tokenizer, get_format(conv_template, tokenizer), num_prompts, max_prompt_tokens,
-                              data_path)
+                              data_path, heldout_fraction)
     sequences = cached_continuations(target_path, target, tokenizer, prompts, new_tokens)
     report = {"draft": str(draft_path), "target": str(target_path), "exits": exits, "prompts": len(prompts),
               "new_tokens": new_tokens}
-    report.update(evaluate_exits(draft, target, sequences, [len(p) for p in prompts], exits))
+    vocab_ids = draft_vocab_ids(draft_path, sd2)
+    report.update(evaluate_exits(draft, target, sequences, [len(p) for p in prompts], exits, vocab_ids))
+    if vocab_ids is not None:
+        report["draft_vocab_size"] = len(vocab_ids)
     report["seconds"] = round(time.time() - started, 1)
     print(format_table(report))
     if write and layers is None:

@@ -100,13 +100,22 @@ def unwrap(model: nn.Module) -> nn.Module:
     return model
 
 
-def exit_logits(model: nn.Module, hidden: torch.Tensor) -> torch.Tensor:
+def head_logits(model: nn.Module, normed: torch.Tensor, vocab_ids: torch.Tensor | None = None) -> torch.Tensor:
+    """The LM head over the full vocabulary, or over ``vocab_ids`` only (a reduced draft head)."""
+    head = unwrap(model).get_output_embeddings()
+    if vocab_ids is None:
+        return head(normed)
+    bias = head.bias[vocab_ids] if getattr(head, "bias", None) is not None else None
+    return torch.nn.functional.linear(normed, head.weight[vocab_ids], bias)
+
+
+def exit_logits(model: nn.Module, hidden: torch.Tensor, vocab_ids: torch.Tensor | None = None) -> torch.Tensor:
     """lm_head(final_norm(hidden)) with the model's own, shared norm and head."""
-    model = unwrap(model)
-    return model.get_output_embeddings()(base_model(model).norm(hidden))
+    return head_logits(model, base_model(unwrap(model)).norm(hidden), vocab_ids)
 
 
-def all_exit_logits(model: nn.Module, exits: list[int], input_ids, attention_mask=None) -> dict[int, torch.Tensor]:
-    """{k: logits (batch, seq, vocab)} at every position, for evaluation."""
+def all_exit_logits(model: nn.Module, exits: list[int], input_ids, attention_mask=None,
+                    positions: slice = slice(None)) -> dict[int, torch.Tensor]:
+    """{k: logits (batch, positions, vocab)} for evaluation; the head runs on ``positions`` only."""
     states = exit_states(model, exits, input_ids, attention_mask)
-    return {k: exit_logits(model, h) for k, h in states.items()}
+    return {k: exit_logits(model, h[:, positions]) for k, h in states.items()}

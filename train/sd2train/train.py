@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import random
 import shutil
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -53,6 +54,8 @@ class SortedTrainingArguments(transformers.TrainingArguments):
     exit_weights: str | None = field(default=None, metadata={"help": "per-exit loss weights (default equal)"})
     distill: bool = field(default=False, metadata={"help": "add a KL loss to the frozen target's next-token distribution"})
     distill_weight: float = field(default=1.0, metadata={"help": "with --distill: loss = (1-w) CE + w KL"})
+    loss_vocab: str = field(default="full", metadata={"help": "'full', or 'draft': exits and target over the draft vocabulary only (the reduced draft head; cheaper on CPU)"})
+    max_train_minutes: float | None = field(default=None, metadata={"help": "stop training after this much wall-clock time"})
     exit_quality_prompts: int = field(default=32, metadata={"help": "held-out prompts for the final report (0 = skip)"})
     exit_quality_new_tokens: int = 64
     update_thresholds: bool = field(default=True, metadata={"help": "write the report's suggested thresholds into config.sd2"})
@@ -68,13 +71,28 @@ class LossLogCallback(TrainerCallback):
                 f.write(json.dumps({"step": state.global_step, **logs}) + "\n")
 
 
+class TimeLimitCallback(TrainerCallback):
+    """Ends training once a wall-clock budget is spent (checked after every optimizer step)."""
+
+    def __init__(self, minutes: float):
+        self.seconds, self.started = 60 * minutes, None
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.started = time.time()
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if time.time() - self.started >= self.seconds:
+            print(f"[train] time budget of {self.seconds / 60:g} min spent after step {state.global_step}")
+            control.should_training_stop = True
+
+
 class SortedTrainer(Trainer):
     """HF Trainer whose loss is the sorted loss over ``exits`` (norm and head shared)."""
 
-    def __init__(self, *args, exits, weights=None, target=None, distill_weight=0.0, **kwargs):
+    def __init__(self, *args, exits, weights=None, target=None, distill_weight=0.0, vocab_ids=None, **kwargs):
         super().__init__(*args, **kwargs)
         self.exits, self.weights = list(exits), exit_weights(list(exits), weights)
-        self.target, self.distill_weight = target, distill_weight
+        self.target, self.distill_weight, self.vocab_ids = target, distill_weight, vocab_ids
         # Our loss is a per-batch mean: let the Trainer divide it by the accumulation steps.
         self.model_accepts_loss_kwargs = False
         self.loss_is_scaled_for_ga = False
@@ -83,7 +101,7 @@ class SortedTrainer(Trainer):
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         result = sorted_loss(model, inputs["input_ids"], inputs["labels"], inputs.get("attention_mask"),
-                             self.exits, self.weights, self.target, self.distill_weight)
+                             self.exits, self.weights, self.target, self.distill_weight, self.vocab_ids)
         for k, value in result.per_exit.items():
             self._exit_loss_sums[k] = self._exit_loss_sums.get(k, 0.0) + value
         self._exit_loss_count += 1
@@ -147,6 +165,7 @@ def train(model_args: ModelArguments, data_args: DataArguments, args: SortedTrai
     exits = submodels if args.soft else [num_layers]
     weights = parse_int_list_float(args.exit_weights) if args.exit_weights and args.soft else None
     exit_weights(exits, weights)  # validate before any data work
+    vocab_ids = loss_vocab_ids(args.loss_vocab, model_args.model_name_or_path, sd2)
     if args.soft:
         sd2["exits"] = submodels
         if len(sd2.get("thresholds", [])) != len(submodels):
@@ -171,10 +190,12 @@ def train(model_args: ModelArguments, data_args: DataArguments, args: SortedTrai
         target = AutoModelForCausalLM.from_pretrained(target_path, dtype=dtype).eval().requires_grad_(False)
         target.to(args.device)
 
+    callbacks = [LossLogCallback()] + ([TimeLimitCallback(args.max_train_minutes)] if args.max_train_minutes else [])
     trainer = SortedTrainer(model=model, args=args, train_dataset=dataset,
                             data_collator=PaddingCollator(tokenizer.pad_token_id), processing_class=tokenizer,
-                            callbacks=[LossLogCallback()], exits=exits, weights=weights, target=target,
-                            distill_weight=args.distill_weight if args.distill else 0.0)
+                            callbacks=callbacks, exits=exits, weights=weights, target=target,
+                            distill_weight=args.distill_weight if args.distill else 0.0,
+                            vocab_ids=vocab_ids)
     trainer.train(resume_from_checkpoint=args.resume_from_checkpoint)
     trainer.save_model(args.output_dir)
     output = Path(args.output_dir)
@@ -188,8 +209,21 @@ def train(model_args: ModelArguments, data_args: DataArguments, args: SortedTrai
             del trainer, target
             exit_quality(output, target_path, num_prompts=args.exit_quality_prompts,
                          new_tokens=args.exit_quality_new_tokens, conv_template=data_args.conv_template,
-                         data_path=data_args.data_path, update_thresholds=args.update_thresholds)
+                         data_path=data_args.data_path, update_thresholds=args.update_thresholds,
+                         heldout_fraction=data_args.heldout_fraction)
     return output
+
+
+def loss_vocab_ids(loss_vocab: str, draft_path: str, sd2: dict) -> torch.Tensor | None:
+    if loss_vocab == "full":
+        return None
+    if loss_vocab != "draft":
+        raise ValueError(f"--loss_vocab must be 'full' or 'draft', got {loss_vocab!r}")
+    name = sd2.get("draft_vocab_file")
+    if not name or not Path(draft_path, name).is_file():
+        raise ValueError(f"--loss_vocab draft needs the draft vocabulary file of {draft_path} (make_draft "
+                         "--draft-vocab-size > 0)")
+    return torch.tensor(json.loads(Path(draft_path, name).read_text()), dtype=torch.long)
 
 
 def parse_int_list_float(text: str) -> list[float]:

@@ -1,0 +1,49 @@
+"""Exit-quality report: agreement with the target's greedy token, confidences, thresholds."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from conftest import tiny_llama
+
+from sd2train.exit_quality import cascade, choose_thresholds, evaluate_exits
+
+
+def test_an_exit_at_the_targets_depth_agrees_everywhere():
+    target = tiny_llama(num_layers=4)
+    torch.manual_seed(0)
+    sequences = [torch.randint(0, 128, (20,)).tolist(), torch.randint(0, 128, (15,)).tolist()]
+    report = evaluate_exits(target, target, sequences, [8, 5], [2, 4], vocab_ids=torch.arange(64))
+    assert report["positions"] == (20 - 8) + (15 - 5)
+    last = report["per_exit"][4]
+    assert last["top1_agreement"] == 1.0 and last["mean_top1_prob_wrong"] is None
+    assert last["nll_of_target_token"] <= last["cross_entropy_to_target"] + 1e-6  # top-1 is the likeliest
+    assert report["per_exit"][2]["top1_agreement"] < 1.0
+    assert 0 <= last["top1_agreement_draft_vocab"] <= 1.0
+    assert report["suggested_thresholds"][-1] == 0.0
+
+
+def test_thresholds_pick_where_an_early_exit_is_as_good_as_the_last():
+    # Exit 6 is right exactly when it is sure (p > 0.6); the last exit is right 70% of the time.
+    probs = {6: torch.tensor([0.9, 0.8, 0.7, 0.3, 0.2, 0.1, 0.65, 0.35, 0.25, 0.15]),
+             12: torch.full((10,), 0.5)}
+    right = {6: probs[6] > 0.6, 12: torch.tensor([1, 1, 1, 1, 1, 1, 1, 0, 0, 0], dtype=torch.bool)}
+    thresholds = choose_thresholds(probs, right)
+    # At 0.3 exit 6 is sure of 5 tokens and right on 4, as is exit 12; at 0.25 exit 12 is better.
+    assert thresholds == [0.3, 0.0]
+    result = cascade(probs, right, thresholds)
+    assert result["share_per_exit"] == {6: 0.5, 12: 0.5}
+    assert result["agreement"] == pytest.approx((4 + 3) / 10)
+
+
+@pytest.mark.integration
+def test_report_command_on_the_default_target(tmp_path, default_model_dir):
+    from sd2train.exit_quality import main
+
+    out = tmp_path / "report.json"
+    main(["--draft", str(default_model_dir), "--layers", "6", "--prompts", "2", "--new-tokens", "6",
+          "--output", str(out)])
+    report = json.loads(out.read_text())
+    assert report["exits"] == [3, 4, 6] and report["prompts"] == 2 and report["positions"] > 0
+    assert set(report["per_exit"]) == {"3", "4", "6"}

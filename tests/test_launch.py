@@ -1,0 +1,90 @@
+"""Launch scripts run end to end on CPU (one process, a tiny model, a tiny ShareGPT file), and
+the shipped FSDP and DeepSpeed configs are accepted by their libraries."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+from conftest import tiny_llama
+
+REPO = Path(__file__).resolve().parents[1]
+SCRIPTS = REPO / "train" / "scripts"
+CONFIGS = REPO / "train" / "configs"
+
+
+@pytest.fixture(scope="module")
+def tiny_setup(tmp_path_factory, default_model_dir):
+    """A 4-layer random target with the default tokenizer, and 40 ShareGPT conversations."""
+    from transformers import AutoTokenizer
+
+    root = tmp_path_factory.mktemp("launch")
+    tiny_llama(num_layers=4, vocab_size=49152, hidden=32).save_pretrained(root / "target")
+    AutoTokenizer.from_pretrained(default_model_dir).save_pretrained(root / "target")
+    records = [{"id": f"conv{i}", "conversations": [
+        {"from": "human", "value": f"Tell me about the number {i}."},
+        {"from": "gpt", "value": f"The number {i} comes after {i - 1} and before {i + 1}."}]} for i in range(40)]
+    (root / "sharegpt.json").write_text(json.dumps(records))
+    return root
+
+
+@pytest.mark.parametrize("mode", ["soft", "sft"])
+def test_launch_script_runs_end_to_end_on_cpu(tiny_setup, mode, tmp_path):
+    from transformers import AutoModelForCausalLM
+
+    out = tmp_path / f"draft-{mode}"
+    env = {**os.environ, "NPROC": "0", "TARGET": str(tiny_setup / "target"), "DRAFT": str(tmp_path / "init"),
+           "DRAFT_LAYERS": "2", "EXITS": "1,2", "DATA": str(tiny_setup / "sharegpt.json"),
+           "OUTPUT_DIR": str(out), "MAX_STEPS": "2", "BATCH": "2", "DRAFT_VOCAB_SIZE": "64",
+           "EXTRA_ARGS": "--heldout_fraction 0.3 --exit_quality_prompts 2 --exit_quality_new_tokens 3 "
+                         "--loss_vocab draft --bf16 False"}
+    result = subprocess.run([str(SCRIPTS / f"train_draft_{mode}.sh")], env=env, cwd=tmp_path,
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    config = json.loads((out / "config.json").read_text())
+    assert config["num_hidden_layers"] == 2 and config["sd2"]["exits"] == [1, 2]
+    assert len(config["sd2"]["thresholds"]) == 2 and config["sd2"]["thresholds"][-1] == 0.0
+    assert (out / "draft_vocab.json").is_file()
+    report = json.loads((out / "exit_quality.json").read_text())
+    assert set(report["per_exit"]) == {"1", "2"} and report["positions"] > 0
+    log = [json.loads(line) for line in (out / "loss_log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in log if "loss" in r] == [1, 2]
+    if mode == "soft":
+        assert {"loss_exit1", "loss_exit2"} <= set(log[0])
+    else:
+        assert "loss_exit2" in log[0] and "loss_exit1" not in log[0]
+    assert AutoModelForCausalLM.from_pretrained(out).config.num_hidden_layers == 2
+
+
+def test_fsdp_config_is_valid_for_accelerate():
+    from accelerate.utils import FullyShardedDataParallelPlugin
+
+    from sd2train.train import SortedTrainingArguments
+
+    args = SortedTrainingArguments(output_dir="unused", fsdp=True, fsdp_config=str(CONFIGS / "fsdp.json"), use_cpu=True)
+    plugin_args = args._process_fsdp_args()
+    plugin = FullyShardedDataParallelPlugin(**plugin_args)
+    assert plugin.fsdp_version == 2 and plugin.reshard_after_forward is True  # full_shard
+    assert plugin.transformer_cls_names_to_wrap == ["LlamaDecoderLayer"]  # auto_wrap on the decoder layer
+    assert plugin.state_dict_type.name == "FULL_STATE_DICT"
+
+
+@pytest.mark.parametrize("name, stage", [("zero2.json", 2), ("zero3.json", 3)])
+def test_deepspeed_configs_are_valid_for_deepspeed(name, stage):
+    from deepspeed.runtime.zero.config import DeepSpeedZeroConfig
+    from transformers.integrations.deepspeed import HfTrainerDeepSpeedConfig
+
+    from sd2train.train import SortedTrainingArguments
+
+    config = json.loads((CONFIGS / name).read_text())
+    zero = DeepSpeedZeroConfig(**config["zero_optimization"])  # pydantic: rejects unknown keys
+    assert int(zero.stage) == stage
+    args = SortedTrainingArguments(output_dir="unused", use_cpu=True, per_device_train_batch_size=2,
+                                   gradient_accumulation_steps=16, bf16=True)
+    hf_config = HfTrainerDeepSpeedConfig(str(CONFIGS / name))
+    hf_config.trainer_config_process(args)  # fills every "auto" from the training arguments
+    assert hf_config.config["train_micro_batch_size_per_gpu"] == 2
+    assert hf_config.config["gradient_accumulation_steps"] == 16 and hf_config.config["bf16"]["enabled"] is True
+    assert hf_config.is_zero3() == (stage == 3)
