@@ -108,7 +108,7 @@ class LlamaRunner:
             k = k * cos + _rotate_half(k) * sin
             keys, values = cache.append(i, k, v)
             o = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask, scale=self.scaling)
-            o = o.view(1, kv * group, n, dim).transpose(1, 2).reshape(1, n, -1)
+            o = o.reshape(1, kv * group, n, dim).transpose(1, 2).reshape(1, n, -1)
             h = h + attn.o_proj(o)
             h = h + layer.mlp(layer.post_attention_layernorm(h))
         return h

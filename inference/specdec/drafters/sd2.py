@@ -264,9 +264,10 @@ class SD2Drafter:
         # Every generated node: token, parent node (-1 = root), cumulative log-prob, exit, draft row.
         node_tokens = [self._to_vocab(top_idx)]
         node_scores = [top_lp]
-        node_parents = [torch.full((k,), -1, dtype=torch.long)]
+        device = context.device
+        node_parents = [torch.full((k,), -1, dtype=torch.long, device=device)]
         level_exits = [exit_]
-        frontier = torch.arange(k)  # node ids of the current frontier
+        frontier = torch.arange(k, device=device)  # node ids of the current frontier
         frontier_scores, frontier_tokens = top_lp, node_tokens[0]
         row_of_node: dict[int, int] = {}
         frontier_rows = [-1] * k  # the frontier's parents as draft rows (-1: the root)
