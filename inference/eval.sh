@@ -30,6 +30,8 @@ PYTHON=${PYTHON:-$ROOT/.venv/bin/python}
 # ----------------------------------------------------------------------------------------------
 
 [ -x "$PYTHON" ] || PYTHON=python
+absolute() { case $1 in /*) echo "$1" ;; *) echo "$PWD/$1" ;; esac; }   # paths given relative to the caller
+TARGET=$(absolute "$TARGET"); DRAFT=$(absolute "$DRAFT"); DATASTORE=$(absolute "$DATASTORE")
 cd "$ROOT/inference"
 ANSWERS="$ROOT/data/$BENCH/model_answer"
 SUFFIX="$DTYPE-temp-$TEMP"
