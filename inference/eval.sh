@@ -7,7 +7,7 @@
 #   PER_TASK=8 MAX_NEW_TOKENS=128 bash inference/eval.sh     # the 48-question run
 #   METHODS="ar sd2_chain" QUESTION_END=4 bash inference/eval.sh
 #
-# Answers go to data/$BENCH/model_answer/<model-id>.jsonl; an interrupted run resumes where it stopped.
+# Answers go to $ANSWERS/<model-id>.jsonl; an interrupted run resumes where it stopped.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 
@@ -26,14 +26,15 @@ QUESTION_END=${QUESTION_END:-}
 PER_TASK=${PER_TASK:-}                                   # N questions per task (8 -> 48 questions), empty = all
 WARMUP=${WARMUP:-3}
 METHODS=${METHODS:-"ar ar_hf sd2_chain sd2_tree sps sps_hf pld pld_hf lookahead rest"}
+ANSWERS=${ANSWERS:-$ROOT/data/$BENCH/model_answer}       # where answer files go
 PYTHON=${PYTHON:-$ROOT/.venv/bin/python}
 # ----------------------------------------------------------------------------------------------
 
 [ -x "$PYTHON" ] || PYTHON=python
 absolute() { case $1 in /*) echo "$1" ;; *) echo "$PWD/$1" ;; esac; }   # paths given relative to the caller
 TARGET=$(absolute "$TARGET"); DRAFT=$(absolute "$DRAFT"); DATASTORE=$(absolute "$DATASTORE")
+ANSWERS=$(absolute "$ANSWERS")
 cd "$ROOT/inference"
-ANSWERS="$ROOT/data/$BENCH/model_answer"
 SUFFIX="$DTYPE-temp-$TEMP"
 COMMON=(--model-path "$TARGET" --bench-name "$BENCH" --dtype "$DTYPE" --device "$DEVICE" --temperature "$TEMP"
         --max-new-tokens "$MAX_NEW_TOKENS" --num-warmup "$WARMUP")

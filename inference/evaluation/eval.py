@@ -308,7 +308,8 @@ def _synchronize(device: torch.device) -> None:
 
 
 def _jsonable(value):
-    if isinstance(value, torch.Tensor):
+    """A method's stats as plain JSON: tensors and numpy values become lists/numbers, keys strings."""
+    if isinstance(value, torch.Tensor) or type(value).__module__ == "numpy":
         return value.tolist()
     if isinstance(value, dict):
         return {(k if isinstance(k, str) else str(k)): _jsonable(v) for k, v in value.items()}

@@ -1,0 +1,35 @@
+"""inference/eval.sh end to end on two questions: a method line, then the speed and equality reports."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+
+import pytest
+
+from evaluation.hf_reference import main as hf_reference_main
+from sd2train.assets import REPO_ROOT
+
+
+def test_eval_sh_is_valid_bash():
+    subprocess.run(["bash", "-n", str(REPO_ROOT / "inference" / "eval.sh")], check=True)
+
+
+@pytest.mark.integration
+def test_eval_sh_runs_a_method_and_reports_against_ar(tmp_path):
+    settings = ["--question-begin", "80", "--question-end", "82", "--max-new-tokens", "8", "--num-warmup", "0",
+                "--dtype", "float32", "--temperature", "0.0"]
+    # the AR answers the reports compare with (HF generate: the same greedy tokens as AR on the engine)
+    base = tmp_path / "answers" / "smoke-ar-float32-temp-0.0.jsonl"
+    hf_reference_main(["--model-id", "smoke-ar-float32-temp-0.0", "--answer-file", str(base), *settings])
+
+    # run from inference/, with ANSWERS given relative to it
+    inference = REPO_ROOT / "inference"
+    env = {**os.environ, "MODEL_NAME": "smoke", "METHODS": "pld_hf", "ANSWERS": os.path.relpath(base.parent, inference),
+           "QUESTION_BEGIN": "80", "QUESTION_END": "82", "MAX_NEW_TOKENS": "8", "WARMUP": "0"}
+    done = subprocess.run(["bash", "eval.sh"], cwd=inference, env=env, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-2000:]
+    answers = [json.loads(line) for line in (base.parent / "smoke-pld_hf-float32-temp-0.0.jsonl").read_text().splitlines()]
+    assert [a["question_id"] for a in answers] == [161, 162]
+    assert "==== pld_hf vs ar: speed" in done.stdout and "translation  2" in done.stdout
+    assert "Result totally Equal!" in done.stdout
