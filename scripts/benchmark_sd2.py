@@ -41,6 +41,8 @@ def parse_args(argv=None):
     p.add_argument("--total-token", default="auto", help="SD2 tree size incl. root, or auto")
     p.add_argument("--depth", type=int, default=4)
     p.add_argument("--top-k", type=int, default=10)
+    p.add_argument("--tree-variants", default=None,
+                   help="extra SD2 trees to compare, TOTAL:DEPTH:TOPK comma-separated, e.g. auto:4:4,16:3:4")
     p.add_argument("--submodels", default=None, help="exits (default: the draft's config)")
     p.add_argument("--thresholds", default=None, help="thresholds (default: the draft's config)")
     p.add_argument("--draft-vocab-size", type=int, default=None, help="0: full draft head")
@@ -62,15 +64,19 @@ def build_methods(args, model, tokenizer) -> dict:
     if "sd2_chain" in wanted:
         drafter = load_sd2_drafter(args.drafter_path, model, tokenizer, **sd2_kwargs)
         methods["sd2_chain"] = SpeculativeEngine(model, drafter).generate
-    if "sd2_tree" in wanted:
-        total = args.total_token if args.total_token == "auto" else int(args.total_token)
-        costs = SpeculativeEngine(model).time_verification(list(AUTO_SIZES)) if total == "auto" else None
-        if costs:
-            print("target verification cost (ms) by tokens:",
-                  " ".join(f"{n}:{1000 * t:.1f}" for n, t in costs.items()))
-        drafter = load_sd2_drafter(args.drafter_path, model, tokenizer, tree=True, total_token=total,
-                                   verify_costs=costs, **sd2_kwargs)
-        methods["sd2_tree"] = SpeculativeEngine(model, drafter).generate
+    trees = [("sd2_tree", args.total_token, args.depth, args.top_k)] if "sd2_tree" in wanted else []
+    for variant in (args.tree_variants.split(",") if args.tree_variants else []):
+        total, depth, top_k = variant.split(":")
+        trees.append((f"tree_{total}_{depth}_{top_k}", total, int(depth), int(top_k)))
+    costs = None
+    if any(total == "auto" for _, total, _, _ in trees):
+        costs = SpeculativeEngine(model).time_verification(list(AUTO_SIZES))
+        print("target verification cost (ms) by tokens:", " ".join(f"{n}:{1000 * t:.1f}" for n, t in costs.items()))
+    for name, total, depth, top_k in trees:
+        drafter = load_sd2_drafter(args.drafter_path, model, tokenizer, tree=True,
+                                   total_token=total if total == "auto" else int(total), verify_costs=costs,
+                                   **dict(sd2_kwargs, depth=depth, top_k=top_k))
+        methods[name] = SpeculativeEngine(model, drafter).generate
     return methods
 
 
@@ -133,20 +139,20 @@ def summarize(runs: dict) -> dict:
 def print_tables(dtype_name: str, summary: dict) -> None:
     tasks = [t for t in [*TASKS, "overall"] if any(t in s["tasks"] for s in summary.values())]
     print(f"\n== {dtype_name}: speed-up over AR on the engine (τ) [tok/s overall]")
-    print(f"{'method':<10} " + " ".join(f"{t:>15}" for t in tasks) + f" {'tok/s':>7} {'=AR':>6}")
+    print(f"{'method':<16} " + " ".join(f"{t:>15}" for t in tasks) + f" {'tok/s':>7} {'=AR':>6}")
     for name, s in summary.items():
         cells = []
         for t in tasks:
             row = s["tasks"].get(t)
             cells.append(f"{row.get('speedup', float('nan')):6.2f}x ({row['tau']:4.2f})" if row else " " * 15)
         overall = s["tasks"]["overall"]
-        print(f"{name:<10} " + " ".join(f"{c:>15}" for c in cells) + f" {overall['tok_s']:7.1f} {overall.get('equal', ''):>6}")
+        print(f"{name:<16} " + " ".join(f"{c:>15}" for c in cells) + f" {overall['tok_s']:7.1f} {overall.get('equal', ''):>6}")
     print(f"\n== {dtype_name}: time per step (ms) and draft")
     for name, s in summary.items():
-        if not name.startswith("sd2"):
+        if name in ("ar", "hf"):
             continue
         split = " ".join(f"{k} {v:.1f}" for k, v in s["ms_per_step"].items())
-        print(f"{name:<10} {split} | draft size {s['mean_draft_size']:.1f} | tokens per exit {s['exit_tokens']}")
+        print(f"{name:<16} {split} | draft size {s['mean_draft_size']:.1f} | tokens per exit {s['exit_tokens']}")
 
 
 def main(argv=None):
