@@ -444,8 +444,9 @@ def run_eval(args, model, tokenizer, forward: Forward) -> Path:
         for _ in tqdm(range(args.num_warmup), desc="warm-up", leave=False):
             harness.answer(pending[0])
 
-    accepted, errors = [], 0
-    for question in tqdm(pending, desc=args.model_id):
+    accepted, errors, tokens, seconds = [], 0, 0, 0.0
+    progress = tqdm(pending, desc=args.model_id)
+    for question in progress:
         choice = harness.answer(question)
         error = choice.pop("error", None)
         record = {"question_id": question["question_id"], "category": question["category"],
@@ -456,6 +457,9 @@ def run_eval(args, model, tokenizer, forward: Forward) -> Path:
             errors += 1
             tqdm.write(f"question {question['question_id']}: {error}")
         accepted.extend(choice["accept_lengths"])
+        tokens, seconds = tokens + sum(choice["new_tokens"]), seconds + sum(choice["wall_time"])
+        if accepted and seconds:
+            progress.set_postfix(tok_s=f"{tokens / seconds:.1f}", tau=f"{sum(accepted) / len(accepted):.2f}")
         _append(path, record)
 
     reorganize_answers(path)
