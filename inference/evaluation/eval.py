@@ -141,7 +141,7 @@ def check_args(args, tokenizer) -> tuple[ChatPrompter, list[dict]]:
         raise EvalConfigError(f"--num-warmup must be >= 0, got {args.num_warmup}")
     prompter = ChatPrompter.from_name(args.conv_template, tokenizer)
     questions = selected_questions(args)
-    existing_answers(args)
+    existing_answers(args, repair=True)
     return prompter, questions
 
 
@@ -432,7 +432,7 @@ def run_eval(args, model, tokenizer, forward: Forward) -> Path:
     path = answer_file(args)
     path.parent.mkdir(parents=True, exist_ok=True)
 
-    existing = existing_answers(args, repair=True)
+    existing = existing_answers(args)
     done = {r["question_id"] for r in existing if "error" not in r}
     pending = [q for q in questions if q["question_id"] not in done]
     print(f"{len(questions)} questions from {question_file(args)}; {len(questions) - len(pending)} already "
