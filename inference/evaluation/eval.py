@@ -47,10 +47,6 @@ class EvalConfigError(ValueError):
     """Bad harness input found before any generation (template, vocabularies, paths)."""
 
 
-class ContextLengthError(ValueError):
-    """A prompt that does not fit the model's context; recorded for its question, the batch goes on."""
-
-
 # ---------------------------------------------------------------- arguments and loading
 
 def add_eval_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
