@@ -39,7 +39,7 @@ def test_launch_script_runs_end_to_end_on_cpu(tiny_setup, mode, tmp_path):
            "DRAFT_LAYERS": "2", "EXITS": "1,2", "DATA": str(tiny_setup / "sharegpt.json"),
            "OUTPUT_DIR": str(out), "MAX_STEPS": "2", "BATCH": "2", "DRAFT_VOCAB_SIZE": "64",
            "EXTRA_ARGS": "--heldout_fraction 0.3 --exit_quality_prompts 2 --exit_quality_new_tokens 3 "
-                         "--loss_vocab draft --bf16 False"}
+                         "--bf16 False"}
     result = subprocess.run([str(SCRIPTS / f"train_draft_{mode}.sh")], env=env, cwd=tmp_path,
                             capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
