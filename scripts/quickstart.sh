@@ -1,0 +1,89 @@
+#!/usr/bin/env bash
+# SD2 end to end on the embedded default, in one command:
+#   set-up -> default target -> 12-layer draft -> SoFT training (bounded, progress bar)
+#   -> exit-quality report -> Spec-Bench evaluation of AR, SD2 chain/tree and the baselines
+#   -> speed.py / equal.py reports -> plots -> a summary of where everything is.
+#
+#   bash scripts/quickstart.sh                     # ~45 min on 2 CPU cores: 4 questions per task, 128 new tokens
+#   FULL=1 bash scripts/quickstart.sh              # the full 480-question Spec-Bench (hours on a CPU)
+#   TARGET=path/to/target DRAFT=path/to/trained-draft bash scripts/quickstart.sh   # your own models (skips training)
+#
+# Every step is skipped when its output already exists and is valid, so an interrupted run resumes:
+# training restarts from its last checkpoint, evaluation from the last answered question.
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+
+PER_TASK=${PER_TASK:-4}                     # questions per task (x6 tasks); FULL=1 uses all 480
+MAX_NEW_TOKENS=${MAX_NEW_TOKENS:-128}
+TRAIN_MINUTES=${TRAIN_MINUTES:-20}          # wall-clock cap of the CPU training preset
+METHODS=${METHODS:-"ar sd2_chain sd2_tree pld sps lookahead rest ar_hf"}
+TARGET=${TARGET:-$ROOT/models/smollm2-135m-instruct}
+USER_DRAFT=${DRAFT:-}
+DRAFT=${DRAFT:-$ROOT/models/sd2-draft-soft-12}
+ANSWERS=${ANSWERS:-$ROOT/data/spec_bench/model_answer}
+DATASTORE=${DATASTORE:-$ROOT/models/rest/sharegpt-smollm2.npz}
+if [ "${FULL:-0}" = 1 ]; then PER_TASK=""; MAX_NEW_TOKENS=${FULL_MAX_NEW_TOKENS:-1024}; fi
+step() { printf '\n\033[1m[quickstart %s] %s\033[0m\n' "$(date +%H:%M:%S)" "$*"; }
+
+step "1/7 set-up (.venv, pinned packages, default target)"
+bash scripts/setup.sh
+PY="$ROOT/.venv/bin/python"
+HAS_GPU=$("$PY" -c "import torch; print(int(torch.cuda.is_available()))")
+if [ "$HAS_GPU" = 1 ]; then DTYPE=${DTYPE:-bfloat16}; else DTYPE=${DTYPE:-float32}; fi
+echo "device: $([ "$HAS_GPU" = 1 ] && echo CUDA || echo CPU), evaluation dtype: $DTYPE"
+
+step "2/7 SoFT draft: first 12 layers, exits 6/9/12"
+if [ -n "$USER_DRAFT" ]; then
+    echo "using your draft $DRAFT (no training)"
+elif [ -f "$DRAFT/model.safetensors" ] && [ -f "$DRAFT/exit_quality.json" ]; then
+    echo "$DRAFT is trained and measured; skipping"
+else
+    # Checkpoints every 10 steps let an interrupted run resume instead of starting over.
+    RESUME=$(ls -d "$DRAFT"/checkpoint-* 2>/dev/null | sort -V | tail -1 || true)
+    if [ "$HAS_GPU" = 1 ]; then MINUTES_ARGS=""; else MINUTES_ARGS="MAX_MINUTES=$TRAIN_MINUTES"; fi
+    env $MINUTES_ARGS OUTPUT_DIR="$DRAFT" SAVE_STRATEGY=steps \
+        EXTRA_ARGS="--save_steps 10 --save_total_limit 1 ${RESUME:+--resume_from_checkpoint $RESUME} ${TRAIN_ARGS:-}" \
+        bash train/scripts/train_draft_soft.sh
+    rm -rf "$DRAFT"/checkpoint-*
+fi
+
+step "3/7 exit-quality report (held-out ShareGPT prompts)"
+if [ ! -f "$DRAFT/exit_quality.json" ]; then
+    "$PY" -m sd2train.exit_quality --draft "$DRAFT" --target "$TARGET" --output "$DRAFT/exit_quality.json"
+fi
+"$PY" -c "import json, sys; from sd2train.exit_quality import format_table; print(format_table(json.load(open(sys.argv[1]))))" \
+    "$DRAFT/exit_quality.json"
+
+step "4/7 REST datastore (ShareGPT, suffix array)"
+if [[ " $METHODS " == *" rest "* ]] && [ ! -f "$DATASTORE" ]; then
+    "$PY" scripts/build_rest_datastore.py --model-path "$TARGET" --output "$DATASTORE"
+fi
+
+step "5/7 Spec-Bench: ${PER_TASK:-all} questions per task, $MAX_NEW_TOKENS new tokens, $DTYPE"
+REPORT="$ROOT/outputs/quickstart/reports-$DTYPE.txt"
+mkdir -p "$(dirname "$REPORT")"
+TARGET="$TARGET" DRAFT="$DRAFT" DATASTORE="$DATASTORE" ANSWERS="$ANSWERS" DTYPE="$DTYPE" \
+    PER_TASK="$PER_TASK" MAX_NEW_TOKENS="$MAX_NEW_TOKENS" METHODS="$METHODS" \
+    bash inference/eval.sh 2>&1 | tee "$REPORT"
+
+step "6/7 plots"
+SUFFIX="$DTYPE-temp-0.0"
+PLOT_ARGS=()
+for m in $METHODS; do
+    [ "$m" = ar ] && continue
+    f="$ANSWERS/smollm2-135m-$m-$SUFFIX.jsonl"
+    [ -f "$f" ] && PLOT_ARGS+=(--method "$m=$f")
+done
+"$PY" scripts/plot_results.py --base-path "$ANSWERS/smollm2-135m-ar-$SUFFIX.jsonl" "${PLOT_ARGS[@]}" --out-dir assets \
+    --title "Spec-Bench (${PER_TASK:-all}/task, $MAX_NEW_TOKENS tokens, $DTYPE): speed-up over AR, same engine"
+
+step "7/7 where everything is"
+cat <<SUMMARY
+  target              $TARGET
+  draft (SoFT)        $DRAFT   (loss log: loss_log.jsonl, exit quality: exit_quality.json)
+  answers             $ANSWERS/smollm2-135m-<method>-$SUFFIX.jsonl
+  speed/equal reports $REPORT
+  plots               assets/speedup.png, assets/exit_usage_*.png (data: assets/plot_data.json)
+SUMMARY
+grep -A9 "==== sd2_tree vs ar: speed" "$REPORT" | tail -8 || true
