@@ -127,3 +127,19 @@ def test_bad_weights_and_distill_args():
         sorted_loss(model, input_ids, labels, mask, [2], [1.0, 1.0])
     with pytest.raises(ValueError, match="needs the target"):
         sorted_loss(model, input_ids, labels, mask, [2], distill_weight=0.5)
+
+
+def test_draft_vocab_loss_uses_only_the_subset():
+    draft, target = tiny_llama(num_layers=2, seed=0), tiny_llama(num_layers=4, seed=3)
+    input_ids, labels, mask = batch()
+    vocab_ids = torch.arange(0, 128, 2)  # even tokens only
+    sel = labels[:, 1:] != IGNORE_INDEX
+    q = hand_exit_logits(draft, input_ids, mask, 2)[:, :-1][sel][:, vocab_ids]
+    p = target(input_ids=input_ids, attention_mask=mask).logits[:, :-1][sel][:, vocab_ids]
+    next_tokens = labels[:, 1:][sel]
+    kept = next_tokens % 2 == 0  # odd labels are outside the subset: ignored by the CE
+    ce = F.cross_entropy(q[kept], next_tokens[kept] // 2)
+    kl = F.kl_div(F.log_softmax(q, -1), F.log_softmax(p, -1), log_target=True, reduction="batchmean")
+    result = sorted_loss(draft, input_ids, labels, mask, [2], target=target, distill_weight=0.5,
+                         vocab_ids=vocab_ids)
+    assert torch.allclose(result.loss, 0.5 * ce + 0.5 * kl, atol=1e-5)

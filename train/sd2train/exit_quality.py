@@ -123,8 +123,10 @@ def cascade(top1_prob, right, thresholds) -> dict:
 def evaluate_exits(draft, target, sequences, prompt_lengths, exits, vocab_ids=None) -> dict:
     """Per-exit statistics over every continuation position of every sequence. With ``vocab_ids``
     (the draft vocabulary) also the agreement of an exit whose head covers only those tokens."""
+    from tqdm import tqdm
+
     probs, right, ce, nll, right_sub = ({k: [] for k in exits} for _ in range(5))
-    for seq, prompt_len in zip(sequences, prompt_lengths):
+    for seq, prompt_len in tqdm(list(zip(sequences, prompt_lengths)), desc="exit quality", unit="seq"):
         if len(seq) <= prompt_len:
             continue
         ids = torch.tensor([seq])
