@@ -6,23 +6,26 @@ verifies:
 
 - the *verification branch*: up to ``guess`` (level-1)-token continuations from the pool whose
   key is the last accepted token (the root);
-- the *lookahead branch*: the Jacobi window of ``window`` columns and up to ``level``-1 levels.
-  In the original, the token at (level l, column i) attends to the level-0 tokens of columns
-  0..i and to levels 1..l-1 of column i, at position root + i + l + 1. That is exactly the
-  root path ``level0[0..i] + [level1[i], ..., level_l[i]]``, so the window is a tree: a
-  level-0 spine with one chain per column, and tree positions (prefix length + depth) equal
-  the original's.
+- the *lookahead branch*: the Jacobi window of ``window`` columns and ``level``-1 levels. In
+  the original, a level-l token of a column attends to the level-0 tokens before its column and
+  to the lower levels of its own column, and n-grams are read along the diagonal. That is a tree:
+  column i is the root path ``level0[0..i] + [level1[i], ..., level_top[i]]`` (a level-0 spine
+  with one chain per column), and tree positions (prefix length + depth) are the original's.
 
 The target's greedy outputs on the window (rejected nodes included) arrive through the
 optional ``observe`` hook (``specdec.types.VerificationObserver``), which the engine calls
 after each verification pass. From the top node of column i: the n-gram
-``(level0[i], ..., level_top[i], output_i)`` goes into the pool (when all levels are filled),
-and the levels slide down one with the outputs as the new top level, as the original does
-with its default of assuming one accepted token per step. Window nodes are also ordinary
-candidates: a window path the target agrees with is accepted too (still lossless).
+``(level0[i], level1[i], ..., level_top[i], output_i)`` goes into the pool (once all levels are
+filled) and the levels slide down one, the outputs becoming the new top level, which keeps
+every token at its position when one token is accepted per step (the original's default
+assumption). Window nodes are also ordinary candidates: a window path the target agrees with
+is accepted too (still lossless).
 
-Deviation, switchable: by default the pool starts with the prompt's n-grams
-(``pool_from_prompt``, an option of the original that is off there by default).
+Differences from the original, stated plainly: (1) it also hangs one column directly off the
+root (an n-gram keyed by the current last token); here every column hangs off a spine token,
+so ``--window 7`` here is close to the original's window 8 without that column; (2) by default
+the pool starts with the prompt's n-grams (``pool_from_prompt``, an option of the original that
+is off there by default; ``--no-pool-from-prompt`` restores that).
 """
 from __future__ import annotations
 
