@@ -58,3 +58,14 @@ def test_a_draft_with_another_vocabulary_is_refused():
         SpeculativeSamplingDrafter(tiny_llama(vocab_size=96), target_vocab_size=128)
     with pytest.raises(ValueError, match="num-draft-tokens"):
         SpeculativeSamplingDrafter(tiny_llama(), target_vocab_size=128, num_draft_tokens=0)
+
+
+@torch.inference_mode()
+def test_a_context_longer_than_the_drafts_cache_proposes_nothing():
+    drafter = SpeculativeSamplingDrafter(tiny_llama(num_layers=1), target_vocab_size=128, max_len=16)
+    context = torch.arange(20) % 128
+    drafter.reset(context)
+    assert len(drafter.propose(context)) == 0
+    short = context[:12]
+    drafter.reset(short)
+    assert 1 <= len(drafter.propose(short)) <= 16 - 12

@@ -59,6 +59,9 @@ class SpeculativeSamplingDrafter:
 
     def propose(self, context: torch.Tensor) -> DraftTree:
         context = context.to(self.runner.device)
+        if context.numel() >= self.cache.max_len:  # past the draft's cache: plain decoding from here
+            self.last_draft_len = 0
+            return DraftTree.empty(context.device)
         # Keep the cached prefix the context still agrees with; always re-feed the root.
         n = min(self.seen.numel(), context.numel() - 1)
         differ = (self.seen[:n] != context[:n]).nonzero()
