@@ -77,7 +77,8 @@ def greedy_continuations(target, tokenizer, prompts, new_tokens: int, batch_size
 
 def cached_continuations(target_name: str, target, tokenizer, prompts, new_tokens: int) -> list[list[int]]:
     """Greedy continuations are deterministic for a target and prompt set: compute them once."""
-    key = hashlib.sha256(json.dumps([str(target_name), new_tokens, prompts]).encode()).hexdigest()[:16]
+    name = str(Path(target_name).resolve()) if Path(target_name).exists() else str(target_name)
+    key = hashlib.sha256(json.dumps([name, new_tokens, prompts]).encode()).hexdigest()[:16]
     path = CACHE_DIR / f"{key}.json"
     if path.is_file():
         return json.loads(path.read_text())
