@@ -104,8 +104,6 @@ class SpeculativeEngine:
                 mask, positions = None, torch.tensor([past], device=self.device)
             t2 = self._clock()
             logits = self.runner.forward(ids, cache, positions, mask)
-            if hasattr(self.drafter, "observe"):  # optional VerificationObserver hook (Lookahead)
-                self.drafter.observe(tree, logits[1:].argmax(dim=-1))
             t3 = self._clock()
             if self.temperature == 0:
                 path, bonus = greedy_accept(logits, tokens, parents)
