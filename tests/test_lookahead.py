@@ -88,6 +88,12 @@ def test_engine_must_report_the_window_outputs():
     d.propose(torch.tensor([1, 2, 3]))
     with pytest.raises(RuntimeError, match="observe"):
         d.propose(torch.tensor([1, 2, 3, 4]))
+    # once the engine has reported in this sequence, a step it skipped (tree cut to nothing) is fine
+    d.reset(torch.tensor([1, 2, 3]))
+    tree = d.propose(torch.tensor([1, 2, 3]))
+    d.observe(tree, successor(tree.tokens))
+    d.propose(torch.tensor([1, 2, 3, 4]))
+    assert len(d.propose(torch.tensor([1, 2, 3, 4, 5]))) > 0
 
 
 @pytest.mark.parametrize("kwargs", [dict(level=1), dict(window=0), dict(guess=0), dict(level=3.0)])

@@ -47,6 +47,7 @@ class LookaheadDrafter:
         self.pool: dict[int, dict[tuple[int, ...], None]] = {}
         self.levels: list[list[int]] = []
         self._column_nodes: list[int] | None = None  # tree node on top of each column, awaiting observe()
+        self._observed = False  # has the engine reported outputs in this sequence?
 
     def reset(self, prompt_ids: torch.Tensor) -> None:
         prompt = prompt_ids.tolist() or [0]
@@ -54,6 +55,7 @@ class LookaheadDrafter:
         self.pool = {}
         self.levels = [[rng.choice(prompt) for _ in range(self.window)]]  # Jacobi starts from prompt tokens
         self._column_nodes = None
+        self._observed = False
         if self.pool_from_prompt:
             n = self.ngram_size
             for i in range(len(prompt) - n + 1):
@@ -69,7 +71,7 @@ class LookaheadDrafter:
             del entries[next(iter(entries))]
 
     def propose(self, context: torch.Tensor) -> DraftTree:
-        if self._column_nodes is not None:
+        if self._column_nodes is not None and not self._observed:
             raise RuntimeError("lookahead needs the target's outputs on its window: the engine must call "
                                "drafter.observe(tree, target_argmax) after each verification pass")
         guesses = list(self.pool.get(int(context[-1]), ()))
@@ -81,6 +83,7 @@ class LookaheadDrafter:
 
     def observe(self, tree: DraftTree, target_argmax: torch.Tensor) -> None:
         columns, self._column_nodes = self._column_nodes, None
+        self._observed = True
         if columns is None or max(columns) >= len(target_argmax):  # the engine cut the tree to fit: skip
             return
         outputs = target_argmax[columns].tolist()
