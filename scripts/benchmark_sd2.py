@@ -37,7 +37,9 @@ def parse_args(argv=None):
     p.add_argument("--questions-per-task", type=int, default=2)
     p.add_argument("--max-new-tokens", type=int, default=128)
     p.add_argument("--dtypes", default="float32,bfloat16")
-    p.add_argument("--methods", default="ar,hf,sd2_chain,sd2_tree")
+    p.add_argument("--methods", default="ar,hf,sd2_chain,sd2_tree",
+                   help="any of ar, hf, hf_static (HF generate with a static cache), sd2_chain, sd2_tree")
+    p.add_argument("--device", default="auto", help="auto (cuda when available), cpu or cuda")
     p.add_argument("--total-token", default="auto", help="SD2 tree size incl. root, or auto")
     p.add_argument("--depth", type=int, default=4)
     p.add_argument("--top-k", type=int, default=10)
@@ -61,6 +63,8 @@ def build_methods(args, model, tokenizer) -> dict:
         methods["ar"] = SpeculativeEngine(model).generate
     if "hf" in wanted:
         methods["hf"] = hf_generate_forward(model)
+    if "hf_static" in wanted:
+        methods["hf_static"] = hf_generate_forward(model, static_cache=True)
     if "sd2_chain" in wanted:
         drafter = load_sd2_drafter(args.drafter_path, model, tokenizer, **sd2_kwargs)
         methods["sd2_chain"] = SpeculativeEngine(model, drafter).generate
@@ -80,11 +84,16 @@ def build_methods(args, model, tokenizer) -> dict:
     return methods
 
 
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
 def run_dtype(args, dtype_name: str, questions: list[dict]) -> dict:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(args.model_path)
-    model = AutoModelForCausalLM.from_pretrained(args.model_path, dtype=DTYPES[dtype_name]).eval()
+    model = AutoModelForCausalLM.from_pretrained(args.model_path, dtype=DTYPES[dtype_name]).to(args.device).eval()
     prompter = ChatPrompter.from_name(None, tokenizer)
     stops = prompter.stop_token_ids | _eos_ids(tokenizer, model)
     methods = build_methods(args, model, tokenizer)
@@ -94,8 +103,10 @@ def run_dtype(args, dtype_name: str, questions: list[dict]) -> dict:
     runs = defaultdict(list)  # method -> one record per question
     for q, prompt in zip(tqdm(questions, desc=dtype_name), prompts):
         for name, forward in methods.items():
+            synchronize(model.device)
             start = time.perf_counter()
             out = forward(prompt, args.max_new_tokens, stops)
+            synchronize(model.device)
             elapsed = time.perf_counter() - start
             runs[name].append({"task": task_of(q["category"]), "tokens": out.token_ids, "time": elapsed,
                                "accept_lengths": out.accept_lengths, "stats": out.stats})
@@ -149,7 +160,7 @@ def print_tables(dtype_name: str, summary: dict) -> None:
         print(f"{name:<16} " + " ".join(f"{c:>15}" for c in cells) + f" {overall['tok_s']:7.1f} {overall.get('equal', ''):>6}")
     print(f"\n== {dtype_name}: time per step (ms) and draft")
     for name, s in summary.items():
-        if name in ("ar", "hf"):
+        if name in ("ar", "hf", "hf_static"):
             continue
         split = " ".join(f"{k} {v:.1f}" for k, v in s["ms_per_step"].items())
         print(f"{name:<16} {split} | draft size {s['mean_draft_size']:.1f} | tokens per exit {s['exit_tokens']}")
@@ -157,11 +168,13 @@ def print_tables(dtype_name: str, summary: dict) -> None:
 
 def main(argv=None):
     args = parse_args(argv)
+    if args.device == "auto":
+        args.device = "cuda" if torch.cuda.is_available() else "cpu"
     if args.threads:
         torch.set_num_threads(args.threads)
     questions = [q for task in TASKS
                  for q in load_questions(args.question_file, categories=[task])[:args.questions_per_task]]
-    print(f"{len(questions)} questions, {args.max_new_tokens} new tokens, torch threads {torch.get_num_threads()}, "
+    print(f"{len(questions)} questions, {args.max_new_tokens} new tokens, torch threads {torch.get_num_threads()}, device {args.device}, "
           f"draft {args.drafter_path}")
     results = {}
     for dtype_name in args.dtypes.split(","):

@@ -86,9 +86,10 @@ def _hf_forward(model, assistant_settings: dict | None = None, **generate_kwargs
     return forward
 
 
-def hf_generate_forward(model, temperature: float = 0.0, top_p: float = 1.0) -> Forward:
-    """Plain HF decoding: one target pass per token."""
-    return _hf_forward(model, **_sampling_kwargs(temperature, top_p))
+def hf_generate_forward(model, temperature: float = 0.0, top_p: float = 1.0, static_cache: bool = False) -> Forward:
+    """Plain HF decoding: one target pass per token (``static_cache``: HF's preallocated cache)."""
+    extra = {"cache_implementation": "static"} if static_cache else {}
+    return _hf_forward(model, **extra, **_sampling_kwargs(temperature, top_p))
 
 
 def hf_assisted_forward(model, assistant_model, temperature: float = 0.0, top_p: float = 1.0,

@@ -1,0 +1,54 @@
+"""The engine on a CUDA device (skipped where there is none; scripts/gpu_check.sh runs these).
+
+Float32 on the GPU must still be lossless: SD2 chain and tree greedy output equal AR's, and the
+runner's logits equal the HF forward's. Half precisions must run (near-tie flips between batched
+and one-token kernels are expected there, so they are not asserted equal).
+"""
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+from conftest import tiny_llama
+
+from specdec.drafters.sd2 import SD2Drafter
+from specdec.engine import SpeculativeEngine
+from specdec.llama import LlamaRunner, causal_mask
+
+pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+PROMPT = [5, 9, 3, 7, 1, 2]
+
+
+def cuda_llama(dtype=torch.float32):
+    return tiny_llama(num_layers=4, vocab_size=64, initializer_range=0.3).to("cuda", dtype)
+
+
+def test_runner_logits_equal_hf_on_cuda():
+    model = cuda_llama()
+    ids = torch.tensor(PROMPT, device="cuda")
+    runner = LlamaRunner(model)
+    cache = runner.new_cache(32)
+    with torch.inference_mode():
+        ours = runner.forward(ids, cache, torch.arange(len(PROMPT), device="cuda"), causal_mask(len(PROMPT), 0, "cuda"))
+        theirs = model(ids[None]).logits[0]
+    torch.testing.assert_close(ours.float(), theirs.float(), atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("tree", [False, True], ids=["chain", "tree"])
+def test_sd2_greedy_equals_ar_on_cuda_float32(tree):
+    model = cuda_llama()
+    ar = SpeculativeEngine(model).generate(PROMPT, 40, set()).token_ids
+    drafter = SD2Drafter(copy.deepcopy(model), exits=[1, 2, 4], thresholds=[0.3, 0.5, 0.0], tree=tree,
+                         total_token=30, depth=3, top_k=4)
+    out = SpeculativeEngine(model, drafter).generate(PROMPT, 40, set())
+    assert out.token_ids == ar
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_half_precision_runs_on_cuda(dtype):
+    model = cuda_llama(dtype)
+    drafter = SD2Drafter(copy.deepcopy(model), exits=[1, 2, 4], thresholds=[0.3, 0.5, 0.0], tree=True,
+                         total_token=30, depth=3, top_k=4)
+    out = SpeculativeEngine(model, drafter).generate(PROMPT, 32, set())
+    assert out.new_tokens == 32 and sum(out.accept_lengths) == 32
