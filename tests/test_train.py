@@ -67,7 +67,7 @@ def test_distill_loss_is_kl_to_target_and_zero_against_itself():
         expected.append((p.exp() * (p - q)).sum(-1).mean())
     assert torch.allclose(result.loss, sum(expected) / 2, atol=1e-5)
     self_kl = sorted_loss(target, input_ids, labels, mask, [4], target=target, distill_weight=1.0)
-    assert float(self_kl.loss) == pytest.approx(0.0, abs=1e-5)
+    assert self_kl.loss.item() == pytest.approx(0.0, abs=1e-5)
     mixed = sorted_loss(draft, input_ids, labels, mask, [2], target=target, distill_weight=0.25)
     ce = shifted_ce(hand_exit_logits(draft, input_ids, mask, 2), labels)
     assert torch.allclose(mixed.loss, 0.75 * ce + 0.25 * expected[1], atol=1e-5)

@@ -16,8 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from sd2train.exits import exit_logits, exit_states, head_logits, unwrap
-
-IGNORE_INDEX = -100
+from sd2train.preprocess import IGNORE_INDEX
 
 
 @dataclass

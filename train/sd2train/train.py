@@ -163,7 +163,7 @@ def train(model_args: ModelArguments, data_args: DataArguments, args: SortedTrai
     num_layers = model.config.num_hidden_layers
     submodels = validate_exits(parse_int_list(args.submodels, "--submodels"), num_layers)
     exits = submodels if args.soft else [num_layers]
-    weights = parse_int_list_float(args.exit_weights) if args.exit_weights and args.soft else None
+    weights = parse_float_list(args.exit_weights) if args.exit_weights and args.soft else None
     exit_weights(exits, weights)  # validate before any data work
     vocab_ids = loss_vocab_ids(args.loss_vocab, model_args.model_name_or_path, sd2)
     if args.soft:
@@ -226,7 +226,7 @@ def loss_vocab_ids(loss_vocab: str, draft_path: str, sd2: dict) -> torch.Tensor 
     return torch.tensor(json.loads(Path(draft_path, name).read_text()), dtype=torch.long)
 
 
-def parse_int_list_float(text: str) -> list[float]:
+def parse_float_list(text: str) -> list[float]:
     try:
         return [float(x) for x in text.split(",") if x.strip()]
     except ValueError:
