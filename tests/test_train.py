@@ -85,7 +85,7 @@ def test_no_labels_gives_zero_loss_with_graph():
     model = tiny_llama(num_layers=2)
     input_ids, labels, mask = batch()
     result = sorted_loss(model, input_ids, torch.full_like(labels, IGNORE_INDEX), mask, [1, 2])
-    assert float(result.loss) == 0.0 and result.loss.requires_grad
+    assert result.loss.item() == 0.0 and result.loss.requires_grad
 
 
 def test_twenty_steps_lower_the_soft_loss_on_a_fixed_batch():
