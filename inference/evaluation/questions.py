@@ -31,6 +31,20 @@ def _check(record, where: str) -> dict:
     return record
 
 
+def iter_jsonl(path: Path, error: type[ValueError]):
+    """("file:line", record) for each non-blank line of a jsonl file; bad JSON raises ``error``
+    naming the file and line."""
+    with path.open(encoding="utf-8") as f:
+        for lineno, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            where = f"{path}:{lineno}"
+            try:
+                yield where, json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise error(f"{where}: not valid JSON ({exc.msg})") from None
+
+
 def load_questions(path: str | Path, begin: int | None = None, end: int | None = None,
                    categories: list[str] | None = None) -> list[dict]:
     """Questions [begin, end) of a Spec-Bench-format jsonl, optionally only some categories/tasks.
@@ -41,21 +55,13 @@ def load_questions(path: str | Path, begin: int | None = None, end: int | None =
     if not path.is_file():
         raise QuestionFileError(f"question file not found: {path}")
     questions, seen = [], {}
-    with path.open(encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            where = f"{path}:{lineno}"
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise QuestionFileError(f"{where}: not valid JSON ({exc.msg})") from None
-            record = _check(record, where)
-            if record["question_id"] in seen:
-                raise QuestionFileError(
-                    f"{where}: duplicate question_id {record['question_id']!r} (first on line {seen[record['question_id']]})")
-            seen[record["question_id"]] = lineno
-            questions.append(record)
+    for where, record in iter_jsonl(path, QuestionFileError):
+        record = _check(record, where)
+        if record["question_id"] in seen:
+            raise QuestionFileError(
+                f"{where}: duplicate question_id {record['question_id']!r} (first at {seen[record['question_id']]})")
+        seen[record["question_id"]] = where
+        questions.append(record)
     if not questions:
         raise QuestionFileError(f"{path}: no questions")
     questions = questions[begin:end]

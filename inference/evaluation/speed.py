@@ -27,7 +27,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from evaluation.questions import TASKS, task_of
+from evaluation.questions import TASKS, iter_jsonl, task_of
 
 REPORT_TASKS = (*TASKS, "overall")
 REQUIRED = ("question_id", "category", "choices")
@@ -44,25 +44,17 @@ def load_answer_file(path: str | Path) -> dict:
     if not path.is_file():
         raise AnswerFileError(f"answer file not found: {path}")
     records = {}
-    with path.open(encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            where = f"{path}:{lineno}"
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise AnswerFileError(f"{where}: not valid JSON ({exc.msg})") from None
-            if not isinstance(record, dict) or any(k not in record for k in REQUIRED):
-                raise AnswerFileError(f"{where}: not an answer record (needs {', '.join(REQUIRED)})")
-            choices = record["choices"]
-            if "error" not in record and (not isinstance(choices, list) or not choices
-                                          or any(k not in choices[0] for k in REQUIRED_CHOICE)):
-                raise AnswerFileError(f"{where}: choices[0] needs {', '.join(REQUIRED_CHOICE)}")
-            qid = record["question_id"]
-            if qid in records:
-                raise AnswerFileError(f"{where}: question {qid!r} answered twice")
-            records[qid] = record
+    for where, record in iter_jsonl(path, AnswerFileError):
+        if not isinstance(record, dict) or any(k not in record for k in REQUIRED):
+            raise AnswerFileError(f"{where}: not an answer record (needs {', '.join(REQUIRED)})")
+        choices = record["choices"]
+        if "error" not in record and (not isinstance(choices, list) or not choices
+                                      or any(k not in choices[0] for k in REQUIRED_CHOICE)):
+            raise AnswerFileError(f"{where}: choices[0] needs {', '.join(REQUIRED_CHOICE)}")
+        qid = record["question_id"]
+        if qid in records:
+            raise AnswerFileError(f"{where}: question {qid!r} answered twice")
+        records[qid] = record
     if not records:
         raise AnswerFileError(f"{path}: no answers")
     return records
