@@ -25,10 +25,10 @@ def test_greedy_chains_follow_the_draft_model_across_rounds():
         assert tree.tokens.tolist() == hf_greedy(draft, context.tolist(), len(tree))
         accepted = tree.tokens[:accepted_drafts]
         context = torch.cat((context, accepted, torch.tensor([bonus])))
-        before = drafter.num_draft_tokens
+        before = drafter.draft_length.value
         drafter.accepted(context, len(accepted) + 1)
         all_in = len(accepted) == len(tree)
-        assert drafter.num_draft_tokens == (min(before + 2, 20) if all_in else max(before - 1, 1))
+        assert drafter.draft_length.value == (min(before + 2, 20) if all_in else max(before - 1, 1))
 
 
 @torch.inference_mode()

@@ -26,6 +26,7 @@ from pathlib import Path
 import torch
 
 from ..llama import LlamaRunner
+from .draft_length import AdaptiveDraftLength
 from ..types import DraftTree
 
 DEFAULT_EXITS = (6, 9, 12)
@@ -83,6 +84,7 @@ class SD2Drafter:
         self.depth, self.top_k = depth, top_k
         self.temperature = temperature
         self.max_draft_len = max_draft_len
+        self.draft_length = AdaptiveDraftLength(min(5, max_draft_len), max_draft_len)  # chain only
         self.verify_costs = sorted(verify_costs.items()) if verify_costs else None
         device = self.runner.device
         if draft_vocab is not None:
@@ -106,7 +108,7 @@ class SD2Drafter:
         self.cache.reset()
         self.context_rows = 0  # rows [0, context_rows) hold accepted tokens, causal
         self.draft_rows = 0  # rows after them this round: tree nodes with ancestry self.anc
-        self.draft_len = 5  # chain: HF's adaptive heuristic starts at 5
+        self.draft_length.reset()
         self.calibration = 1.0  # auto tree size: observed / predicted accepted tokens
         self.draft_time = 0.0
         self.level_time = 0.0  # EMA of one tree level's drafting time (auto mode)
@@ -223,7 +225,7 @@ class SD2Drafter:
     def _propose_chain(self, context: torch.Tensor) -> DraftTree:
         upto = self._feed_context(context)
         tokens, probs, self.node_exits, self.node_rows = [], [], [], []
-        for i in range(self.draft_len):
+        for i in range(self.draft_length.value):
             logp, exit_ = self._cascade(upto, 1)
             if self.temperature > 0:
                 q = torch.softmax(logp[0] / self.temperature, dim=-1)
@@ -235,7 +237,7 @@ class SD2Drafter:
             tokens.append(token)
             self.node_exits.append(exit_)
             self.stats_acc["exit_tokens"][exit_] += 1
-            if i + 1 < self.draft_len:  # the last token needs no row of its own this round
+            if i + 1 < self.draft_length.value:  # the last token needs no row of its own this round
                 self.node_rows.append(upto)
                 upto = self._append_rows(token, torch.tensor([upto], device=token.device), [i - 1])
             else:
@@ -359,10 +361,8 @@ class SD2Drafter:
         if self.tree:
             if self.total_token == "auto" and self.predicted > 0:
                 self.calibration = 0.9 * self.calibration + 0.1 * (len(path) / self.predicted)
-        elif len(path) == len(self.proposed):
-            self.draft_len = min(self.draft_len + 2, self.max_draft_len)
         else:
-            self.draft_len = max(self.draft_len - 1, 1)
+            self.draft_length.update(len(self.proposed), len(path))
 
     def _keep_rows(self, rows: list[int], context_rows: int) -> None:
         """Move draft ``rows`` (absolute) to follow the ``context_rows`` context rows; drop the rest."""

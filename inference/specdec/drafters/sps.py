@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import torch
 
+from specdec.drafters.draft_length import AdaptiveDraftLength
 from specdec.kv_cache import KVCache
 from specdec.llama import LlamaRunner, causal_mask
 from specdec.verify import target_probs
@@ -34,18 +35,17 @@ class SpeculativeSamplingDrafter:
         if not 1 <= num_draft_tokens <= max_draft_tokens:
             raise ValueError(f"SpS needs 1 <= --num-draft-tokens ({num_draft_tokens}) <= "
                              f"--max-draft-tokens ({max_draft_tokens})")
+        self.draft_length = AdaptiveDraftLength(num_draft_tokens, max_draft_tokens)
         self.runner = LlamaRunner(draft_model)
         self.cache: KVCache = self.runner.new_cache(min(max_len, self.runner.max_position))
         self.temperature, self.top_p = temperature, top_p
-        self.initial_draft_tokens, self.max_draft_tokens = num_draft_tokens, max_draft_tokens
-        self.num_draft_tokens = num_draft_tokens
         self.seen = torch.empty(0, dtype=torch.long)  # tokens whose KV is in the cache, in order
         self.last_draft_len = 0
 
     def reset(self, prompt_ids: torch.Tensor) -> None:
         self.cache.reset()
         self.seen = torch.empty(0, dtype=torch.long, device=self.runner.device)
-        self.num_draft_tokens = self.initial_draft_tokens
+        self.draft_length.reset()
         self.last_draft_len = 0
 
     def _feed(self, ids: torch.Tensor) -> torch.Tensor:
@@ -70,7 +70,7 @@ class SpeculativeSamplingDrafter:
         self.seen = self.seen[:keep]
         logits = self._feed(context[keep:])
 
-        k = min(self.num_draft_tokens, self.cache.max_len - context.numel())
+        k = min(self.draft_length.value, self.cache.max_len - context.numel())
         tokens, probs = [], []
         for i in range(max(k, 0)):
             if self.temperature > 0:
@@ -88,7 +88,4 @@ class SpeculativeSamplingDrafter:
         return DraftTree.chain(torch.cat(tokens), torch.stack(probs) if probs else None)
 
     def accepted(self, context: torch.Tensor, num_new: int) -> None:
-        if num_new - 1 >= self.last_draft_len:
-            self.num_draft_tokens = min(self.num_draft_tokens + 2, self.max_draft_tokens)
-        else:
-            self.num_draft_tokens = max(self.num_draft_tokens - 1, 1)
+        self.draft_length.update(self.last_draft_len, num_new - 1)
