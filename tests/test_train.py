@@ -143,3 +143,27 @@ def test_draft_vocab_loss_uses_only_the_subset():
     result = sorted_loss(draft, input_ids, labels, mask, [2], target=target, distill_weight=0.5,
                          vocab_ids=vocab_ids)
     assert torch.allclose(result.loss, 0.5 * ce + 0.5 * kl, atol=1e-5)
+
+
+def test_time_budget_carries_over_a_resume(tmp_path):
+    from types import SimpleNamespace
+
+    from sd2train.train import TimeLimitCallback
+
+    args = SimpleNamespace(output_dir=str(tmp_path), resume_from_checkpoint=None)
+    state = SimpleNamespace(global_step=10, is_world_process_zero=True)
+    first = TimeLimitCallback(minutes=1)
+    first.on_train_begin(args, state, None)
+    first.started -= 40  # 40 s of training before the checkpoint
+    (tmp_path / "checkpoint-10").mkdir()
+    first.on_save(args, state, None)
+
+    resumed_args = SimpleNamespace(output_dir=str(tmp_path), resume_from_checkpoint=str(tmp_path / "checkpoint-10"))
+    second = TimeLimitCallback(minutes=1)
+    second.on_train_begin(resumed_args, state, None)
+    control = SimpleNamespace(should_training_stop=False)
+    second.on_step_end(resumed_args, state, control)
+    assert second.spent() >= 40 and not control.should_training_stop
+    second.started -= 21  # 40 s before + 21 s now > the 60 s budget
+    second.on_step_end(resumed_args, state, control)
+    assert control.should_training_stop

@@ -72,18 +72,35 @@ class LossLogCallback(TrainerCallback):
 
 
 class TimeLimitCallback(TrainerCallback):
-    """Ends training once a wall-clock budget is spent (checked after every optimizer step)."""
+    """Ends training once a wall-clock budget is spent (checked after every optimizer step).
+
+    The time spent so far is written into every checkpoint, so a run resumed from one continues the
+    same budget instead of starting a fresh one."""
+
+    STATE_FILE = "train_time.json"
 
     def __init__(self, minutes: float):
-        self.seconds, self.started = 60 * minutes, None
+        self.seconds, self.spent_before, self.started = 60 * minutes, 0.0, None
+
+    def spent(self) -> float:
+        return self.spent_before + time.time() - self.started
 
     def on_train_begin(self, args, state, control, **kwargs):
         self.started = time.time()
+        checkpoint = args.resume_from_checkpoint
+        if checkpoint and Path(checkpoint, self.STATE_FILE).is_file():
+            self.spent_before = json.loads(Path(checkpoint, self.STATE_FILE).read_text())["seconds"]
+            print(f"[train] resuming: {self.spent_before / 60:.1f} of {self.seconds / 60:g} min already spent")
 
     def on_step_end(self, args, state, control, **kwargs):
-        if time.time() - self.started >= self.seconds:
+        if self.spent() >= self.seconds:
             print(f"[train] time budget of {self.seconds / 60:g} min spent after step {state.global_step}")
             control.should_training_stop = True
+
+    def on_save(self, args, state, control, **kwargs):
+        checkpoint = Path(args.output_dir, f"checkpoint-{state.global_step}")
+        if state.is_world_process_zero and checkpoint.is_dir():
+            (checkpoint / self.STATE_FILE).write_text(json.dumps({"seconds": self.spent()}))
 
 
 class SortedTrainer(Trainer):
