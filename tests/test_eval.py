@@ -11,13 +11,12 @@ import time
 
 import pytest
 import torch
-from transformers import AutoTokenizer, LlamaConfig
+from transformers import AutoTokenizer
 
 from evaluation.eval import (
     ChatPrompter,
     EvalConfigError,
     add_eval_args,
-    check_same_vocab,
     load_target,
     read_answers,
     reorganize_answers,
@@ -150,20 +149,6 @@ def test_defaults_point_at_the_repo(tmp_path):
     assert args.model_path == str(DEFAULT_MODEL_DIR) and args.dtype == "auto" and args.max_new_tokens == 1024
     assert question_file(args) == SPEC_BENCH_QUESTIONS
     assert answer_file(args) == REPO_ROOT / "data" / "spec_bench" / "model_answer" / "m.jsonl"
-
-
-def test_check_same_vocab(tokenizer):
-    config = LlamaConfig(vocab_size=49152)
-    check_same_vocab(tokenizer, tokenizer, config, config)
-    check_same_vocab(tokenizer, None, config)  # a draft without tokenizer files: config only
-    other = AutoTokenizer.from_pretrained(DEFAULT_MODEL_DIR)
-    other.add_tokens(["<draft-only-token>"])
-    with pytest.raises(EvalConfigError, match="tokenizers differ"):
-        check_same_vocab(tokenizer, other, LlamaConfig(vocab_size=49153))
-    with pytest.raises(EvalConfigError, match="vocab_size 128 <"):
-        check_same_vocab(tokenizer, tokenizer, LlamaConfig(vocab_size=128))
-    with pytest.raises(EvalConfigError, match="!= target vocab_size"):
-        check_same_vocab(tokenizer, tokenizer, LlamaConfig(vocab_size=49280), config)
 
 
 # ---------------------------------------------------------------- answer file handling (no model)

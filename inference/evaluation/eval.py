@@ -171,37 +171,6 @@ def load_target(args):
     return model, tokenizer
 
 
-def check_same_vocab(target_tokenizer, draft_tokenizer, draft_config, target_config=None) -> None:
-    """Raise EvalConfigError unless a draft can propose token ids the target reads the same way.
-
-    Every drafter-based method needs this: ids are exchanged between the two models, so the
-    tokenizers must map every token to the same id, and the draft's output layer must cover
-    the target's vocabulary (and match the target's, for sampling, when ``target_config`` is given).
-    ``draft_tokenizer`` may be None for a draft checkpoint saved without tokenizer files.
-    """
-    n_target = len(target_tokenizer)
-    draft_vocab = getattr(draft_config, "vocab_size", None)
-    if draft_vocab is None:
-        raise EvalConfigError("the draft's config has no vocab_size")
-    if draft_vocab < n_target:
-        raise EvalConfigError(f"draft vocab_size {draft_vocab} < the target tokenizer's {n_target} tokens")
-    if target_config is not None and target_config.vocab_size != draft_vocab:
-        raise EvalConfigError(
-            f"draft vocab_size {draft_vocab} != target vocab_size {target_config.vocab_size}")
-    if draft_tokenizer is None:
-        return
-    tv, dv = target_tokenizer.get_vocab(), draft_tokenizer.get_vocab()
-    if tv != dv:
-        differing = sorted(set(tv.items()) ^ set(dv.items()), key=lambda kv: kv[1])[:3]
-        raise EvalConfigError(
-            f"draft and target tokenizers differ ({len(tv)} vs {len(dv)} tokens; "
-            f"first differing (token, id): {differing})")
-    for name in ("eos_token_id", "bos_token_id"):
-        if getattr(target_tokenizer, name) != getattr(draft_tokenizer, name):
-            raise EvalConfigError(f"draft and target tokenizers differ in {name}: "
-                                  f"{getattr(draft_tokenizer, name)} vs {getattr(target_tokenizer, name)}")
-
-
 # ---------------------------------------------------------------- prompts
 
 @dataclass

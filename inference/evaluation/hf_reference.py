@@ -31,8 +31,9 @@ import copy
 import torch
 from transformers.generation.streamers import BaseStreamer
 
-from evaluation.eval import EvalConfigError, Forward, add_eval_args, check_same_vocab, load_target, run_eval
+from evaluation.eval import EvalConfigError, Forward, add_eval_args, load_target, run_eval
 from specdec.types import GenerationOutput
+from specdec.vocab import load_draft
 
 
 class StepRecorder(BaseStreamer):
@@ -116,19 +117,6 @@ def hf_prompt_lookup_forward(model, num_tokens: int = 10, max_ngram: int = 3,
                        **_sampling_kwargs(temperature, top_p))
 
 
-def load_assistant(path: str, model, tokenizer):
-    """A draft model on the target's device and dtype, checked to share the target's vocabulary."""
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
-
-    config = AutoConfig.from_pretrained(path)
-    try:
-        draft_tokenizer = AutoTokenizer.from_pretrained(path)
-    except (OSError, ValueError):  # a draft saved without tokenizer files
-        draft_tokenizer = None
-    check_same_vocab(tokenizer, draft_tokenizer, config, model.config)
-    return AutoModelForCausalLM.from_pretrained(path, dtype=model.dtype).to(model.device).eval()
-
-
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_eval_args(parser)
@@ -149,7 +137,7 @@ def main(argv=None):
     if args.method == "generate":
         forward = hf_generate_forward(model, args.temperature, args.top_p)
     elif args.method == "assisted":
-        assistant = load_assistant(args.drafter_path, model, tokenizer)
+        assistant, _ = load_draft(args.drafter_path, model, tokenizer)  # refuses another vocabulary
         forward = hf_assisted_forward(model, assistant, args.temperature, args.top_p,
                                       args.num_assistant_tokens, args.assistant_schedule,
                                       args.assistant_confidence_threshold)

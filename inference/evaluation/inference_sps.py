@@ -13,9 +13,10 @@ import argparse
 from pathlib import Path
 
 from evaluation.eval import add_eval_args, load_target, run_eval
-from evaluation.hf_reference import hf_assisted_forward, load_assistant
+from evaluation.hf_reference import hf_assisted_forward
 from specdec.drafters.sps import SpeculativeSamplingDrafter
 from specdec.engine import SpeculativeEngine
+from specdec.vocab import load_draft
 
 
 def main(argv=None):
@@ -33,7 +34,7 @@ def main(argv=None):
         parser.error(f"need 1 <= --num-draft-tokens ({args.num_draft_tokens}) <= --max-draft-tokens ({args.max_draft_tokens})")
 
     model, tokenizer = load_target(args)
-    draft = load_assistant(args.drafter_path, model, tokenizer)  # refuses another vocabulary
+    draft, _ = load_draft(args.drafter_path, model, tokenizer)  # refuses another vocabulary
     if args.engine == "hf":
         # heuristic_transient: HF's +2/-1 schedule, restarted every generate call like our drafter
         forward = hf_assisted_forward(model, draft, args.temperature, args.top_p, args.num_draft_tokens,

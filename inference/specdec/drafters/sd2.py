@@ -28,6 +28,7 @@ import torch
 from ..llama import LlamaRunner
 from .draft_length import AdaptiveDraftLength
 from ..types import DraftTree
+from ..vocab import load_draft
 
 DEFAULT_EXITS = (6, 9, 12)
 DEFAULT_THRESHOLDS = (0.5, 0.5, 0.0)
@@ -49,16 +50,6 @@ def check_exits(exits: list[int], thresholds: list[float], num_layers: int) -> N
         raise ValueError(f"thresholds must lie in [0, 1], got {list(thresholds)}")
     if thresholds[-1] != 0:
         raise ValueError(f"the last threshold must be 0 (the deepest exit always drafts), got {thresholds[-1]}")
-
-
-def check_compatible(draft, target, draft_tokenizer=None, target_tokenizer=None) -> None:
-    """The draft must speak the target's vocabulary: same size and, when given, same tokenizer."""
-    dv, tv = draft.config.vocab_size, target.config.vocab_size
-    if dv != tv:
-        raise ValueError(f"draft vocabulary ({dv} tokens) differs from the target's ({tv} tokens)")
-    if draft_tokenizer is not None and target_tokenizer is not None:
-        if draft_tokenizer.get_vocab() != target_tokenizer.get_vocab():
-            raise ValueError("draft and target tokenizers differ (same size, different token ids)")
 
 
 class SD2Drafter:
@@ -383,24 +374,16 @@ def load_sd2_drafter(drafter_path: str | Path, target: torch.nn.Module, target_t
     default to the checkpoint's ``config.sd2``. ``draft_vocab_size`` keeps only that many of the
     checkpoint's draft vocabulary (0 = the full head).
     """
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
-
     path = Path(drafter_path)
-    if not (path / "config.json").is_file():
-        raise ValueError(f"no draft checkpoint at {path} (config.json missing)")
-    config = AutoConfig.from_pretrained(path)
-    if config.vocab_size != target.config.vocab_size:
-        raise ValueError(f"draft vocabulary ({config.vocab_size} tokens) differs from the target's "
-                         f"({target.config.vocab_size} tokens)")
-    draft_tokenizer = None
-    if target_tokenizer is not None and (path / "tokenizer_config.json").is_file():
-        draft_tokenizer = AutoTokenizer.from_pretrained(path)
+
+    def check_config(config):
+        settings = getattr(config, "sd2", None) or {}
+        check_exits(list(kwargs.get("exits") or settings.get("exits", DEFAULT_EXITS)),
+                    list(kwargs.get("thresholds") or settings.get("thresholds", DEFAULT_THRESHOLDS)),
+                    config.num_hidden_layers)
+
+    draft, config = load_draft(path, target, target_tokenizer, dtype, check_config)
     settings = getattr(config, "sd2", None) or {}
-    check_exits(list(kwargs.get("exits") or settings.get("exits", DEFAULT_EXITS)),
-                list(kwargs.get("thresholds") or settings.get("thresholds", DEFAULT_THRESHOLDS)),
-                config.num_hidden_layers)
-    draft = AutoModelForCausalLM.from_pretrained(path, dtype=dtype or target.dtype).to(target.device).eval()
-    check_compatible(draft, target, draft_tokenizer, target_tokenizer)
     vocab = None
     if settings.get("draft_vocab_file") and draft_vocab_size != 0:
         vocab = json.loads((path / settings["draft_vocab_file"]).read_text())

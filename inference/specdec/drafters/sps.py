@@ -23,15 +23,13 @@ from specdec.kv_cache import KVCache
 from specdec.llama import LlamaRunner, causal_mask
 from specdec.verify import target_probs
 from specdec.types import DraftTree
+from specdec.vocab import check_same_vocabulary
 
 
 class SpeculativeSamplingDrafter:
     def __init__(self, draft_model, target_vocab_size: int, temperature: float = 0.0, top_p: float = 1.0,
                  num_draft_tokens: int = 5, max_draft_tokens: int = 20, max_len: int = 4096):
-        draft_vocab = draft_model.config.vocab_size
-        if draft_vocab != target_vocab_size:
-            raise ValueError(f"SpS draft vocabulary ({draft_vocab} tokens) differs from the target's "
-                             f"({target_vocab_size}): the draft must share the target's tokenizer")
+        check_same_vocabulary(target_vocab_size, draft_model.config.vocab_size)
         if not 1 <= num_draft_tokens <= max_draft_tokens:
             raise ValueError(f"SpS needs 1 <= --num-draft-tokens ({num_draft_tokens}) <= "
                              f"--max-draft-tokens ({max_draft_tokens})")
