@@ -41,11 +41,11 @@ if [ -n "$USER_DRAFT" ]; then
 elif [ -f "$DRAFT/model.safetensors" ] && [ -f "$DRAFT/exit_quality.json" ]; then
     echo "$DRAFT is trained and measured; skipping"
 else
-    # Checkpoints every 10 steps let an interrupted run resume instead of starting over.
+    # Checkpoints every 50 steps (~1.5 min) let an interrupted run resume instead of starting over.
     RESUME=$(ls -d "$DRAFT"/checkpoint-* 2>/dev/null | sort -V | tail -1 || true)
     if [ "$HAS_GPU" = 1 ]; then MINUTES_ARGS=""; else MINUTES_ARGS="MAX_MINUTES=$TRAIN_MINUTES"; fi
     env $MINUTES_ARGS OUTPUT_DIR="$DRAFT" SAVE_STRATEGY=steps \
-        EXTRA_ARGS="--save_steps 10 --save_total_limit 1 ${RESUME:+--resume_from_checkpoint $RESUME} ${TRAIN_ARGS:-}" \
+        EXTRA_ARGS="--save_steps 50 --save_total_limit 1 ${RESUME:+--resume_from_checkpoint $RESUME} ${TRAIN_ARGS:-}" \
         bash train/scripts/train_draft_soft.sh
     rm -rf "$DRAFT"/checkpoint-*
 fi

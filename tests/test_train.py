@@ -167,3 +167,23 @@ def test_time_budget_carries_over_a_resume(tmp_path):
     second.started -= 21  # 40 s before + 21 s now > the 60 s budget
     second.on_step_end(resumed_args, state, control)
     assert control.should_training_stop
+
+
+def test_loss_log_drops_steps_after_the_resumed_checkpoint(tmp_path):
+    import json
+    from types import SimpleNamespace
+
+    from sd2train.train import LossLogCallback
+
+    log = tmp_path / "loss_log.jsonl"
+    log.write_text("".join(json.dumps({"step": s, "loss": 1.0}) + "\n" for s in range(1, 14)))
+    checkpoint = tmp_path / "checkpoint-10"
+    checkpoint.mkdir()
+    (checkpoint / "trainer_state.json").write_text(json.dumps({"global_step": 10}))
+    args = SimpleNamespace(output_dir=str(tmp_path), resume_from_checkpoint=str(checkpoint))
+    state = SimpleNamespace(is_world_process_zero=True, global_step=10)
+    callback = LossLogCallback()
+    callback.on_train_begin(args, state, None)
+    callback.on_log(args, SimpleNamespace(is_world_process_zero=True, global_step=11), None, logs={"loss": 0.5})
+    steps = [json.loads(line)["step"] for line in log.read_text().splitlines()]
+    assert steps == list(range(1, 12))

@@ -62,7 +62,18 @@ class SortedTrainingArguments(transformers.TrainingArguments):
 
 
 class LossLogCallback(TrainerCallback):
-    """Appends every log record (loss, per-exit losses, lr) to output_dir/loss_log.jsonl."""
+    """Appends every log record (loss, per-exit losses, lr) to output_dir/loss_log.jsonl.
+
+    On a resume, records logged after the checkpoint (steps that will be trained again) are
+    dropped first, so every step appears once."""
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        log, checkpoint = Path(args.output_dir, "loss_log.jsonl"), args.resume_from_checkpoint
+        if not (state.is_world_process_zero and checkpoint and log.is_file()):
+            return
+        resumed_at = json.loads(Path(checkpoint, "trainer_state.json").read_text())["global_step"]
+        kept = [line for line in log.read_text().splitlines() if json.loads(line)["step"] <= resumed_at]
+        log.write_text("".join(line + "\n" for line in kept))
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         if state.is_world_process_zero and logs:
