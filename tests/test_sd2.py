@@ -92,6 +92,16 @@ def test_reduced_draft_vocabulary_is_lossless_and_only_proposes_its_tokens(targe
     assert engine.generate(PROMPT, 40, set()).token_ids == ar_tokens
 
 
+@pytest.mark.parametrize("tree", [False, True], ids=["chain", "tree"])
+def test_a_bfloat16_draft_under_a_float32_target_is_lossless(target, ar_tokens, tree):
+    """The draft may run in a cheaper dtype: the target still verifies in float32."""
+    drafter = SD2Drafter(copy.deepcopy(target).bfloat16(), exits=EXITS, thresholds=[0.99, 0.99, 0.0], tree=tree,
+                         total_token=20, depth=3, top_k=4)
+    out = SpeculativeEngine(target, drafter).generate(PROMPT, 40, set())
+    assert drafter.runner.dtype == torch.bfloat16 and out.token_ids == ar_tokens
+    assert sum(out.accept_lengths) / out.decoding_steps > 2  # exit 4 is a bf16 copy of the target: it mostly agrees
+
+
 def test_auto_tree_size_uses_measured_costs_and_stays_lossless(target, ar_tokens):
     engine = SpeculativeEngine(target)
     costs = engine.time_verification([1, 2, 4, 8, 16, 32])
