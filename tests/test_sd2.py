@@ -112,6 +112,21 @@ def test_auto_tree_size_uses_measured_costs_and_stays_lossless(target, ar_tokens
     assert 1 <= out.stats["mean_draft_size"] <= 31
 
 
+def test_auto_mode_skips_drafting_that_does_not_pay_and_stays_lossless(target, ar_tokens):
+    """Verification costs are given, not timed: 0.1 s a pass, so the draft's own few ms decide
+    nothing and only acceptance does."""
+    costs = {n: 0.1 for n in (1, 2, 4, 8, 16, 32)}
+    useless = varied_llama(seed=7)  # another random model: it (almost) never agrees with the target
+    drafter = SD2Drafter(useless, exits=EXITS, thresholds=MIXED, tree=True, total_token="auto", depth=3, top_k=4,
+                         verify_costs=costs)
+    out = SpeculativeEngine(target, drafter).generate(PROMPT, 40, set())
+    assert out.token_ids == ar_tokens
+    assert out.stats["skipped_rounds"] >= out.decoding_steps // 2, out.stats  # mostly plain target steps
+    _, exact = generate(target, thresholds=[0.99, 0.99, 0.0], tree=True, total_token="auto", depth=3, top_k=4,
+                        verify_costs=costs)
+    assert exact.token_ids == ar_tokens and exact.stats["skipped_rounds"] == 0
+
+
 def test_sampling_runs_with_draft_probabilities(target):
     drafter = SD2Drafter(copy.deepcopy(target), exits=EXITS, thresholds=MIXED, temperature=0.8)
     drafter.reset(torch.tensor(PROMPT))

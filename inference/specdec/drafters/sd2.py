@@ -101,10 +101,13 @@ class SD2Drafter:
         self.draft_rows = 0  # rows after them this round: tree nodes with ancestry self.anc
         self.draft_length.reset()
         self.calibration = 1.0  # auto tree size: observed / predicted accepted tokens
+        self.drafted_rate = None  # auto: EMA of tokens per second over drafted rounds
+        self.skip_rounds, self.backoff, self.skipping = 0, 1, False
         self.draft_time = 0.0
         self.level_time = 0.0  # EMA of one tree level's drafting time (auto mode)
         self.stats_acc = {"exit_tokens": {e: 0 for e in self.exits},
-                          "exit_accepted": {e: 0 for e in self.exits}, "draft_tree_sizes": []}
+                          "exit_accepted": {e: 0 for e in self.exits}, "draft_tree_sizes": [],
+                          "skipped_rounds": 0}
 
     def stats(self) -> dict:
         sizes = self.stats_acc.get("draft_tree_sizes", [])
@@ -208,6 +211,11 @@ class SD2Drafter:
 
     @torch.inference_mode()
     def propose(self, context: torch.Tensor) -> DraftTree:
+        self.skipping = self.skip_rounds > 0
+        if self.skipping:  # auto mode found drafting slower than plain target steps lately
+            self.skip_rounds -= 1
+            self.stats_acc["skipped_rounds"] += 1
+            return DraftTree.empty(context.device)
         start = time.perf_counter()
         tree = self._propose_tree(context) if self.tree else self._propose_chain(context)
         self.draft_time = time.perf_counter() - start
@@ -320,6 +328,20 @@ class SD2Drafter:
         gain = self.calibration * float(frontier_scores.exp().sum())
         return gain * self.verify_costs[0][1] < self.level_time
 
+    def _verify_cost(self, tokens: int) -> float:
+        """Timed cost of verifying ``tokens`` tokens (the smallest timed size that holds them)."""
+        return next((cost for size, cost in self.verify_costs if size >= tokens), self.verify_costs[-1][1])
+
+    def _decide_skipping(self, accepted: int) -> None:
+        """Auto mode's budget may be zero: while drafted rounds yield fewer tokens per second
+        (EMA) than one-token target steps, skip drafting for 1, 2, 4, ... 16 rounds, then probe."""
+        rate = (1 + accepted) / (self.draft_time + self._verify_cost(len(self.proposed) + 1))
+        self.drafted_rate = rate if self.drafted_rate is None else 0.7 * self.drafted_rate + 0.3 * rate
+        if self.drafted_rate * self._verify_cost(1) < 1:
+            self.skip_rounds, self.backoff = self.backoff, min(2 * self.backoff, 16)
+        else:
+            self.backoff = 1
+
     def _tree_size(self, scores: torch.Tensor) -> int:
         """Nodes to verify: total_token - 1, or (auto) the size that maximises expected tokens
         per second, from the draft's own path probabilities (calibrated online) and the timed
@@ -340,6 +362,8 @@ class SD2Drafter:
     @torch.inference_mode()
     def accepted(self, context: torch.Tensor, num_new: int) -> None:
         """Keep the accepted path's draft rows next to the context; adapt length or calibration."""
+        if self.skipping:
+            return  # nothing was drafted: the accepted token reaches the draft cache next round
         accepted_tokens = context[-num_new:-1].tolist()  # the last one is the target's bonus
         path, node = [], -1
         for tok in accepted_tokens:
@@ -352,6 +376,7 @@ class SD2Drafter:
         if self.tree:
             if self.total_token == "auto" and self.predicted > 0:
                 self.calibration = 0.9 * self.calibration + 0.1 * (len(path) / self.predicted)
+                self._decide_skipping(len(path))
         else:
             self.draft_length.update(len(self.proposed), len(path))
 
