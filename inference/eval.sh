@@ -17,6 +17,8 @@ DRAFT=${DRAFT:-$ROOT/models/sd2-draft-soft-12}           # SD2 draft (also SpS's
 DATASTORE=${DATASTORE:-$ROOT/models/rest/sharegpt-smollm2.npz}  # REST datastore
 MODEL_NAME=${MODEL_NAME:-smollm2-135m}                   # prefix of every model-id
 DTYPE=${DTYPE:-float32}                                  # float32 | bfloat16 | float16
+DRAFT_DTYPE=${DRAFT_DTYPE-bfloat16}                      # SD2/SpS draft dtype ('' = the target's); the target
+                                                         # verifies in DTYPE, so output is unchanged
 DEVICE=${DEVICE:-auto}                                   # auto | cpu | cuda
 BENCH=${BENCH:-spec_bench}                               # questions: data/$BENCH/question.jsonl
 TEMP=${TEMP:-0.0}                                        # 0 = greedy (then outputs must all be equal)
@@ -57,9 +59,10 @@ run() {
 
 run ar        inference_baseline
 run ar_hf     inference_baseline  --engine hf                      # Hugging Face generate
-run sd2_chain inference_sd2       --drafter-path "$DRAFT"          # exits/thresholds from the draft's config
-run sd2_tree  inference_sd2       --drafter-path "$DRAFT" --tree --total-token auto
-run sps       inference_sps       --drafter-path "$DRAFT"
+DRAFT_ARGS=(--drafter-path "$DRAFT" ${DRAFT_DTYPE:+--draft-dtype "$DRAFT_DTYPE"})
+run sd2_chain inference_sd2       "${DRAFT_ARGS[@]}"               # exits/thresholds from the draft's config
+run sd2_tree  inference_sd2       "${DRAFT_ARGS[@]}" --tree --total-token auto
+run sps       inference_sps       "${DRAFT_ARGS[@]}"               # the draft at its deepest exit
 run sps_hf    inference_sps       --drafter-path "$DRAFT" --engine hf   # HF assisted generation
 run pld       inference_pld
 run pld_hf    inference_pld       --engine hf                      # HF prompt lookup

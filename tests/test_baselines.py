@@ -71,6 +71,7 @@ def test_greedy_output_equals_ar_on_every_task(method, default_target, prompts, 
     ("inference_lookahead", ["--level", "1"], "--level"),
     ("inference_rest", ["--datastore-path", "no/such/datastore.npz"], "REST datastore not found"),
     ("inference_sps", ["--drafter-path", "no/such/draft"], "does not exist"),
+    ("inference_sps", ["--drafter-path", ".", "--engine", "hf", "--draft-dtype", "bfloat16"], "--draft-dtype is for"),
 ])
 def test_scripts_refuse_bad_input_early(script, args, message, capsys):
     module = __import__(f"evaluation.{script}", fromlist=["main"])

@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from evaluation.eval import add_eval_args, load_target, run_eval
+from evaluation.eval import add_draft_dtype_arg, add_eval_args, draft_dtype, load_target, run_eval
 from evaluation.hf_reference import hf_assisted_forward
 from specdec.drafters.sps import SpeculativeSamplingDrafter
 from specdec.engine import SpeculativeEngine
@@ -27,14 +27,17 @@ def main(argv=None):
                         help="specdec: the shared engine; hf: Hugging Face assisted generation (outside reference)")
     parser.add_argument("--num-draft-tokens", type=int, default=5, help="first draft length (then +2 / -1 per round)")
     parser.add_argument("--max-draft-tokens", type=int, default=20, help="longest draft")
+    add_draft_dtype_arg(parser)
     args = parser.parse_args(argv)
+    if args.engine == "hf" and args.draft_dtype:
+        parser.error("--draft-dtype is for --engine specdec (HF assisted generation runs both models in one dtype)")
     if not Path(args.drafter_path).exists():
         parser.error(f"--drafter-path {args.drafter_path} does not exist")
     if not 1 <= args.num_draft_tokens <= args.max_draft_tokens:
         parser.error(f"need 1 <= --num-draft-tokens ({args.num_draft_tokens}) <= --max-draft-tokens ({args.max_draft_tokens})")
 
     model, tokenizer = load_target(args)
-    draft, _ = load_draft(args.drafter_path, model, tokenizer)  # refuses another vocabulary
+    draft, _ = load_draft(args.drafter_path, model, tokenizer, draft_dtype(args))  # refuses another vocabulary
     if args.engine == "hf":
         # heuristic_transient: HF's +2/-1 schedule, restarted every generate call like our drafter
         forward = hf_assisted_forward(model, draft, args.temperature, args.top_p, args.num_draft_tokens,
