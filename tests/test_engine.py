@@ -59,11 +59,12 @@ def hf_logits(model, ids: list[int]) -> torch.Tensor:
 
 
 @torch.inference_mode()
-def test_prefill_and_decode_match_hf(model):
+@pytest.mark.parametrize("linear", ["torch", "weight_left"])
+def test_prefill_and_decode_match_hf(model, linear):
     torch.manual_seed(0)
     ids = torch.randint(0, model.config.vocab_size, (24,))
     expected = hf_logits(model, ids.tolist())
-    runner = LlamaRunner(model)
+    runner = LlamaRunner(model, linear=linear)
     cache = runner.new_cache(32)
     got = [runner.forward(ids[:16], cache, torch.arange(16), causal_mask(16, 0, "cpu"))]
     for i in range(16, 24):  # one token at a time, as AR decoding does
@@ -73,13 +74,14 @@ def test_prefill_and_decode_match_hf(model):
 
 
 @torch.inference_mode()
-def test_tree_logits_equal_chain_logits_along_each_path(model):
+@pytest.mark.parametrize("linear", ["torch", "weight_left"])
+def test_tree_logits_equal_chain_logits_along_each_path(model, linear):
     torch.manual_seed(0)
     vocab = model.config.vocab_size
     prefix = torch.randint(0, vocab, (10,))
     parents = [-1, -1, 0, 0, 1, 2, 2, 4, -1, 7]
     nodes = torch.randint(0, vocab, (len(parents),))
-    runner = LlamaRunner(model)
+    runner = LlamaRunner(model, linear=linear)
     cache = runner.new_cache(32)
     runner.forward(prefix, cache, torch.arange(10), causal_mask(10, 0, "cpu"), logits=False)
     mask = torch.cat((torch.ones(len(parents), 10, dtype=torch.bool), ancestor_mask(parents)), 1)[None, None]
@@ -92,6 +94,19 @@ def test_tree_logits_equal_chain_logits_along_each_path(model):
             node = parents[node]
         chain = hf_logits(model, prefix.tolist() + path)[-1]
         torch.testing.assert_close(tree_logits[i], chain, **TOL)
+
+
+def test_linear_mode_is_chosen_per_device_and_dtype():
+    from specdec.llama import linear_for
+
+    assert linear_for(torch.device("cpu"), torch.float32) is not torch.nn.functional.linear
+    assert linear_for(torch.device("cpu"), torch.bfloat16) is torch.nn.functional.linear
+    x, w, b = torch.randn(3, 5, 8), torch.randn(6, 8), torch.randn(6)
+    for rows in (x[:1, :1], x):  # one row (padded to two columns inside) and several
+        torch.testing.assert_close(linear_for(torch.device("cpu"), torch.float32, "weight_left")(rows, w, b),
+                                   torch.nn.functional.linear(rows, w, b))
+    with pytest.raises(ValueError, match="linear mode"):
+        linear_for(torch.device("cpu"), torch.float32, "fast")
 
 
 @torch.inference_mode()

@@ -25,6 +25,35 @@ def _rotate_half(x: torch.Tensor) -> torch.Tensor:
     return torch.cat((-x[..., half:], x[..., :half]), dim=-1)
 
 
+def linear_for(device: torch.device, dtype: torch.dtype, mode: str = "auto"):
+    """``linear(x, weight, bias)`` = x @ weight.T + bias, computed the fastest known way here.
+
+    On a CPU in float32, multiplying with the weight on the left (weight @ x.T, at least two
+    columns) runs 2-3x faster than torch's x @ weight.T for the few rows that decoding and
+    verification have (2 cores, the default target's 30 layers: 26.7 -> 13.4 ms for one token,
+    38 -> 13.5 ms for four). Elsewhere (bfloat16, CUDA) torch's own linear is the fast one.
+    ``mode``: auto | torch | weight_left.
+    """
+    if mode == "auto":
+        mode = "weight_left" if device.type == "cpu" and dtype == torch.float32 else "torch"
+    if mode == "torch":
+        return F.linear
+    if mode != "weight_left":
+        raise ValueError(f"linear mode must be auto, torch or weight_left, got {mode!r}")
+
+    def weight_left(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+        rows = x.reshape(-1, x.shape[-1])
+        n = rows.shape[0]
+        if n == 1:
+            rows = rows.repeat(2, 1)  # one column would take the (slower) matrix-vector path
+        y = torch.mm(weight, rows.T).T[:n]
+        if bias is not None:
+            y = y + bias
+        return y.reshape(*x.shape[:-1], weight.shape[0])
+
+    return weight_left
+
+
 def causal_mask(n: int, past: int, device: torch.device | str) -> torch.Tensor:
     """(1, 1, n, past + n) boolean mask: every new row sees the past and the new rows up to itself."""
     new = torch.ones(n, n, dtype=torch.bool, device=device).tril_()
@@ -34,7 +63,7 @@ def causal_mask(n: int, past: int, device: torch.device | str) -> torch.Tensor:
 class LlamaRunner:
     """Runs a ``*ForCausalLM`` of a supported family with a :class:`KVCache`."""
 
-    def __init__(self, model: torch.nn.Module):
+    def __init__(self, model: torch.nn.Module, linear: str = "auto"):
         config = model.config
         if config.model_type not in SUPPORTED_MODEL_TYPES:
             raise ValueError(f"unsupported model type {config.model_type!r}; supported: {SUPPORTED_MODEL_TYPES}")
@@ -57,6 +86,7 @@ class LlamaRunner:
         self.device = self.embed_tokens.weight.device
         self.max_position = config.max_position_embeddings
         self.vocab_size = config.vocab_size
+        self.linear = linear_for(self.device, self.dtype, linear)
         window = getattr(config, "sliding_window", None)
         if config.model_type == "qwen2" and not getattr(config, "use_sliding_window", False):
             window = None
@@ -101,22 +131,31 @@ class LlamaRunner:
             layer = self.layers[i]
             attn = layer.self_attn
             x = layer.input_layernorm(h)
-            q = attn.q_proj(x).view(1, n, self.num_heads, dim).transpose(1, 2)
-            k = attn.k_proj(x).view(1, n, kv, dim).transpose(1, 2)
-            v = attn.v_proj(x).view(1, n, kv, dim).transpose(1, 2)
+            q = self._project(attn.q_proj, x).reshape(1, n, self.num_heads, dim).transpose(1, 2)
+            k = self._project(attn.k_proj, x).reshape(1, n, kv, dim).transpose(1, 2)
+            v = self._project(attn.v_proj, x).reshape(1, n, kv, dim).transpose(1, 2)
             q = (q * cos + _rotate_half(q) * sin).reshape(1, kv, group * n, dim)
             k = k * cos + _rotate_half(k) * sin
             keys, values = cache.append(i, k, v)
             o = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask, scale=self.scaling)
             o = o.reshape(1, kv * group, n, dim).transpose(1, 2).reshape(1, n, -1)
-            h = h + attn.o_proj(o)
-            h = h + layer.mlp(layer.post_attention_layernorm(h))
+            h = h + self._project(attn.o_proj, o)
+            h = h + self._mlp(layer.mlp, layer.post_attention_layernorm(h))
         return h
+
+    def _project(self, module: torch.nn.Linear, x: torch.Tensor) -> torch.Tensor:
+        return self.linear(x, module.weight, module.bias)
+
+    def _mlp(self, mlp: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
+        """The gated MLP of Llama/Mistral/Qwen2: down(act(gate(x)) * up(x))."""
+        return self._project(mlp.down_proj, mlp.act_fn(self._project(mlp.gate_proj, x)) * self._project(mlp.up_proj, x))
 
     def head(self, h: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor:
         """Final norm + LM head -> (n, vocab) logits; ``weight`` replaces the head (a sub-vocabulary)."""
         x = self.norm(h[0])
-        return self.lm_head(x) if weight is None else x @ weight.T
+        if weight is None:
+            return self._project(self.lm_head, x)
+        return self.linear(x, weight)
 
     def forward(self, ids: torch.Tensor, cache: KVCache, positions: torch.Tensor,
                 mask: torch.Tensor | None, logits: bool = True) -> torch.Tensor | None:
