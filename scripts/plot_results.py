@@ -1,11 +1,12 @@
-"""Plots from answer files: speed-up per task per method (bars, τ on top) and SD2's exit usage.
+"""Plots from answer files: speed-up per task per method (bars, τ on top) and SD2's exit usage;
+optionally the same numbers as a Markdown table with the equality counts.
 
     python scripts/plot_results.py --base-path data/spec_bench/model_answer/ar.jsonl \
         --method "SD2 tree=data/spec_bench/model_answer/sd2-tree.jsonl" --method "PLD=...pld.jsonl" \
-        --out-dir assets
+        --out-dir assets [--table results.md]
 
-Speed-ups and τ come from evaluation/speed.py (one place for the arithmetic); exit usage from the
-``stats[*].exit_tokens`` that SD2 records per turn.
+Speed-ups and τ come from evaluation/speed.py and equality from evaluation/equal.py (one place for
+each); exit usage from the ``stats[*].exit_tokens`` that SD2 records per turn.
 """
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from evaluation.equal import compare_files  # noqa: E402
 from evaluation.questions import task_of  # noqa: E402
 from evaluation.speed import REPORT_TASKS, load_answer_file, speed_report  # noqa: E402
 
@@ -53,6 +55,24 @@ def plot_speedups(methods, base_path, out: Path, title: str) -> dict:
     fig.savefig(out, dpi=120)
     plt.close(fig)
     return {name: {t: s[t]["speedup"]["mean"] for t in tasks} for name, s in summaries.items()}
+
+
+def markdown_table(methods, base_path) -> str:
+    """| method | speed-up (τ) per task … | overall | tok/s | = AR |, AR's own row first."""
+    summaries = {name: speed_report([path], [base_path])["summary"] for name, path in methods}
+    tasks = [t for t in REPORT_TASKS if all(t in s for s in summaries.values())]
+    first = next(iter(summaries.values()))
+    lines = ["| method | " + " | ".join(tasks) + " | tok/s | = AR |", "|---" * (len(tasks) + 3) + "|",
+             "| AR (engine) | " + " | ".join("1.00× (1.00)" for _ in tasks)
+             + f" | {first['overall']['tok_s_base']['mean']:.1f} | — |"]
+    for name, path in methods:
+        summary = summaries[name]
+        equal = compare_files(Path(base_path), Path(path))["tasks"]["overall"]
+        compared = equal["equal"] + equal["different"]
+        cells = [f"{summary[t]['speedup']['mean']:.2f}× ({summary[t]['tau']['mean']:.2f})" for t in tasks]
+        lines.append(f"| {name} | " + " | ".join(cells)
+                     + f" | {summary['overall']['tok_s']['mean']:.1f} | {equal['equal']}/{compared} |")
+    return "\n".join(lines) + "\n"
 
 
 def exit_usage(path: str) -> dict[str, Counter]:
@@ -93,6 +113,7 @@ def main(argv=None) -> None:
     parser.add_argument("--method", type=parse_method, action="append", required=True, help="NAME=answer file")
     parser.add_argument("--out-dir", type=Path, default=Path("assets"))
     parser.add_argument("--title", default="Spec-Bench speed-up over AR on the same engine")
+    parser.add_argument("--table", type=Path, default=None, help="also write the numbers as a Markdown table here")
     args = parser.parse_args(argv)
     args.out_dir.mkdir(parents=True, exist_ok=True)
     written = {"speedup": plot_speedups(args.method, args.base_path, args.out_dir / "speedup.png", args.title)}
@@ -102,6 +123,9 @@ def main(argv=None) -> None:
         if usage:
             written[f"exit_usage_{slug}"] = usage
     (args.out_dir / "plot_data.json").write_text(json.dumps(written, indent=2))
+    if args.table:
+        args.table.write_text(markdown_table(args.method, args.base_path))
+        print(f"[plots] wrote the table {args.table}")
     print(f"[plots] wrote {', '.join(sorted(p.name for p in args.out_dir.glob('*.png')))} in {args.out_dir}")
 
 

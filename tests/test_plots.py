@@ -32,3 +32,17 @@ def test_speedup_and_exit_usage_plots(tmp_path):
     # Spec-Bench's overall figure: mean of per-question rates, 20 tok/s vs (10 + 5) / 2
     assert abs(data["speedup"]["SD2 tree"]["overall"] - 20 / 7.5) < 1e-12
     assert data["exit_usage_sd2-tree"] == {"qa": {"6": 6, "12": 2}, "rag": {"6": 1, "9": 3}}
+
+
+def test_markdown_table_has_speed_tau_and_equality(tmp_path):
+    base = write(tmp_path / "ar.jsonl", [answer(1, "qa", 10, 1.0, [1] * 10), answer(2, "rag", 10, 2.0, [1] * 10)])
+    other = [answer(1, "qa", 10, 0.5, [4, 3, 3]), answer(2, "rag", 10, 0.5, [5, 5])]
+    other[1]["choices"][0]["turns"] = ["y"]  # one answer differs from AR's
+    sd2 = write(tmp_path / "sd2.jsonl", other)
+    table = tmp_path / "table.md"
+    plot_results.main(["--base-path", base, "--method", f"SD2 tree={sd2}", "--out-dir", str(tmp_path / "a"),
+                       "--table", str(table)])
+    lines = table.read_text().splitlines()
+    assert lines[0] == "| method | qa | rag | overall | tok/s | = AR |"
+    assert lines[2] == "| AR (engine) | 1.00× (1.00) | 1.00× (1.00) | 1.00× (1.00) | 7.5 | — |"
+    assert lines[3] == "| SD2 tree | 2.00× (3.33) | 4.00× (5.00) | 2.67× (4.00) | 20.0 | 1/2 |"
