@@ -38,7 +38,7 @@ def plot_speedups(methods, base_path, out: Path, title: str) -> dict:
     summaries = {name: speed_report([path], [base_path])["summary"] for name, path in methods}
     tasks = [t for t in REPORT_TASKS if all(t in s for s in summaries.values())]
     width = 0.8 / max(len(methods), 1)
-    fig, ax = plt.subplots(figsize=(max(8, 1.4 * len(tasks) * max(1, len(methods) / 3)), 4.5))
+    fig, ax = plt.subplots(figsize=(min(16, max(8, 0.3 * len(tasks) * len(methods) + 2)), 5))
     for i, (name, summary) in enumerate(summaries.items()):
         xs = [t + (i - (len(methods) - 1) / 2) * width for t in range(len(tasks))]
         ys = [summary[t]["speedup"]["mean"] for t in tasks]
