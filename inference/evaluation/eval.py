@@ -51,9 +51,8 @@ class EvalConfigError(ValueError):
 
 def add_draft_dtype_arg(group) -> None:
     group.add_argument("--draft-dtype", choices=sorted(DTYPES), default=None,
-                       help="the draft's dtype (default: the target's). A bfloat16 draft under a float32 target "
-                            "drafts about twice as fast on a CPU; the output stays the target's, which verifies "
-                            "in its own dtype")
+                       help="the draft's dtype (default: the target's), e.g. a bfloat16 draft under a float32 "
+                            "target; the output stays the target's, which verifies in its own dtype")
 
 
 def draft_dtype(args) -> torch.dtype | None:

@@ -29,9 +29,10 @@ def linear_for(device: torch.device, dtype: torch.dtype, mode: str = "auto"):
     """``linear(x, weight, bias)`` = x @ weight.T + bias, computed the fastest known way here.
 
     On a CPU in float32, multiplying with the weight on the left (weight @ x.T, at least two
-    columns) runs 2-3x faster than torch's x @ weight.T for the few rows that decoding and
-    verification have (2 cores, the default target's 30 layers: 26.7 -> 13.4 ms for one token,
-    38 -> 13.5 ms for four). Elsewhere (bfloat16, CUDA) torch's own linear is the fast one.
+    columns) is much faster than torch's x @ weight.T for the few rows that decoding and
+    verification have: the default target's pass on 2 cores, as scripts/benchmark_sd2.py times
+    it, went from 39 to 24 ms for one token and from 61 to 31 ms for four. Elsewhere (bfloat16,
+    CUDA) torch's own linear is the fast one.
     ``mode``: auto | torch | weight_left.
     """
     if mode == "auto":
