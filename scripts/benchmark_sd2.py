@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from evaluation.eval import DTYPES, ChatPrompter, _eos_ids, add_draft_dtype_arg, draft_dtype
+from evaluation.eval import DTYPES, INT8, ChatPrompter, _eos_ids, add_draft_dtype_arg, draft_dtype
 from evaluation.hf_reference import hf_generate_forward
 from evaluation.questions import TASKS, load_questions, task_of
 from sd2train.assets import DEFAULT_MODEL_DIR, SPEC_BENCH_QUESTIONS
@@ -48,7 +48,7 @@ def parse_args(argv=None):
     p.add_argument("--submodels", default=None, help="exits (default: the draft's config)")
     p.add_argument("--thresholds", default=None, help="thresholds (default: the draft's config)")
     p.add_argument("--draft-vocab-size", type=int, default=None, help="0: full draft head")
-    add_draft_dtype_arg(p)
+    add_draft_dtype_arg(p, int8=True)
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     p.add_argument("--json", default=None, help="also write the results here")
     return p.parse_args(argv)
@@ -58,7 +58,7 @@ def build_methods(args, model, tokenizer) -> dict:
     methods = {}
     wanted = args.methods.split(",")
     sd2_kwargs = dict(draft_vocab_size=args.draft_vocab_size, depth=args.depth, top_k=args.top_k,
-                      dtype=draft_dtype(args),
+                      dtype=draft_dtype(args), int8_weights=args.draft_dtype == INT8,
                       exits=[int(x) for x in args.submodels.split(",")] if args.submodels else None,
                       thresholds=[float(x) for x in args.thresholds.split(",")] if args.thresholds else None)
     if "ar" in wanted:

