@@ -25,7 +25,9 @@ from evaluation.eval import DTYPES, INT8, ChatPrompter, _eos_ids, add_draft_dtyp
 from evaluation.hf_reference import hf_generate_forward
 from evaluation.questions import TASKS, load_questions, task_of
 from sd2train.assets import DEFAULT_MODEL_DIR, SPEC_BENCH_QUESTIONS
+from specdec.drafters.pld import PromptLookupDrafter
 from specdec.drafters.sd2 import AUTO_SIZES, load_sd2_drafter
+from specdec.llama import causal_mask
 from specdec.engine import SpeculativeEngine
 
 
@@ -37,17 +39,19 @@ def parse_args(argv=None):
     p.add_argument("--questions-per-task", type=int, default=2)
     p.add_argument("--max-new-tokens", type=int, default=128)
     p.add_argument("--dtypes", default="float32,bfloat16")
-    p.add_argument("--methods", default="ar,hf,sd2_chain,sd2_tree",
-                   help="any of ar, hf, hf_static (HF generate with a static cache), sd2_chain, sd2_tree")
+    p.add_argument("--methods", default="ar,hf,pld,sd2_chain,sd2_tree",
+                   help="any of ar, hf, hf_static (HF generate with a static cache), pld, sd2_chain, sd2_tree")
     p.add_argument("--device", default="auto", help="auto (cuda when available), cpu or cuda")
     p.add_argument("--total-token", default="auto", help="SD2 tree size incl. root, or auto")
     p.add_argument("--depth", type=int, default=4)
     p.add_argument("--top-k", type=int, default=10)
     p.add_argument("--tree-variants", default=None,
-                   help="extra SD2 trees to compare, TOTAL:DEPTH:TOPK comma-separated, e.g. auto:4:4,16:3:4")
+                   help="extra SD2 trees to compare, TOTAL:DEPTH:TOPK[:LOOKUP_TOKENS[:DRAFT_DTYPE]] comma-separated, "
+                        "e.g. auto:4:4,16:3:4,auto:4:10:8:int8")
     p.add_argument("--submodels", default=None, help="exits (default: the draft's config)")
     p.add_argument("--thresholds", default=None, help="thresholds (default: the draft's config)")
     p.add_argument("--draft-vocab-size", type=int, default=None, help="0: full draft head")
+    p.add_argument("--lookup-tokens", type=int, default=0, help="SD2: prompt lookup branch of up to N tokens")
     add_draft_dtype_arg(p, int8=True)
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     p.add_argument("--json", default=None, help="also write the results here")
@@ -59,6 +63,7 @@ def build_methods(args, model, tokenizer) -> dict:
     wanted = args.methods.split(",")
     sd2_kwargs = dict(draft_vocab_size=args.draft_vocab_size, depth=args.depth, top_k=args.top_k,
                       dtype=draft_dtype(args), int8_weights=args.draft_dtype == INT8,
+                      lookup_tokens=args.lookup_tokens,
                       exits=[int(x) for x in args.submodels.split(",")] if args.submodels else None,
                       thresholds=[float(x) for x in args.thresholds.split(",")] if args.thresholds else None)
     if "ar" in wanted:
@@ -67,23 +72,77 @@ def build_methods(args, model, tokenizer) -> dict:
         methods["hf"] = hf_generate_forward(model)
     if "hf_static" in wanted:
         methods["hf_static"] = hf_generate_forward(model, static_cache=True)
+    if "pld" in wanted:
+        methods["pld"] = SpeculativeEngine(model, PromptLookupDrafter()).generate
     if "sd2_chain" in wanted:
         drafter = load_sd2_drafter(args.drafter_path, model, tokenizer, **sd2_kwargs)
         methods["sd2_chain"] = SpeculativeEngine(model, drafter).generate
-    trees = [("sd2_tree", args.total_token, args.depth, args.top_k)] if "sd2_tree" in wanted else []
+    trees = [("sd2_tree", args.total_token, args.depth, args.top_k, {})] if "sd2_tree" in wanted else []
     for variant in (args.tree_variants.split(",") if args.tree_variants else []):
-        total, depth, top_k = variant.split(":")
-        trees.append((f"tree_{total}_{depth}_{top_k}", total, int(depth), int(top_k)))
+        total, depth, top_k, *extra = variant.split(":")
+        overrides = {}
+        if extra:
+            overrides["lookup_tokens"] = int(extra[0])
+        if len(extra) > 1:
+            overrides["dtype"] = DTYPES.get(extra[1], torch.bfloat16)
+            overrides["int8_weights"] = extra[1] == INT8
+        trees.append((f"tree_{variant.replace(':', '_')}", total, int(depth), int(top_k), overrides))
     costs = None
-    if any(total == "auto" for _, total, _, _ in trees):
+    if any(total == "auto" for _, total, _, _, _ in trees):
         costs = SpeculativeEngine(model).time_verification(list(AUTO_SIZES))
         print("target verification cost (ms) by tokens:", " ".join(f"{n}:{1000 * t:.1f}" for n, t in costs.items()))
-    for name, total, depth, top_k in trees:
+    for name, total, depth, top_k, overrides in trees:
         drafter = load_sd2_drafter(args.drafter_path, model, tokenizer, tree=True,
                                    total_token=total if total == "auto" else int(total), verify_costs=costs,
-                                   **dict(sd2_kwargs, depth=depth, top_k=top_k))
+                                   **dict(sd2_kwargs, depth=depth, top_k=top_k, **overrides))
         methods[name] = SpeculativeEngine(model, drafter).generate
     return methods
+
+
+@torch.inference_mode()
+def time_draft_tokens(args, model, tokenizer, past: int = 256, repeats: int = 20) -> dict:
+    """ms per draft token at each exit (one row after ``past`` cached tokens: the draft's layers up
+    to the exit, the final norm and the draft-vocabulary head), for the draft in the target's
+    dtype, bfloat16 and int8, against one target step (one token) measured the same way."""
+    def best_time(step) -> float:
+        times = []
+        for _ in range(repeats + 2):
+            synchronize(model.device)
+            start = time.perf_counter()
+            step()
+            synchronize(model.device)
+            times.append(time.perf_counter() - start)
+        return min(times[2:])
+
+    target = SpeculativeEngine(model).time_verification([1], past=past, repeats=repeats)[1]
+    rows = {}
+    for name in dict.fromkeys([str(model.dtype).removeprefix("torch."), "bfloat16", INT8]):
+        drafter = load_sd2_drafter(args.drafter_path, model, tokenizer, draft_vocab_size=args.draft_vocab_size,
+                                   dtype=torch.bfloat16 if name in ("bfloat16", INT8) else None,
+                                   int8_weights=name == INT8)
+        runner = drafter.runner
+        cache = runner.new_cache(past + 1)
+        ids = torch.zeros(past + 1, dtype=torch.long, device=model.device)
+        runner.run_layers(runner.embed(ids[:past]), cache, range(runner.num_layers), torch.arange(past, device=model.device),
+                          causal_mask(past, 0, model.device))
+        position = torch.tensor([past], device=model.device)
+
+        def token_at(exit_: int):
+            cache.crop(past)
+            h = runner.run_layers(runner.embed(ids[past:]), cache, range(exit_), position, None)
+            drafter._logits(h)
+
+        rows[name] = {e: best_time(lambda e=e: token_at(e)) for e in drafter.exits}
+    return {"target_step_ms": 1000 * target,
+            "draft_token_ms": {name: {e: 1000 * t for e, t in r.items()} for name, r in rows.items()}}
+
+
+def print_draft_costs(dtype_name: str, costs: dict) -> None:
+    target = costs["target_step_ms"]
+    print(f"\n== {dtype_name}: ms per draft token at each exit (% of a {target:.1f} ms target step)")
+    for name, per_exit in costs["draft_token_ms"].items():
+        print(f"draft {name:<9} " + "  ".join(f"exit {e}: {ms:5.2f} ({100 * ms / target:4.1f}%)"
+                                            for e, ms in per_exit.items()))
 
 
 def synchronize(device: torch.device) -> None:
@@ -98,6 +157,8 @@ def run_dtype(args, dtype_name: str, questions: list[dict]) -> dict:
     model = AutoModelForCausalLM.from_pretrained(args.model_path, dtype=DTYPES[dtype_name]).to(args.device).eval()
     prompter = ChatPrompter.from_name(None, tokenizer)
     stops = prompter.stop_token_ids | _eos_ids(tokenizer, model)
+    draft_costs = time_draft_tokens(args, model, tokenizer)
+    print_draft_costs(dtype_name, draft_costs)
     methods = build_methods(args, model, tokenizer)
     prompts = [prompter.prompt_ids(q["turns"][:1], []) for q in questions]
     for forward in methods.values():  # warm-up
@@ -112,7 +173,7 @@ def run_dtype(args, dtype_name: str, questions: list[dict]) -> dict:
             elapsed = time.perf_counter() - start
             runs[name].append({"task": task_of(q["category"]), "tokens": out.token_ids, "time": elapsed,
                                "accept_lengths": out.accept_lengths, "stats": out.stats})
-    return runs
+    return runs, draft_costs
 
 
 def summarize(runs: dict) -> dict:
@@ -143,8 +204,11 @@ def summarize(runs: dict) -> dict:
                     split[key[5:]] += value
             for e, count in r["stats"].get("exit_tokens", {}).items():
                 exits[int(e)] += count
+        skipped = sum(r["stats"].get("skipped_rounds", 0) for r in records)
+        lookup = [sum(r["stats"].get(k, 0) for r in records) for k in ("lookup_tokens", "lookup_accepted")]
         summary[name] = {"tasks": rows, "ms_per_step": {k: 1000 * v / steps for k, v in split.items()},
-                         "exit_tokens": dict(sorted(exits.items())),
+                         "exit_tokens": dict(sorted(exits.items())), "drafted_share": 1 - skipped / steps,
+                         "lookup_tokens": lookup[0], "lookup_accepted": lookup[1],
                          "mean_draft_size": (sum(r["stats"].get("mean_draft_size", 0) for r in records) / len(records))}
     return summary
 
@@ -162,10 +226,12 @@ def print_tables(dtype_name: str, summary: dict) -> None:
         print(f"{name:<16} " + " ".join(f"{c:>15}" for c in cells) + f" {overall['tok_s']:7.1f} {overall.get('equal', ''):>6}")
     print(f"\n== {dtype_name}: time per step (ms) and draft")
     for name, s in summary.items():
-        if name in ("ar", "hf", "hf_static"):
+        if not s["exit_tokens"]:  # AR, HF, PLD: no model draft
             continue
         split = " ".join(f"{k} {v:.1f}" for k, v in s["ms_per_step"].items())
-        print(f"{name:<16} {split} | draft size {s['mean_draft_size']:.1f} | tokens per exit {s['exit_tokens']}")
+        lookup = f" | lookup tokens accepted {s['lookup_accepted']}/{s['lookup_tokens']}" if s["lookup_tokens"] else ""
+        print(f"{name:<16} {split} | drafted in {s['drafted_share']:.0%} of rounds | draft size "
+              f"{s['mean_draft_size']:.1f} | tokens per exit {s['exit_tokens']}{lookup}")
 
 
 def main(argv=None):
@@ -180,9 +246,11 @@ def main(argv=None):
           f"draft {args.drafter_path}")
     results = {}
     for dtype_name in args.dtypes.split(","):
-        summary = summarize(run_dtype(args, dtype_name, questions))
+        runs, draft_costs = run_dtype(args, dtype_name, questions)
+        summary = summarize(runs)
         print_tables(dtype_name, summary)
-        results[dtype_name] = summary
+        print_draft_costs(dtype_name, draft_costs)
+        results[dtype_name] = {"methods": summary, "draft_costs": draft_costs}
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=1))
     return results

@@ -11,6 +11,7 @@ from conftest import tiny_llama
 from specdec.drafters.sd2 import SD2Drafter
 from specdec.engine import SpeculativeEngine
 from specdec.llama import LlamaRunner, causal_mask
+from specdec.types import DraftTree
 
 PROMPT = [5, 9, 3, 7, 1, 2]
 EXITS = [1, 2, 4]
@@ -201,3 +202,29 @@ def test_a_tree_level_leaves_at_an_exit_only_when_every_row_is_confident(target)
     assert drafter._cascade(upto=2, last=2)[1] == EXITS[0]
     rows_at_group[0] = rows_at_group[1] = [unsure, sure]
     assert drafter._cascade(upto=2, last=2)[1] == EXITS[2]  # the last exit always drafts
+
+
+@pytest.mark.parametrize("tree", [False, True], ids=["chain", "tree"])
+def test_a_lookup_branch_is_lossless_and_used(target, tree):
+    prompt = PROMPT * 3  # repeated n-grams for prompt lookup to find
+    ar = SpeculativeEngine(target).generate(prompt, 40, set()).token_ids
+    drafter = SD2Drafter(copy.deepcopy(target), exits=EXITS, thresholds=MIXED, tree=tree, total_token=12, depth=3,
+                         top_k=3, lookup_tokens=6)
+    out = SpeculativeEngine(target, drafter).generate(prompt, 40, set())
+    assert out.token_ids == ar
+    assert out.stats["lookup_tokens"] > 0 and out.stats["lookup_accepted"] <= out.stats["lookup_tokens"]
+    drafted = sum(out.stats["exit_accepted"].values()) + out.stats["lookup_accepted"]
+    assert drafted == 40 - out.decoding_steps - (out.accept_lengths[-1] - 1)
+
+
+def test_the_lookup_branch_shares_the_drafts_nodes_where_they_agree(target):
+    drafter = SD2Drafter(copy.deepcopy(target), exits=EXITS, thresholds=MIXED, tree=True, lookup_tokens=4)
+    drafter.reset(torch.tensor(PROMPT))
+    drafter.stats_acc["lookup_tokens"] = 0
+    # The draft proposed 7 then 9; lookup finds (5, 6) earlier, followed by 7, 8, 5, 6.
+    drafter.proposed, drafter.node_parents, drafter.node_rows, drafter.node_exits = [7, 9], [-1, 0], [10, -1], [1, 2]
+    model_tree = DraftTree(torch.tensor([7, 9]), torch.tensor([-1, 0]))
+    tree = drafter._with_lookup_branch(model_tree, torch.tensor([5, 6, 7, 8, 5, 6]))
+    assert tree.tokens.tolist() == [7, 9, 8, 5, 6] and tree.parents.tolist() == [-1, 0, 0, 2, 3]
+    assert drafter.node_rows == [10, -1, -1, -1, -1] and drafter.node_exits == [1, 2, None, None, None]
+    assert drafter.model_nodes == 2 and drafter.stats_acc["lookup_tokens"] == 3

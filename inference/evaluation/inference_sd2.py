@@ -43,6 +43,8 @@ def add_sd2_args(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--top-k", type=int, default=10, help="children per expanded node and frontier width")
     g.add_argument("--draft-vocab-size", type=int, default=None,
                    help="use only the first N ids of the draft's draft_vocab_file (0: the full head)")
+    g.add_argument("--lookup-tokens", type=int, default=0,
+                   help="add prompt lookup's continuation (PLD, up to N tokens) to every round as a free branch")
     add_draft_dtype_arg(g, int8=True)
 
 
@@ -56,7 +58,7 @@ def build_sd2_engine(args, model, tokenizer) -> SpeculativeEngine:
                                dtype=draft_dtype(args), int8_weights=args.draft_dtype == INT8,
                                exits=args.submodels, thresholds=args.thresholds, tree=args.tree,
                                total_token=args.total_token, depth=args.depth, top_k=args.top_k,
-                               temperature=args.temperature, verify_costs=costs)
+                               temperature=args.temperature, verify_costs=costs, lookup_tokens=args.lookup_tokens)
     return SpeculativeEngine(model, drafter, args.temperature, args.top_p)
 
 

@@ -35,6 +35,15 @@ def find_continuation(tokens: np.ndarray, ngram_size: int, max_len: int) -> np.n
     return tokens[start: start + max_len]
 
 
+def prompt_lookup(tokens: np.ndarray, min_ngram_size: int, max_ngram_size: int, max_len: int) -> np.ndarray | None:
+    """PLD's proposal: the continuation of the longest n-gram suffix (max down to min) seen before."""
+    for size in range(max_ngram_size, min_ngram_size - 1, -1):
+        found = find_continuation(tokens, size, max_len)
+        if found is not None:
+            return found
+    return None
+
+
 class PromptLookupDrafter:
     def __init__(self, max_ngram_size: int = 3, num_pred_tokens: int = 10, min_ngram_size: int = 1):
         check_ngram_sizes(min_ngram_size, max_ngram_size, "PLD n-gram sizes (--min-ngram-size/--max-ngram-size)")
@@ -47,12 +56,10 @@ class PromptLookupDrafter:
         pass
 
     def propose(self, context: torch.Tensor) -> DraftTree:
-        tokens = context.cpu().numpy()
-        for size in range(self.max_ngram_size, self.min_ngram_size - 1, -1):
-            found = find_continuation(tokens, size, self.num_pred_tokens)
-            if found is not None:
-                return DraftTree.chain(torch.from_numpy(found.copy()).to(context.device))
-        return DraftTree.empty(context.device)
+        found = prompt_lookup(context.cpu().numpy(), self.min_ngram_size, self.max_ngram_size, self.num_pred_tokens)
+        if found is None:
+            return DraftTree.empty(context.device)
+        return DraftTree.chain(torch.from_numpy(found.copy()).to(context.device))
 
     def accepted(self, context: torch.Tensor, num_new: int) -> None:
         pass

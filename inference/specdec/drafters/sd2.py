@@ -15,6 +15,12 @@ compaction), so accepted draft tokens are never recomputed.
 
 Reduced head. With ``draft_vocab`` (token ids, most frequent first) the draft scores only those
 tokens (FR-Spec). The target still verifies over its full vocabulary, so output is unchanged.
+
+Lookup branch. With ``lookup_tokens`` > 0, prompt lookup's continuation (PLD: what followed the
+last repeated n-gram of the context) joins the tree as one more branch, sharing the nodes where it
+agrees with the draft. It costs no draft compute and wins where text is copied (translation,
+summarisation, RAG), while the draft wins where it agrees. Rounds in which drafting does not pay
+(auto mode) still verify the lookup branch.
 """
 from __future__ import annotations
 
@@ -27,6 +33,7 @@ import torch
 
 from ..llama import Int8Linear, LlamaRunner
 from .draft_length import AdaptiveDraftLength
+from .pld import prompt_lookup
 from ..types import DraftTree
 from ..vocab import load_draft
 
@@ -57,7 +64,7 @@ class SD2Drafter:
                  total_token: int | str = 60, depth: int = 4, top_k: int = 10,
                  draft_vocab: list[int] | None = None, temperature: float = 0.0,
                  verify_costs: dict[int, float] | None = None, max_draft_len: int = 16,
-                 int8_weights: bool = False):
+                 int8_weights: bool = False, lookup_tokens: int = 0, lookup_ngram: tuple[int, int] = (1, 3)):
         settings = getattr(draft.config, "sd2", None) or {}
         self.runner = LlamaRunner(draft)
         if int8_weights:
@@ -93,6 +100,9 @@ class SD2Drafter:
             self.vocab_ids, self.head_weight = None, None
         if tree and top_k > (len(draft_vocab) if draft_vocab is not None else self.runner.vocab_size):
             raise ValueError(f"top_k={top_k} exceeds the draft vocabulary")
+        if lookup_tokens < 0:
+            raise ValueError(f"lookup_tokens must be >= 0, got {lookup_tokens}")
+        self.lookup_tokens, self.lookup_ngram = lookup_tokens, lookup_ngram
         self.capacity = 0
         self.stats_acc: dict = {}
 
@@ -112,7 +122,7 @@ class SD2Drafter:
         self.level_time = 0.0  # EMA of one tree level's drafting time (auto mode)
         self.stats_acc = {"exit_tokens": {e: 0 for e in self.exits},
                           "exit_accepted": {e: 0 for e in self.exits}, "draft_tree_sizes": [],
-                          "skipped_rounds": 0}
+                          "skipped_rounds": 0, "lookup_tokens": 0, "lookup_accepted": 0}
 
     def stats(self) -> dict:
         sizes = self.stats_acc.get("draft_tree_sizes", [])
@@ -223,11 +233,44 @@ class SD2Drafter:
         if self.skipping:  # auto mode found drafting slower than plain target steps lately
             self.skip_rounds -= 1
             self.stats_acc["skipped_rounds"] += 1
-            return DraftTree.empty(context.device)
+            self.proposed, self.node_parents, self.node_rows, self.node_exits = [], [], [], []
+            return self._with_lookup_branch(DraftTree.empty(context.device), context)
         start = time.perf_counter()
         tree = self._propose_tree(context) if self.tree else self._propose_chain(context)
         self.draft_time = time.perf_counter() - start
-        return tree
+        return self._with_lookup_branch(tree, context)
+
+    def _with_lookup_branch(self, tree: DraftTree, context: torch.Tensor) -> DraftTree:
+        """Add prompt lookup's continuation as a branch: follow the draft's nodes while they agree,
+        then new nodes (no draft row, no exit) for the rest."""
+        self.model_nodes = len(self.proposed)
+        if not self.lookup_tokens:
+            return tree
+        found = prompt_lookup(context.cpu().numpy(), *self.lookup_ngram, self.lookup_tokens)
+        if found is None:
+            return tree
+        child = {(p, t): i for i, (p, t) in enumerate(zip(self.node_parents, self.proposed))}
+        parent, added = -1, 0
+        for token in found.tolist():
+            node = child.get((parent, token))
+            if node is None:
+                node = len(self.proposed)
+                self.proposed.append(token)
+                self.node_parents.append(parent)
+                self.node_rows.append(-1)
+                self.node_exits.append(None)
+                added += 1
+            parent = node
+        if not added:
+            return tree
+        self.stats_acc["lookup_tokens"] += added
+        device = context.device
+        new = torch.tensor(self.proposed[-added:], dtype=torch.long, device=device)
+        parents = torch.tensor(self.node_parents[-added:], dtype=torch.long, device=device)
+        probs = tree.draft_probs
+        if probs is not None:  # a sampled chain: the lookup tokens were not drawn from q (one-hot)
+            probs = torch.cat((probs, torch.nn.functional.one_hot(new, probs.shape[1]).to(probs.dtype)))
+        return DraftTree(torch.cat((tree.tokens, new)), torch.cat((tree.parents, parents)), probs)
 
     def _propose_chain(self, context: torch.Tensor) -> DraftTree:
         upto = self._feed_context(context)
@@ -343,7 +386,7 @@ class SD2Drafter:
     def _decide_skipping(self, accepted: int) -> None:
         """Auto mode's budget may be zero: while drafted rounds yield fewer tokens per second
         (EMA) than one-token target steps, skip drafting for 1, 2, 4, ... 16 rounds, then probe."""
-        rate = (1 + accepted) / (self.draft_time + self._verify_cost(len(self.proposed) + 1))
+        rate = (1 + accepted) / (self.draft_time + self._verify_cost(self.model_nodes + 1))
         self.drafted_rate = rate if self.drafted_rate is None else 0.7 * self.drafted_rate + 0.3 * rate
         if self.drafted_rate * self._verify_cost(1) < 1:
             self.skip_rounds, self.backoff = self.backoff, min(2 * self.backoff, 16)
@@ -370,23 +413,27 @@ class SD2Drafter:
     @torch.inference_mode()
     def accepted(self, context: torch.Tensor, num_new: int) -> None:
         """Keep the accepted path's draft rows next to the context; adapt length or calibration."""
-        if self.skipping:
-            return  # nothing was drafted: the accepted token reaches the draft cache next round
         accepted_tokens = context[-num_new:-1].tolist()  # the last one is the target's bonus
         path, node = [], -1
         for tok in accepted_tokens:
             node = next(i for i, p in enumerate(self.node_parents) if p == node and self.proposed[i] == tok)
             path.append(node)
         for i in path:
-            self.stats_acc["exit_accepted"][self.node_exits[i]] += 1
+            if self.node_exits[i] is None:
+                self.stats_acc["lookup_accepted"] += 1
+            else:
+                self.stats_acc["exit_accepted"][self.node_exits[i]] += 1
+        if self.skipping:
+            return  # the draft ran nothing: accepted tokens reach its cache next round
         rows = [self.node_rows[i] for i in path if self.node_rows[i] >= 0]
         self._keep_rows(rows, len(context) - num_new)
+        drafted = sum(i < self.model_nodes for i in path)  # accepted tokens the draft proposed
         if self.tree:
             if self.total_token == "auto" and self.predicted > 0:
-                self.calibration = 0.9 * self.calibration + 0.1 * (len(path) / self.predicted)
-                self._decide_skipping(len(path))
+                self.calibration = 0.9 * self.calibration + 0.1 * (drafted / self.predicted)
+                self._decide_skipping(drafted)
         else:
-            self.draft_length.update(len(self.proposed), len(path))
+            self.draft_length.update(self.model_nodes, drafted)
 
     def _keep_rows(self, rows: list[int], context_rows: int) -> None:
         """Move draft ``rows`` (absolute) to follow the ``context_rows`` context rows; drop the rest."""
