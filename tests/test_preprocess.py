@@ -103,3 +103,13 @@ def test_lazy_dataset_and_collator(tokenizer):
     assert batch["input_ids"].shape == (2, max(n0, n1))
     assert batch["attention_mask"].sum(1).tolist() == [n0, n1]
     assert (batch["labels"][1, n1:] == IGNORE_INDEX).all()
+
+
+@pytest.mark.parametrize("template", [None, "vicuna"])
+def test_a_reply_cut_at_max_new_tokens_teaches_no_end_of_turn(tokenizer, template):
+    fmt = get_format(template, tokenizer)
+    whole = [tokenizer.decode(run) for run in labelled_runs(preprocess(CONV, tokenizer, fmt, 512))]
+    cut = [tokenizer.decode(run) for run in labelled_runs(preprocess({**CONV, "cut_off": True}, tokenizer, fmt, 512))]
+    assert cut[:-1] == whole[:-1]  # earlier replies keep their end of turn
+    assert cut[-1].strip() == "It is 6, of course." and whole[-1].strip() != cut[-1].strip()
+    assert whole[-1].startswith(cut[-1])

@@ -75,3 +75,12 @@ def test_jsonl_is_read_and_a_torn_last_line_skipped(tmp_path):
     assert [c["id"] for c in conversations] == ["x1", "x2"]
     assert conversations[0]["messages"][1] == {"role": "assistant", "content": "hello"}
     assert report.truncated_bytes > 0 and "incomplete record" in report.summary()
+
+
+def test_a_generated_reply_cut_at_its_token_limit_is_marked(tmp_path):
+    record = {"id": "x1", "conversations": [{"from": "human", "value": "hi"}, {"from": "gpt", "value": "hello"}],
+              "finish_reason": "length"}
+    path = tmp_path / "replies.jsonl"
+    path.write_text(json.dumps(record) + "\n" + json.dumps({**record, "id": "x2", "finish_reason": "stop"}) + "\n")
+    conversations, _ = load_sharegpt(path, verbose=False)
+    assert [c.get("cut_off", False) for c in conversations] == [True, False]

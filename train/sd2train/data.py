@@ -111,7 +111,10 @@ def normalise(record, report: LoadReport) -> dict | None:
     if not any(m["role"] == "assistant" and m["content"].strip() for m in messages):
         report.skip("empty conversations (no assistant text)")
         return None
-    return {"id": str(record.get("id", "")), "messages": messages}
+    conversation = {"id": str(record.get("id", "")), "messages": messages}
+    if record.get("finish_reason") == "length":  # generate_replies: the last reply was cut off
+        conversation["cut_off"] = True
+    return conversation
 
 
 def load_sharegpt(path: str | Path | None = None, verbose: bool = True) -> tuple[list[dict], LoadReport]:

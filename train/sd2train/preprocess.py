@@ -152,6 +152,14 @@ def preprocess(conversation: dict, tokenizer, fmt, max_length: int) -> dict | No
     if shaped is None:
         return None
     text, spans = fmt.render(*shaped)
+    if conversation.get("cut_off") and spans:
+        # The last reply stopped at max_new_tokens, not at the target's end of turn: do not teach
+        # the end-of-turn token the template writes after it.
+        last = shaped[1][-1]["content"]
+        start, end = spans[-1]
+        found = text.rfind(last, start, end)
+        if last and found >= 0:
+            spans[-1] = (start, found + len(last))
     example = tokenize_with_labels(text, spans, tokenizer, max_length, fmt.add_special_tokens)
     if not bool((example["labels"][1:] != IGNORE_INDEX).any()):
         return None
