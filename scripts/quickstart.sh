@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # SD2 end to end on the embedded default, in one command:
-#   set-up -> default target -> 12-layer draft -> SoFT training (bounded, progress bar)
+#   set-up -> default target -> the target's own replies to ShareGPT prompts (training data)
+#   -> 12-layer draft -> SoFT training on them (bounded, progress bar)
 #   -> exit-quality report -> Spec-Bench evaluation of AR, SD2 chain/tree and the baselines
 #   -> speed.py / equal.py reports -> plots -> a summary of where everything is.
 #
@@ -18,6 +19,8 @@ cd "$ROOT"
 PER_TASK=${PER_TASK:-3}                     # questions per task (x6 tasks); FULL=1 uses all 480
 MAX_NEW_TOKENS=${MAX_NEW_TOKENS:-128}
 TRAIN_MINUTES=${TRAIN_MINUTES:-20}          # wall-clock cap of the CPU training preset
+GEN_CONVERSATIONS=${GEN_CONVERSATIONS:-1500}  # target replies to generate as training data (CPU) ...
+GEN_MINUTES=${GEN_MINUTES:-7}               # ... or this many minutes of generation, whichever comes first
 # Lookahead and REST verify ~60-token trees, slow on 2 CPU cores: opt in with METHODS on a CPU.
 METHODS=${METHODS:-"ar sd2_chain sd2_tree pld sps ar_hf"}
 TARGET=${TARGET:-$ROOT/models/smollm2-135m-instruct}
@@ -28,14 +31,29 @@ DATASTORE=${DATASTORE:-$ROOT/models/rest/sharegpt-smollm2.npz}
 if [ "${FULL:-0}" = 1 ]; then PER_TASK=""; MAX_NEW_TOKENS=${FULL_MAX_NEW_TOKENS:-1024}; fi
 step() { printf '\n\033[1m[quickstart %s] %s\033[0m\n' "$(date +%H:%M:%S)" "$*"; }
 
-step "1/7 set-up (.venv, pinned packages, default target)"
+step "1/8 set-up (.venv, pinned packages, default target)"
 bash scripts/setup.sh
 PY="$ROOT/.venv/bin/python"
 HAS_GPU=$("$PY" -c "import torch; print(int(torch.cuda.is_available()))")
 if [ "$HAS_GPU" = 1 ]; then DTYPE=${DTYPE:-bfloat16}; else DTYPE=${DTYPE:-float32}; fi
 echo "device: $([ "$HAS_GPU" = 1 ] && echo CUDA || echo CPU), evaluation dtype: $DTYPE"
 
-step "2/7 SoFT draft: first 12 layers, exits 6/9/12"
+REPLIES=${REPLIES:-$ROOT/outputs/target_replies/$(basename "$TARGET")-n128.jsonl}
+step "2/8 training data: the target's own replies to training-split ShareGPT prompts"
+if [ -n "$USER_DRAFT" ] || { [ -f "$DRAFT/model.safetensors" ] && [ -f "$DRAFT/exit_quality.json" ]; }; then
+    echo "the draft needs no training; skipping"
+elif [ "$HAS_GPU" = 1 ]; then
+    echo "GPU: the original recipe trains on ShareGPT (generate replies first with train/scripts/generate_target_replies.sh)"
+elif [ -f "$DRAFT/replies.done" ]; then
+    echo "$REPLIES: generated; skipping"
+else
+    # Resumable: an interrupted run appends to the same file, skipping the ids already there.
+    TARGET="$TARGET" OUTPUT="$REPLIES" MAX_CONVERSATIONS="$GEN_CONVERSATIONS" MINUTES="$GEN_MINUTES" \
+        bash train/scripts/generate_target_replies.sh
+    mkdir -p "$DRAFT" && echo "$REPLIES" > "$DRAFT/replies.done"
+fi
+
+step "3/8 SoFT draft: first 12 layers, exits 6/9/12, trained on the target's replies"
 if [ -n "$USER_DRAFT" ]; then
     echo "using your draft $DRAFT (no training)"
 elif [ -f "$DRAFT/model.safetensors" ] && [ -f "$DRAFT/exit_quality.json" ]; then
@@ -43,33 +61,33 @@ elif [ -f "$DRAFT/model.safetensors" ] && [ -f "$DRAFT/exit_quality.json" ]; the
 else
     # Checkpoints every 50 steps (~1.5 min) let an interrupted run resume instead of starting over.
     RESUME=$(ls -d "$DRAFT"/checkpoint-* 2>/dev/null | sort -V | tail -1 || true)
-    if [ "$HAS_GPU" = 1 ]; then MINUTES_ARGS=""; else MINUTES_ARGS="MAX_MINUTES=$TRAIN_MINUTES"; fi
-    env $MINUTES_ARGS OUTPUT_DIR="$DRAFT" SAVE_STRATEGY=steps \
+    if [ "$HAS_GPU" = 1 ]; then DATA_ARGS=""; else DATA_ARGS="MAX_MINUTES=$TRAIN_MINUTES DATA=$REPLIES VOCAB_DATA= DISTILL=False"; fi
+    env $DATA_ARGS OUTPUT_DIR="$DRAFT" SAVE_STRATEGY=steps \
         EXTRA_ARGS="--save_steps 50 --save_total_limit 1 ${RESUME:+--resume_from_checkpoint $RESUME} ${TRAIN_ARGS:-}" \
         bash train/scripts/train_draft_soft.sh
     rm -rf "$DRAFT"/checkpoint-*
 fi
 
-step "3/7 exit-quality report (held-out ShareGPT prompts)"
+step "4/8 exit-quality report (held-out ShareGPT prompts)"
 if [ ! -f "$DRAFT/exit_quality.json" ]; then
     "$PY" -m sd2train.exit_quality --draft "$DRAFT" --target "$TARGET" --output "$DRAFT/exit_quality.json"
 fi
 "$PY" -c "import json, sys; from sd2train.exit_quality import format_table; print(format_table(json.load(open(sys.argv[1]))))" \
     "$DRAFT/exit_quality.json"
 
-step "4/7 REST datastore (ShareGPT, suffix array)"
+step "5/8 REST datastore (ShareGPT, suffix array)"
 if [[ " $METHODS " == *" rest "* ]] && [ ! -f "$DATASTORE" ]; then
     "$PY" scripts/build_rest_datastore.py --model-path "$TARGET" --output "$DATASTORE"
 fi
 
-step "5/7 Spec-Bench: ${PER_TASK:-all} questions per task, $MAX_NEW_TOKENS new tokens, $DTYPE"
+step "6/8 Spec-Bench: ${PER_TASK:-all} questions per task, $MAX_NEW_TOKENS new tokens, $DTYPE"
 REPORT="$ROOT/outputs/quickstart/reports-$DTYPE.txt"
 mkdir -p "$(dirname "$REPORT")"
 TARGET="$TARGET" DRAFT="$DRAFT" DATASTORE="$DATASTORE" ANSWERS="$ANSWERS" DTYPE="$DTYPE" \
     PER_TASK="$PER_TASK" MAX_NEW_TOKENS="$MAX_NEW_TOKENS" METHODS="$METHODS" \
     bash inference/eval.sh 2>&1 | tee "$REPORT"
 
-step "6/7 plots"
+step "7/8 plots"
 SUFFIX="$DTYPE-temp-0.0"
 PLOT_ARGS=()
 for m in $METHODS; do
@@ -80,9 +98,10 @@ done
 "$PY" scripts/plot_results.py --base-path "$ANSWERS/smollm2-135m-ar-$SUFFIX.jsonl" "${PLOT_ARGS[@]}" --out-dir assets \
     --title "Spec-Bench (${PER_TASK:-all}/task, $MAX_NEW_TOKENS tokens, $DTYPE): speed-up over AR, same engine"
 
-step "7/7 where everything is"
+step "8/8 where everything is"
 cat <<SUMMARY
   target              $TARGET
+  training data       $REPLIES   (the target's replies; metadata beside it)
   draft (SoFT)        $DRAFT   (loss log: loss_log.jsonl, exit quality: exit_quality.json)
   answers             $ANSWERS/smollm2-135m-<method>-$SUFFIX.jsonl
   speed/equal reports $REPORT

@@ -7,7 +7,7 @@ import pytest
 from conftest import tiny_llama
 
 from sd2train.data import is_heldout, load_sharegpt
-from sd2train.generate_replies import generate_replies, meta_path
+from sd2train.generate_replies import generate_replies, meta_path, source_data_path
 from sd2train.train import DataArguments, training_conversations
 
 HELDOUT = 0.3
@@ -67,6 +67,8 @@ def test_replies_are_the_targets_on_training_prompts_only_and_trainable(target_d
         assert human == {"from": "human", "value": f"question number {r['id'][1:]}?"}
         assert gpt["from"] == "gpt" and "original" not in gpt["value"]
         assert r["finish_reason"] in ("stop", "length")
+    # The report after training takes its held-out prompts from the file the replies answered.
+    assert source_data_path(out) == str(sharegpt_file) and source_data_path(sharegpt_file) == str(sharegpt_file)
     meta = json.loads(meta_path(out).read_text())
     assert meta["settings"]["max_new_tokens"] == 6 and len(meta["target_signature"]) == 32
     # The trainer reads the file with --data_path, and its held-out split stays empty of it.

