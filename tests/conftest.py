@@ -20,6 +20,21 @@ def tiny_llama(num_layers: int = 4, vocab_size: int = 128, hidden: int = 64, see
     return LlamaForCausalLM(config).eval()
 
 
+def save_tiny_text_target(path, tokenizer_dir, num_layers: int = 2, seed: int = 0):
+    """A tiny random Llama with the default target's tokenizer, saved to ``path``, that writes
+    visible text: a random model's favourite tokens are often special or blank ones (which decode
+    to nothing, and a blank reply is skipped), so their (tied) embedding rows are zeroed."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
+    model = tiny_llama(num_layers=num_layers, vocab_size=len(tokenizer), hidden=32, seed=seed)
+    blank = [i for i in range(len(tokenizer)) if not tokenizer.decode([i], skip_special_tokens=True).strip()]
+    model.get_input_embeddings().weight.data[blank] = 0
+    model.save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path
+
+
 @pytest.fixture
 def tiny_model():
     return tiny_llama()

@@ -58,6 +58,30 @@ def test_launch_script_runs_end_to_end_on_cpu(tiny_setup, mode, tmp_path):
     assert AutoModelForCausalLM.from_pretrained(out).config.num_hidden_layers == 2
 
 
+def test_long_cpu_preset_generates_replies_trains_on_them_and_resumes(tiny_setup, tmp_path, default_model_dir):
+    from conftest import save_tiny_text_target
+
+    target = save_tiny_text_target(tmp_path / "target", default_model_dir, num_layers=4)
+    out, replies = tmp_path / "draft", tmp_path / "replies.jsonl"
+    env = {**os.environ, "TARGET": str(target), "DRAFT": str(tmp_path / "init"), "DRAFT_LAYERS": "2",
+           "EXITS": "1,2", "DRAFT_VOCAB_SIZE": "64", "PROMPTS": str(tiny_setup / "sharegpt.json"),
+           "REPLIES": str(replies), "OUTPUT_DIR": str(out), "GEN_CONVERSATIONS": "6", "STEPS": "2", "BATCH": "2",
+           "GEN_ARGS": "--heldout-fraction 0.3 --max-new-tokens 8",
+           "TRAIN_ARGS": "--heldout_fraction 0.3 --exit_quality_prompts 2 --exit_quality_new_tokens 3 --bf16 False"}
+    script = SCRIPTS / "train_draft_soft_long_cpu.sh"
+    result = subprocess.run([str(script)], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert len(replies.read_text().splitlines()) == 6 and (out / "replies.done").is_file()
+    log = [json.loads(line) for line in (out / "loss_log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in log if "loss" in r] == [1, 2]
+    assert {"loss_exit1", "loss_exit2"} <= set(log[0])
+    report = json.loads((out / "exit_quality.json").read_text())
+    assert report["positions"] > 0 and "top4_recall" in report["per_exit"]["2"]
+    assert not list(out.glob("checkpoint-*"))
+    again = subprocess.run([str(script)], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0 and "nothing to do" in again.stdout
+
+
 def test_fsdp_config_is_valid_for_accelerate():
     from accelerate.utils import FullyShardedDataParallelPlugin
 
