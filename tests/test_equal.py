@@ -91,3 +91,22 @@ def test_cli_strict_exit_codes(tmp_path, capsys):
     assert main(["--jsonfile1", str(same), "--jsonfile2", str(same), "--strict"]) == 0
     assert capsys.readouterr().out.rstrip().endswith("Result totally Equal!")
     assert main(["--jsonfile1", str(same), "--jsonfile2", str(tmp_path / "absent.jsonl")]) == 2
+
+
+def test_token_ids_are_compared_when_both_files_have_them(tmp_path):
+    """Two answers whose texts match but whose token ids differ are not equal."""
+    def with_ids(qid, text, ids):
+        record = answer(qid, "qa", [text])
+        record["choices"][0]["token_ids"] = [ids]
+        return record
+
+    f1 = write(tmp_path / "a.jsonl", [with_ids(321, SAME, [5, 6, 7, 2]), with_ids(322, SAME, [5, 6])])
+    f2 = write(tmp_path / "b.jsonl", [with_ids(321, SAME, [5, 6, 7, 9]), with_ids(322, SAME, [5, 6])])
+    report = compare_files(f1, f2)
+    assert report["compared_on"] == {"token ids": 2, "text": 0} and not report["all_equal"]
+    assert report["differences"][321]["unit"] == "token id" and report["differences"][321]["index"] == 3
+    assert main(["--jsonfile1", str(f1), "--jsonfile2", str(f2), "--strict"]) == 1
+    # A file without ids (an older run, or another harness) falls back to text, and says so.
+    f3 = write(tmp_path / "c.jsonl", [answer(321, "qa", [SAME]), answer(322, "qa", [SAME])])
+    report = compare_files(f1, f3)
+    assert report["compared_on"] == {"token ids": 0, "text": 2} and report["all_equal"]

@@ -28,7 +28,7 @@ from sd2train.assets import DEFAULT_MODEL_DIR, REPO_ROOT, SPEC_BENCH_QUESTIONS
 from specdec.types import GenerationOutput
 
 RECORD_KEYS = {"question_id", "category", "answer_id", "model_id", "choices", "tstamp"}
-CHOICE_KEYS = {"index", "turns", "decoding_steps", "new_tokens", "wall_time", "accept_lengths", "stats"}
+CHOICE_KEYS = {"index", "turns", "decoding_steps", "new_tokens", "wall_time", "accept_lengths", "stats", "token_ids"}
 
 
 def eval_args(tmp_path, *extra):
@@ -197,7 +197,9 @@ def test_schema_turns_warmup_and_stats(tmp_path, default_target):
         assert set(a) == RECORD_KEYS and a["model_id"] == "test-model" and len(a["answer_id"]) == 22
         (choice,) = a["choices"]
         assert set(choice) == CHOICE_KEYS and choice["index"] == 0
-        assert all(len(choice[k]) == n_turns for k in ("turns", "decoding_steps", "new_tokens", "wall_time", "stats"))
+        assert all(len(choice[k]) == n_turns for k in ("turns", "decoding_steps", "new_tokens", "wall_time", "stats",
+                                                       "token_ids"))
+        assert [len(ids) for ids in choice["token_ids"]] == choice["new_tokens"]
         assert all(isinstance(t, str) and t for t in choice["turns"])
         assert all(n == 8 for n in choice["new_tokens"]) and all(t > 0 for t in choice["wall_time"])
         assert choice["accept_lengths"] == [1] * sum(choice["new_tokens"])  # turns concatenated

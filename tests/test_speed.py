@@ -129,3 +129,14 @@ def test_cli_table_and_json(files, tmp_path, capsys):
     assert overall_row.split()[1:4] == ["2", "2.000", "2.250"]
     assert json.loads(out.read_text())["summary"]["translation"]["speedup"]["mean"] == pytest.approx(1.5)
     assert main(["--file-path", files[0], "--base-path", str(tmp_path / "absent.jsonl")]) == 2
+
+
+def test_equal_answers_with_different_token_counts_are_flagged(tmp_path, capsys):
+    method = write(tmp_path / "method.jsonl", [answer(81, "writing", [10], [1.0], turns=["same"]),
+                                               answer(82, "writing", [10], [1.0], turns=["one"])])
+    base = write(tmp_path / "base.jsonl", [answer(81, "writing", [12], [1.0], turns=["same"]),
+                                           answer(82, "writing", [12], [1.0], turns=["other"])])
+    report = speed_report([method], [base])
+    assert report["token_count_mismatches"] == ["question 81: equal answers report new_tokens [10] vs [12]"]
+    assert main(["--file-path", method, "--base-path", base]) == 0
+    assert "warning: question 81" in capsys.readouterr().err

@@ -1,11 +1,14 @@
-"""Are two answer files' texts the same? Per question, per task, and where they first differ.
+"""Are two answer files the same, token for token? Per question, per task, and where they first differ.
 
     python evaluation/equal.py --file-path data/spec_bench/model_answer/ --jsonfile1 ar.jsonl --jsonfile2 sd2.jsonl
     python evaluation/equal.py --jsonfile1 path/a.jsonl --jsonfile2 path/b.jsonl --tokenizer-path MODEL --strict
 
-For each question answered in both files, every turn's text is compared; the first difference
-is located as a token index (answers tokenised with ``--tokenizer-path``) or else a character
-index, with a little context from both sides. Questions in only one file, or recorded with an
+For each question answered in both files, every turn's generated token ids are compared when both
+files record them (``token_ids``, written by this harness); otherwise the turn's text is compared
+(the report says which). Text can hide differences (two id sequences that decode alike, or that
+differ after a stop string), ids cannot. The first difference is located as a token index
+(answers tokenised with ``--tokenizer-path`` when only text is there) or else a character index,
+with a little context from both sides. Questions in only one file, or recorded with an
 ``error``, are listed, never skipped silently. ``--strict`` exits 1 on any difference, a missing
 or extra question, or an error recorded in one file only.
 """
@@ -59,15 +62,27 @@ class Splitter:
         return repr(decode(units[max(0, at - CONTEXT):at])) + " | " + repr(decode(units[at:at + CONTEXT]))
 
 
-def compare_turns(turns1: list[str], turns2: list[str], splitter: Splitter) -> dict | None:
-    """None when equal; else the first differing turn and where in it the texts part."""
+def compare_turns(turns1: list, turns2: list, splitter: Splitter) -> dict | None:
+    """None when equal; else the first differing turn and where in it the answers part. Turns are
+    texts, or lists of token ids."""
     for t in range(max(len(turns1), len(turns2))):
         if t >= len(turns1) or t >= len(turns2):
             return {"turn": t + 1, "unit": None, "index": None, "detail": f"turn {t + 1} is missing from one file"}
         if turns1[t] != turns2[t]:
+            if isinstance(turns1[t], list):
+                at = first_difference(turns1[t], turns2[t])
+                context = f"{turns1[t][max(0, at - CONTEXT):at + CONTEXT]}  vs  {turns2[t][max(0, at - CONTEXT):at + CONTEXT]}"
+                return {"turn": t + 1, "unit": "token id", "index": at, "detail": f"turn {t + 1}, token id {at}: {context}"}
             unit, at, context = splitter.locate(turns1[t], turns2[t])
             return {"turn": t + 1, "unit": unit, "index": at, "detail": f"turn {t + 1}, {unit} {at}: {context}"}
     return None
+
+
+def comparable_turns(choice1: dict, choice2: dict) -> tuple[str, list, list]:
+    """("token ids", ids, ids) when both answers recorded them, else ("text", texts, texts)."""
+    if "token_ids" in choice1 and "token_ids" in choice2:
+        return "token ids", choice1["token_ids"], choice2["token_ids"]
+    return "text", choice1["turns"], choice2["turns"]
 
 
 def compare_files(path1: Path, path2: Path, tokenizer_path: str | None = None) -> dict:
@@ -76,7 +91,7 @@ def compare_files(path1: Path, path2: Path, tokenizer_path: str | None = None) -
     report = {"file1": str(path1), "file2": str(path2), "unit": splitter.unit,
               "only_in_file1": sorted((q for q in a if q not in b), key=str),
               "only_in_file2": sorted((q for q in b if q not in a), key=str),
-              "errors": {}, "differences": {}, "tasks": {}}
+              "errors": {}, "differences": {}, "tasks": {}, "compared_on": {"token ids": 0, "text": 0}}
     for qid in sorted(set(a) & set(b), key=str):
         category = a[qid]["category"]
         task = task_of(category)
@@ -86,7 +101,9 @@ def compare_files(path1: Path, path2: Path, tokenizer_path: str | None = None) -
             report["errors"][qid] = errs
             counts["error"] += 1
             continue
-        diff = compare_turns(a[qid]["choices"][0]["turns"], b[qid]["choices"][0]["turns"], splitter)
+        compared_on, turns1, turns2 = comparable_turns(a[qid]["choices"][0], b[qid]["choices"][0])
+        report["compared_on"][compared_on] += 1
+        diff = compare_turns(turns1, turns2, splitter)
         if diff is None:
             counts["equal"] += 1
         else:
@@ -117,6 +134,11 @@ def format_report(report: dict) -> str:
     for task, c in report["tasks"].items():
         lines.append(f"{task:<16}{c['equal']:>8}{c['different']:>11}{c['error']:>7}")
     lines.append("")
+    on = report["compared_on"]
+    if on["text"]:
+        lines.append(f"compared on token ids: {on['token ids']} questions; on text (no token ids in one file): {on['text']}")
+    else:
+        lines.append(f"compared on token ids ({on['token ids']} questions)")
     lines.append("Result totally Equal!" if report["all_equal"] else "Not Equal!")
     return "\n".join(lines)
 

@@ -318,7 +318,7 @@ class Harness:
         random.seed(self.seed)
         torch.manual_seed(self.seed)  # per question, so a resumed run samples what a full run would
         choice = {"index": 0, "turns": [], "decoding_steps": [], "new_tokens": [], "wall_time": [],
-                  "accept_lengths": [], "stats": []}
+                  "accept_lengths": [], "stats": [], "token_ids": []}
         for j in range(len(question["turns"])):
             prompt = self.prompter.prompt_ids(question["turns"][: j + 1], choice["turns"])
             room = self.context - len(prompt)
@@ -334,6 +334,7 @@ class Harness:
             choice["turns"].append(self.prompter.answer_text(out.token_ids))
             choice["decoding_steps"].append(int(out.decoding_steps))
             choice["new_tokens"].append(int(out.new_tokens))
+            choice["token_ids"].append([int(t) for t in out.token_ids])  # what equal.py compares
             choice["wall_time"].append(elapsed)
             choice["accept_lengths"].extend(int(a) for a in out.accept_lengths)
             choice["stats"].append(_jsonable(out.stats))

@@ -187,20 +187,33 @@ def format_table(summary: dict, runs: int) -> str:
     return "\n".join(lines)
 
 
+def token_count_mismatches(method: dict, base: dict, qids: list) -> list[str]:
+    """Questions whose answers are equal (same texts and, where recorded, token ids) but whose
+    ``new_tokens`` differ: one side counts tokens wrongly, and the speed ratio with it."""
+    notes = []
+    for qid in qids:
+        a, b = method[qid]["choices"][0], base[qid]["choices"][0]
+        same = a["turns"] == b["turns"] and a.get("token_ids", b.get("token_ids")) == b.get("token_ids", a.get("token_ids"))
+        if same and a["new_tokens"] != b["new_tokens"]:
+            notes.append(f"question {qid}: equal answers report new_tokens {a['new_tokens']} vs {b['new_tokens']}")
+    return notes
+
+
 def speed_report(file_paths: list[str], base_paths: list[str], tokenizer_path: str | None = None,
                  allow_subset: bool = False) -> dict:
     if len(base_paths) not in (1, len(file_paths)):
         raise AnswerFileError(f"give one --base-path, or one per --file-path ({len(file_paths)}), not {len(base_paths)}")
     pairs = list(zip(file_paths, base_paths if len(base_paths) > 1 else base_paths * len(file_paths)))
     count_tokens = token_counter(tokenizer_path)
-    runs, notes = [], []
+    runs, notes, mismatches = [], [], []
     for file_path, base_path in pairs:
         method, base = load_answer_file(file_path), load_answer_file(base_path)
         qids, left_out = common_questions(method, base, allow_subset, (file_path, base_path))
         notes.extend(left_out)
+        mismatches.extend(token_count_mismatches(method, base, qids))
         runs.append(compare_run(method, base, qids, count_tokens))
     return {"files": [p[0] for p in pairs], "bases": [p[1] for p in pairs],
-            "tokens_from": tokenizer_path or "new_tokens", "left_out": notes,
+            "tokens_from": tokenizer_path or "new_tokens", "left_out": notes, "token_count_mismatches": mismatches,
             "runs": runs, "summary": summarize(runs)}
 
 
@@ -221,6 +234,8 @@ def main(argv=None) -> int:
         return 2
     for note in report["left_out"]:
         print(f"left out: {note}", file=sys.stderr)
+    for note in report["token_count_mismatches"]:
+        print(f"warning: {note}", file=sys.stderr)
     if args.json == "-":
         print(json.dumps(report, indent=2))
         return 0
