@@ -5,8 +5,10 @@
 position, so node i is judged by the row of its parent.
 
 Greedy keeps the longest root-to-node path whose tokens equal the target's argmax at their
-parent, then adds the argmax after the path's last node (the *bonus* token): exactly the target's
-greedy continuation. Sampling uses recursive rejection sampling over siblings (SpecInfer / EAGLE):
+parent, then adds the argmax after the path's last node (the *bonus* token): the target's greedy
+continuation, equal to one-token greedy decoding up to floating-point reduction order (a many-row
+pass and a one-row pass may sum in different orders; near-ties can flip), which ``equal.py
+--strict`` checks on token ids. Sampling uses recursive rejection sampling over siblings (SpecInfer / EAGLE):
 at each accepted node, its children are tried in order; child x is accepted with probability
 min(1, p(x) / q(x)); on rejection p becomes norm(max(0, p - q)) and the next child is tried; when
 no child is accepted the next token is drawn from what is left of p. Each emitted token is then
