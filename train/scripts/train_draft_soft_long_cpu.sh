@@ -12,9 +12,9 @@
 # is skipped once done), training resumes from its last checkpoint with its time budget.
 #   train/scripts/train_draft_soft_long_cpu.sh
 #   GEN_MINUTES=30 TRAIN_MINUTES=45 OUTPUT_DIR=models/my-draft train/scripts/train_draft_soft_long_cpu.sh
-# Also: TARGET, REPLIES (the generated file), PROMPTS (ShareGPT file of prompts; default the
-# package's), GEN_ARGS / TRAIN_ARGS (extra flags for the generator / the trainer), and every
-# setting of train_draft_common.sh (DRAFT, DRAFT_LAYERS, EXITS, LR, BATCH, ...).
+# Also: every setting of generate_target_replies.sh (REPLIES, PROMPTS, GEN_BATCH, REPLY_TOKENS,
+# GEN_ARGS, ...) and of train_draft_common.sh (DRAFT, DRAFT_LAYERS, EXITS, LR, BATCH, ...), and
+# TRAIN_ARGS (extra trainer flags).
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 cd "$ROOT"
@@ -31,8 +31,8 @@ if [[ -f "$OUTPUT_DIR/exit_quality.json" ]]; then
 fi
 mkdir -p "$OUTPUT_DIR"
 if [[ ! -f "$OUTPUT_DIR/replies.done" ]]; then
-  TARGET="$TARGET" OUTPUT="$REPLIES" MAX_CONVERSATIONS="$GEN_CONVERSATIONS" MINUTES="$GEN_MINUTES" \
-    DATA="${PROMPTS:-}" EXTRA_ARGS="${GEN_ARGS:-}" bash train/scripts/generate_target_replies.sh
+  TARGET="$TARGET" REPLIES="$REPLIES" GEN_CONVERSATIONS="$GEN_CONVERSATIONS" GEN_MINUTES="$GEN_MINUTES" \
+    bash train/scripts/generate_target_replies.sh
   echo "$REPLIES" > "$OUTPUT_DIR/replies.done"
 fi
 RESUME=$(ls -d "$OUTPUT_DIR"/checkpoint-* 2>/dev/null | sort -V | tail -1 || true)

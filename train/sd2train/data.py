@@ -46,7 +46,9 @@ class LoadReport:
 
 def _decode_jsonl(text: str, path: Path, report: LoadReport):
     """Yield the records of a JSONL file; a torn last line (an interrupted writer) is skipped."""
-    lines = text.splitlines()
+    # Split on "\n" only: str.splitlines() also breaks at U+2028, U+0085 etc., which JSON strings
+    # written with ensure_ascii=False may contain.
+    lines = text.rstrip().split("\n")
     for number, line in enumerate(lines, 1):
         if not line.strip():
             continue
