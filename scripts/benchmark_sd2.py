@@ -216,14 +216,15 @@ def summarize(runs: dict) -> dict:
 def print_tables(dtype_name: str, summary: dict) -> None:
     tasks = [t for t in [*TASKS, "overall"] if any(t in s["tasks"] for s in summary.values())]
     print(f"\n== {dtype_name}: speed-up over AR on the engine (τ) [tok/s overall]")
-    print(f"{'method':<16} " + " ".join(f"{t:>15}" for t in tasks) + f" {'tok/s':>7} {'=AR':>6}")
+    width = max(16, *(len(name) for name in summary))
+    print(f"{'method':<{width}} " + " ".join(f"{t:>15}" for t in tasks) + f" {'tok/s':>7} {'=AR':>6}")
     for name, s in summary.items():
         cells = []
         for t in tasks:
             row = s["tasks"].get(t)
             cells.append(f"{row.get('speedup', float('nan')):6.2f}x ({row['tau']:4.2f})" if row else " " * 15)
         overall = s["tasks"]["overall"]
-        print(f"{name:<16} " + " ".join(f"{c:>15}" for c in cells) + f" {overall['tok_s']:7.1f} {overall.get('equal', ''):>6}")
+        print(f"{name:<{width}} " + " ".join(f"{c:>15}" for c in cells) + f" {overall['tok_s']:7.1f} {overall.get('equal', ''):>6}")
     print(f"\n== {dtype_name}: time per step (ms) and draft")
     for name, s in summary.items():
         if not s["exit_tokens"]:  # AR, HF, PLD: no model draft
