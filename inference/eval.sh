@@ -17,8 +17,10 @@ DRAFT=${DRAFT:-$ROOT/models/sd2-draft-soft-12}           # SD2 draft (also SpS's
 DATASTORE=${DATASTORE:-$ROOT/models/rest/sharegpt-smollm2.npz}  # REST datastore
 MODEL_NAME=${MODEL_NAME:-smollm2-135m}                   # prefix of every model-id
 DTYPE=${DTYPE:-float32}                                  # float32 | bfloat16 | float16
-DRAFT_DTYPE=${DRAFT_DTYPE-bfloat16}                      # SD2/SpS draft dtype ('' = the target's); the target
+DRAFT_DTYPE=${DRAFT_DTYPE-bfloat16}                      # SpS draft dtype ('' = the target's); the target
                                                          # verifies in DTYPE, so output is unchanged
+SD2_DRAFT_DTYPE=${SD2_DRAFT_DTYPE-}                      # SD2 draft dtype; empty: int8 on a CPU, bfloat16 on CUDA
+LOOKUP_TOKENS=${LOOKUP_TOKENS:-0}                        # SD2 tree: prompt lookup branch of up to N tokens (0: none)
 DEVICE=${DEVICE:-auto}                                   # auto | cpu | cuda
 BENCH=${BENCH:-spec_bench}                               # questions: data/$BENCH/question.jsonl
 TEMP=${TEMP:-0.0}                                        # 0 = greedy (then outputs must all be equal)
@@ -60,8 +62,12 @@ run() {
 run ar        inference_baseline
 run ar_hf     inference_baseline  --engine hf                      # Hugging Face generate
 DRAFT_ARGS=(--drafter-path "$DRAFT" ${DRAFT_DTYPE:+--draft-dtype "$DRAFT_DTYPE"})
-run sd2_chain inference_sd2       "${DRAFT_ARGS[@]}"               # exits/thresholds from the draft's config
-run sd2_tree  inference_sd2       "${DRAFT_ARGS[@]}" --tree --total-token auto
+if [ -z "$SD2_DRAFT_DTYPE" ]; then
+    SD2_DRAFT_DTYPE=$("$PYTHON" -c "import torch; print('bfloat16' if torch.cuda.is_available() and '$DEVICE' != 'cpu' else 'int8')")
+fi
+SD2_ARGS=(--drafter-path "$DRAFT" --draft-dtype "$SD2_DRAFT_DTYPE")
+run sd2_chain inference_sd2       "${SD2_ARGS[@]}"                 # exits/thresholds from the draft's config
+run sd2_tree  inference_sd2       "${SD2_ARGS[@]}" --tree --total-token auto --lookup-tokens "$LOOKUP_TOKENS"
 run sps       inference_sps       "${DRAFT_ARGS[@]}"               # the draft at its deepest exit
 run sps_hf    inference_sps       --drafter-path "$DRAFT" --engine hf   # HF assisted generation
 run pld       inference_pld

@@ -57,7 +57,7 @@ def linear_for(device: torch.device, dtype: torch.dtype, mode: str = "auto"):
 
 class Int8Linear:
     """A weight-only int8 linear layer: per-output-channel scales, bfloat16 activations, computed by
-    PyTorch's own kernel (``aten._weight_int8pack_mm``, CPU and CUDA).
+    PyTorch's own kernel (``aten._weight_int8pack_mm``; used on the CPU, where it pays).
 
     For a draft only: on 2 CPU cores it multiplies one row by the draft's layer matrices 3-5x and by
     its 8,192-token head 6x faster than float32 ``linear`` (``scripts/benchmark_sd2.py`` prints the
@@ -131,6 +131,8 @@ class LlamaRunner:
         """Weight-only int8 for every projection of every layer and for the head (a draft's speed)."""
         if self.dtype != torch.bfloat16:
             raise ValueError(f"int8 weights run with bfloat16 activations: load the model in bfloat16, not {self.dtype}")
+        if self.device.type != "cpu":
+            raise ValueError(f"int8 draft weights are for the CPU (here {self.device}): use --draft-dtype bfloat16")
         modules = [self.lm_head]
         for layer in self.layers:
             attn, mlp = layer.self_attn, layer.mlp
