@@ -142,6 +142,7 @@ def test_auto_tree_size_uses_measured_costs_and_stays_lossless(target, ar_tokens
                             verify_costs=costs)
     assert out.token_ids == ar_tokens
     assert 1 <= out.stats["mean_draft_size"] <= 31
+    assert set(out.stats["verify_costs_ms"]) == set(costs)  # the answer file says what the size came from
 
 
 def test_auto_mode_skips_drafting_that_does_not_pay_and_stays_lossless(target, ar_tokens):

@@ -12,6 +12,7 @@ the time split (draft / verify / other).
 from __future__ import annotations
 
 import argparse
+import time
 
 from evaluation.eval import INT8, EvalConfigError, add_draft_dtype_arg, add_eval_args, draft_dtype, load_target, run_eval
 from specdec.drafters.sd2 import AUTO_SIZES, load_sd2_drafter
@@ -51,14 +52,16 @@ def add_sd2_args(parser: argparse.ArgumentParser) -> None:
 def build_sd2_engine(args, model, tokenizer) -> SpeculativeEngine:
     """The engine with an SD2 drafter; for ``--total-token auto`` the target's verification
     passes are timed on this hardware first."""
-    costs = None
+    costs, started = None, time.perf_counter()
     if args.tree and args.total_token == "auto":
         costs = SpeculativeEngine(model).time_verification(list(AUTO_SIZES))
+    timing_seconds = round(time.perf_counter() - started, 2) if costs else None
     drafter = load_sd2_drafter(args.drafter_path, model, tokenizer, draft_vocab_size=args.draft_vocab_size,
                                dtype=draft_dtype(args), int8_weights=args.draft_dtype == INT8,
                                exits=args.submodels, thresholds=args.thresholds, tree=args.tree,
                                total_token=args.total_token, depth=args.depth, top_k=args.top_k,
                                temperature=args.temperature, verify_costs=costs, lookup_tokens=args.lookup_tokens)
+    drafter.verify_timing_seconds = timing_seconds  # reported in every answer's stats, outside its wall_time
     return SpeculativeEngine(model, drafter, args.temperature, args.top_p)
 
 

@@ -40,7 +40,8 @@ from ..vocab import load_draft
 DEFAULT_EXITS = (6, 9, 12)
 DEFAULT_THRESHOLDS = (0.5, 0.5, 0.0)
 # Tree sizes (nodes + root) timed for ``total_token="auto"``.
-AUTO_SIZES = (1, 2, 4, 8, 12, 16, 24, 32, 48, 64)
+# Up to 128: on a GPU a wide tree verifies nearly as fast as one token; on a CPU the timing rules it out.
+AUTO_SIZES = (1, 2, 4, 8, 12, 16, 24, 32, 48, 64, 96, 128)
 
 
 def check_exits(exits: list[int], thresholds: list[float], num_layers: int) -> None:
@@ -87,6 +88,7 @@ class SD2Drafter:
         self.max_draft_len = max_draft_len
         self.draft_length = AdaptiveDraftLength(min(5, max_draft_len), max_draft_len)  # chain only
         self.verify_costs = sorted(verify_costs.items()) if verify_costs else None
+        self.verify_timing_seconds = None  # start-up time spent measuring verify_costs (set by the caller)
         device = self.runner.device
         if draft_vocab is not None:
             ids = torch.tensor(draft_vocab, dtype=torch.long)
@@ -128,6 +130,9 @@ class SD2Drafter:
         sizes = self.stats_acc.get("draft_tree_sizes", [])
         out = {k: v for k, v in self.stats_acc.items() if k != "draft_tree_sizes"}
         out["mean_draft_size"] = sum(sizes) / len(sizes) if sizes else 0.0
+        if self.verify_costs:  # what the auto tree size was chosen from, measured at start-up
+            out["verify_costs_ms"] = {n: round(1000 * t, 2) for n, t in self.verify_costs}
+            out["verify_timing_seconds"] = self.verify_timing_seconds
         return out
 
     def _allocate(self, rows: int) -> None:
