@@ -98,7 +98,7 @@ def test_twenty_steps_lower_the_soft_loss_on_a_fixed_batch():
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
-        losses.append(float(loss))
+        losses.append(loss.item())
     assert losses[-1] < 0.5 * losses[0], losses
 
 
