@@ -84,7 +84,10 @@ def build_methods(args, model, tokenizer) -> dict:
         if extra:
             overrides["lookup_tokens"] = int(extra[0])
         if len(extra) > 1:
-            overrides["dtype"] = DTYPES.get(extra[1], torch.bfloat16)
+            if extra[1] not in (*DTYPES, INT8):
+                raise SystemExit(f"--tree-variants {variant}: draft dtype must be one of {[*DTYPES, INT8]}")
+            # int8 drafts load in bfloat16 (load_sd2_drafter), then quantise
+            overrides["dtype"] = None if extra[1] == INT8 else DTYPES[extra[1]]
             overrides["int8_weights"] = extra[1] == INT8
         trees.append((f"tree_{variant.replace(':', '_')}", total, int(depth), int(top_k), overrides))
     costs = None

@@ -193,8 +193,8 @@ def token_count_mismatches(method: dict, base: dict, qids: list) -> list[str]:
     notes = []
     for qid in qids:
         a, b = method[qid]["choices"][0], base[qid]["choices"][0]
-        same = a["turns"] == b["turns"] and a.get("token_ids", b.get("token_ids")) == b.get("token_ids", a.get("token_ids"))
-        if same and a["new_tokens"] != b["new_tokens"]:
+        ids_equal = "token_ids" not in a or "token_ids" not in b or a["token_ids"] == b["token_ids"]
+        if a["turns"] == b["turns"] and ids_equal and a["new_tokens"] != b["new_tokens"]:
             notes.append(f"question {qid}: equal answers report new_tokens {a['new_tokens']} vs {b['new_tokens']}")
     return notes
 
