@@ -47,7 +47,9 @@ def linear_for(device: torch.device, dtype: torch.dtype, mode: str = "auto"):
         n = rows.shape[0]
         if n == 1:
             rows = rows.repeat(2, 1)  # one column would take the (slower) matrix-vector path
-        y = torch.mm(weight, rows.T).T[:n]
+        # .contiguous(): the transposed product is column-major, and MKL multiplies a column-major
+        # operand 5x slower (340 vs 66 us for 1536 -> 576 on 2 rows); the copy is n x out floats.
+        y = torch.mm(weight, rows.T).T[:n].contiguous()
         if bias is not None:
             y = y + bias
         return y.reshape(*x.shape[:-1], weight.shape[0])
