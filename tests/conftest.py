@@ -12,11 +12,10 @@ def tiny_llama(num_layers: int = 4, vocab_size: int = 128, hidden: int = 64, see
     from transformers import LlamaConfig, LlamaForCausalLM
 
     torch.manual_seed(seed)
-    config = LlamaConfig(
-        vocab_size=vocab_size, hidden_size=hidden, intermediate_size=2 * hidden,
-        num_hidden_layers=num_layers, num_attention_heads=4, num_key_value_heads=2,
-        max_position_embeddings=512, tie_word_embeddings=True, **overrides,
-    )
+    settings = dict(vocab_size=vocab_size, hidden_size=hidden, intermediate_size=2 * hidden,
+                    num_hidden_layers=num_layers, num_attention_heads=4, num_key_value_heads=2,
+                    max_position_embeddings=512, tie_word_embeddings=True)
+    config = LlamaConfig(**{**settings, **overrides})
     return LlamaForCausalLM(config).eval()
 
 

@@ -44,7 +44,7 @@ def test_jacobi_window_converges_and_pool_proposes_the_targets_ngrams():
         tree = d.propose(context)
         d.observe(tree, successor(tree.tokens))
         context = torch.cat((context, successor(context[-1:])))  # one accepted token per step
-        d.accepted(context, 1)
+        d.accepted(context, 1, 0)
     assert len(d.levels) == n - 1
     assert all(len(v) <= 3 for v in d.pool.values()) and d.pool
     # every pooled n-gram's last token is the target's output after the one before it

@@ -44,8 +44,8 @@ def test_greedy_output_equals_ar(target, ar_tokens, tree, thresholds):
     _, out = generate(target, thresholds=thresholds, tree=tree, total_token=30, depth=3, top_k=4)
     assert out.token_ids == ar_tokens
     assert sum(out.accept_lengths) == 40 and out.decoding_steps == len(out.accept_lengths)
-    # accepted drafts of every step but the last (which ends generation, unreported to the drafter)
-    assert sum(out.stats["exit_accepted"].values()) == 40 - out.decoding_steps - (out.accept_lengths[-1] - 1)
+    # every step adds one target token, except a last step cut short by max_new_tokens (all drafts)
+    assert 0 <= sum(out.stats["exit_accepted"].values()) - (40 - out.decoding_steps) <= 1
     if thresholds is MIXED:
         assert all(out.stats["exit_tokens"][e] > 0 for e in EXITS), out.stats
 
@@ -215,7 +215,7 @@ def test_a_lookup_branch_is_lossless_and_used(target, tree):
     assert out.token_ids == ar
     assert out.stats["lookup_tokens"] > 0 and out.stats["lookup_accepted"] <= out.stats["lookup_tokens"]
     drafted = sum(out.stats["exit_accepted"].values()) + out.stats["lookup_accepted"]
-    assert drafted == 40 - out.decoding_steps - (out.accept_lengths[-1] - 1)
+    assert 0 <= drafted - (40 - out.decoding_steps) <= 1  # as in test_greedy_output_equals_ar
 
 
 def test_the_lookup_branch_shares_the_drafts_nodes_where_they_agree(target):
@@ -225,7 +225,7 @@ def test_the_lookup_branch_shares_the_drafts_nodes_where_they_agree(target):
     # The draft proposed 7 then 9; lookup finds (5, 6) earlier, followed by 7, 8, 5, 6.
     drafter.proposed, drafter.node_parents, drafter.node_rows, drafter.node_exits = [7, 9], [-1, 0], [10, -1], [1, 2]
     model_tree = DraftTree(torch.tensor([7, 9]), torch.tensor([-1, 0]))
-    tree = drafter._with_lookup_branch(model_tree, torch.tensor([5, 6, 7, 8, 5, 6]))
+    tree = drafter._with_lookup_branch(model_tree, torch.tensor([5, 6, 7, 8, 5, 6]), max_depth=8)
     assert tree.tokens.tolist() == [7, 9, 8, 5, 6] and tree.parents.tolist() == [-1, 0, 0, 2, 3]
     assert drafter.node_rows == [10, -1, -1, -1, -1] and drafter.node_exits == [1, 2, None, None, None]
     assert drafter.model_nodes == 2 and drafter.stats_acc["lookup_tokens"] == 3

@@ -26,7 +26,7 @@ def test_greedy_chains_follow_the_draft_model_across_rounds():
         accepted = tree.tokens[:accepted_drafts]
         context = torch.cat((context, accepted, torch.tensor([bonus])))
         before = drafter.draft_length.value
-        drafter.accepted(context, len(accepted) + 1)
+        drafter.accepted(context, len(accepted) + 1, len(accepted))
         all_in = len(accepted) == len(tree)
         assert drafter.draft_length.value == (min(before + 2, 20) if all_in else max(before - 1, 1))
 

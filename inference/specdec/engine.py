@@ -89,7 +89,9 @@ class SpeculativeEngine:
         accept_lengths: list[int] = []
         while True:
             t0 = self._clock()
-            tree = self.drafter.propose(context_buf[:length])
+            max_depth = limit - length - 1  # every step also adds the target's own (bonus) token
+            # With no room for drafts the drafter is not asked, and this is the last step.
+            tree = self.drafter.propose(context_buf[:length], max_depth) if max_depth else DraftTree.empty(self.device)
             t1 = self._clock()
             past = length - 1  # == cache length: the root is not cached yet
             tokens, parents = self._fit(tree, capacity - past - 1)
@@ -126,8 +128,8 @@ class SpeculativeEngine:
             accept_lengths.append(len(added))
             done = length >= limit or added[-1] in stop_token_ids
             t4 = self._clock()
-            if not done:
-                self.drafter.accepted(context_buf[:length], len(added))
+            if max_depth:  # the last step too: drafters count what it kept
+                self.drafter.accepted(context_buf[:length], len(added), min(len(path), len(added)))
             t5 = self._clock()
             times["draft"] += (t1 - t0) + (t5 - t4)
             times["verify"] += t3 - t2

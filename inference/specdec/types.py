@@ -64,12 +64,16 @@ class Drafter(Protocol):
     def reset(self, prompt_ids: torch.Tensor) -> None:
         """A new sequence starts (drop any per-sequence state, e.g. a draft KV cache)."""
 
-    def propose(self, context: torch.Tensor) -> DraftTree:
-        """Candidates to verify after ``context[-1]``."""
+    def propose(self, context: torch.Tensor, max_depth: int | None = None) -> DraftTree:
+        """Candidates to verify after ``context[-1]``. ``max_depth``: no path longer than this can
+        be kept (the tokens still wanted, less the target's bonus token); a drafter may draft less
+        near the end of an answer, and the engine never asks when it is 0."""
 
-    def accepted(self, context: torch.Tensor, num_new: int) -> None:
-        """Verification added ``num_new`` tokens (accepted drafts + the target's bonus token)
-        to the end of ``context``; update adaptive state (draft length, caches)."""
+    def accepted(self, context: torch.Tensor, num_new: int, num_drafted: int) -> None:
+        """Verification added ``num_new`` tokens to the end of ``context``: the first
+        ``num_drafted`` are the accepted path's drafted nodes, then (unless a stop token or the
+        length limit cut the step short) the target's own bonus token. Update adaptive state
+        (draft length, caches) and counts. Also called after the last step."""
 
 
 class VerificationObserver(Protocol):

@@ -10,8 +10,8 @@ class ARDrafter:
     def reset(self, prompt_ids: torch.Tensor) -> None:
         pass
 
-    def propose(self, context: torch.Tensor) -> DraftTree:
+    def propose(self, context: torch.Tensor, max_depth: int | None = None) -> DraftTree:
         return DraftTree.empty(context.device)
 
-    def accepted(self, context: torch.Tensor, num_new: int) -> None:
+    def accepted(self, context: torch.Tensor, num_new: int, num_drafted: int) -> None:
         pass

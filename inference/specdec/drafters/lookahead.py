@@ -70,7 +70,7 @@ class LookaheadDrafter:
         if len(entries) > self.guess:
             del entries[next(iter(entries))]
 
-    def propose(self, context: torch.Tensor) -> DraftTree:
+    def propose(self, context: torch.Tensor, max_depth: int | None = None) -> DraftTree:
         if self._column_nodes is not None and not self._observed:
             raise RuntimeError("lookahead needs the target's outputs on its window: the engine must call "
                                "drafter.observe(tree, target_argmax) after each verification pass")
@@ -94,5 +94,5 @@ class LookaheadDrafter:
         else:  # still filling the window's levels
             self.levels.append(outputs)
 
-    def accepted(self, context: torch.Tensor, num_new: int) -> None:
+    def accepted(self, context: torch.Tensor, num_new: int, num_drafted: int) -> None:
         pass

@@ -55,11 +55,12 @@ class PromptLookupDrafter:
     def reset(self, prompt_ids: torch.Tensor) -> None:
         pass
 
-    def propose(self, context: torch.Tensor) -> DraftTree:
-        found = prompt_lookup(context.cpu().numpy(), self.min_ngram_size, self.max_ngram_size, self.num_pred_tokens)
+    def propose(self, context: torch.Tensor, max_depth: int | None = None) -> DraftTree:
+        count = self.num_pred_tokens if max_depth is None else min(self.num_pred_tokens, max_depth)
+        found = prompt_lookup(context.cpu().numpy(), self.min_ngram_size, self.max_ngram_size, count)
         if found is None:
             return DraftTree.empty(context.device)
         return DraftTree.chain(torch.from_numpy(found.copy()).to(context.device))
 
-    def accepted(self, context: torch.Tensor, num_new: int) -> None:
+    def accepted(self, context: torch.Tensor, num_new: int, num_drafted: int) -> None:
         pass

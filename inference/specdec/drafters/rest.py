@@ -41,7 +41,7 @@ class RestDrafter:
     def reset(self, prompt_ids: torch.Tensor) -> None:
         self.last_match_len = 0
 
-    def propose(self, context: torch.Tensor) -> DraftTree:
+    def propose(self, context: torch.Tensor, max_depth: int | None = None) -> DraftTree:
         tail = context[-self.max_token_span:].tolist()
         self.last_match_len, rows = self.datastore.continuations(
             tail, self.max_token_span, self.min_token_span, self.draft_len, self.max_matches)
@@ -57,5 +57,5 @@ class RestDrafter:
         tree, _ = DraftTree.from_sequences(sorted(kept, key=len), context.device)
         return tree
 
-    def accepted(self, context: torch.Tensor, num_new: int) -> None:
+    def accepted(self, context: torch.Tensor, num_new: int, num_drafted: int) -> None:
         pass

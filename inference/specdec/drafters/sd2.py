@@ -233,25 +233,26 @@ class SD2Drafter:
     # --- the Drafter interface ----------------------------------------------------------------
 
     @torch.inference_mode()
-    def propose(self, context: torch.Tensor) -> DraftTree:
+    def propose(self, context: torch.Tensor, max_depth: int | None = None) -> DraftTree:
+        max_depth = max_depth or self.max_rows()
         self.skipping = self.skip_rounds > 0
         if self.skipping:  # auto mode found drafting slower than plain target steps lately
             self.skip_rounds -= 1
             self.stats_acc["skipped_rounds"] += 1
             self.proposed, self.node_parents, self.node_rows, self.node_exits = [], [], [], []
-            return self._with_lookup_branch(DraftTree.empty(context.device), context)
+            return self._with_lookup_branch(DraftTree.empty(context.device), context, max_depth)
         start = time.perf_counter()
-        tree = self._propose_tree(context) if self.tree else self._propose_chain(context)
+        tree = self._propose_tree(context, max_depth) if self.tree else self._propose_chain(context, max_depth)
         self.draft_time = time.perf_counter() - start
-        return self._with_lookup_branch(tree, context)
+        return self._with_lookup_branch(tree, context, max_depth)
 
-    def _with_lookup_branch(self, tree: DraftTree, context: torch.Tensor) -> DraftTree:
+    def _with_lookup_branch(self, tree: DraftTree, context: torch.Tensor, max_depth: int) -> DraftTree:
         """Add prompt lookup's continuation as a branch: follow the draft's nodes while they agree,
         then new nodes (no draft row, no exit) for the rest."""
         self.model_nodes = len(self.proposed)
         if not self.lookup_tokens:
             return tree
-        found = prompt_lookup(context.cpu().numpy(), *self.lookup_ngram, self.lookup_tokens)
+        found = prompt_lookup(context.cpu().numpy(), *self.lookup_ngram, min(self.lookup_tokens, max_depth))
         if found is None:
             return tree
         child = {(p, t): i for i, (p, t) in enumerate(zip(self.node_parents, self.proposed))}
@@ -277,10 +278,11 @@ class SD2Drafter:
             probs = torch.cat((probs, torch.nn.functional.one_hot(new, probs.shape[1]).to(probs.dtype)))
         return DraftTree(torch.cat((tree.tokens, new)), torch.cat((tree.parents, parents)), probs)
 
-    def _propose_chain(self, context: torch.Tensor) -> DraftTree:
+    def _propose_chain(self, context: torch.Tensor, max_depth: int) -> DraftTree:
         upto = self._feed_context(context)
         tokens, probs, self.node_exits, self.node_rows = [], [], [], []
-        for i in range(self.draft_length.value):
+        length = min(self.draft_length.value, max_depth)
+        for i in range(length):
             logp, exit_ = self._cascade(upto, 1)
             if self.temperature > 0:
                 q = torch.softmax(logp[0] / self.temperature, dim=-1)
@@ -292,7 +294,7 @@ class SD2Drafter:
             tokens.append(token)
             self.node_exits.append(exit_)
             self.stats_acc["exit_tokens"][exit_] += 1
-            if i + 1 < self.draft_length.value:  # the last token needs no row of its own this round
+            if i + 1 < length:  # the last token needs no row of its own this round
                 self.node_rows.append(upto)
                 upto = self._append_rows(token, torch.tensor([upto], device=token.device), [i - 1])
             else:
@@ -311,7 +313,7 @@ class SD2Drafter:
         full[:, self.vocab_ids] = probs
         return full
 
-    def _propose_tree(self, context: torch.Tensor) -> DraftTree:
+    def _propose_tree(self, context: torch.Tensor, max_depth: int) -> DraftTree:
         """EAGLE-2-style dynamic tree with a per-level adaptive exit, then rerank."""
         k = self.top_k
         upto = self._feed_context(context)
@@ -329,7 +331,7 @@ class SD2Drafter:
         row_of_node: dict[int, int] = {}
         frontier_rows = [-1] * k  # the frontier's parents as draft rows (-1: the root)
         count = k
-        for d in range(1, self.depth + 1):
+        for d in range(1, min(self.depth + 1, max_depth)):  # level d adds nodes at depth d + 1
             if self.total_token == "auto" and self._not_worth_a_level(frontier_scores):
                 break
             level_start = time.perf_counter()
@@ -416,12 +418,12 @@ class SD2Drafter:
         return best_n
 
     @torch.inference_mode()
-    def accepted(self, context: torch.Tensor, num_new: int) -> None:
+    def accepted(self, context: torch.Tensor, num_new: int, num_drafted: int) -> None:
         """Keep the accepted path's draft rows next to the context; adapt length or calibration."""
-        accepted_tokens = context[-num_new:-1].tolist()  # the last one is the target's bonus
+        child = {(p, t): i for i, (p, t) in enumerate(zip(self.node_parents, self.proposed))}
         path, node = [], -1
-        for tok in accepted_tokens:
-            node = next(i for i, p in enumerate(self.node_parents) if p == node and self.proposed[i] == tok)
+        for tok in context[len(context) - num_new:][:num_drafted].tolist():
+            node = child[(node, tok)]
             path.append(node)
         for i in path:
             if self.node_exits[i] is None:

@@ -55,7 +55,7 @@ class SpeculativeSamplingDrafter:
         self.seen = torch.cat((self.seen, ids))
         return self.runner.head(h[:, -1:])[0]
 
-    def propose(self, context: torch.Tensor) -> DraftTree:
+    def propose(self, context: torch.Tensor, max_depth: int | None = None) -> DraftTree:
         context = context.to(self.runner.device)
         if context.numel() >= self.cache.max_len:  # past the draft's cache: plain decoding from here
             self.last_draft_len = 0
@@ -68,7 +68,7 @@ class SpeculativeSamplingDrafter:
         self.seen = self.seen[:keep]
         logits = self._feed(context[keep:])
 
-        k = min(self.draft_length.value, self.cache.max_len - context.numel())
+        k = min(self.draft_length.value, self.cache.max_len - context.numel(), max_depth or self.draft_length.value)
         tokens, probs = [], []
         for i in range(max(k, 0)):
             if self.temperature > 0:
@@ -85,5 +85,5 @@ class SpeculativeSamplingDrafter:
             return DraftTree.empty(context.device)
         return DraftTree.chain(torch.cat(tokens), torch.stack(probs) if probs else None)
 
-    def accepted(self, context: torch.Tensor, num_new: int) -> None:
-        self.draft_length.update(self.last_draft_len, num_new - 1)
+    def accepted(self, context: torch.Tensor, num_new: int, num_drafted: int) -> None:
+        self.draft_length.update(self.last_draft_len, num_drafted)
