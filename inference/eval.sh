@@ -38,6 +38,35 @@ PYTHON=${PYTHON:-$ROOT/.venv/bin/python}
 absolute() { case $1 in /*) echo "$1" ;; *) echo "$PWD/$1" ;; esac; }   # paths given relative to the caller
 TARGET=$(absolute "$TARGET"); DRAFT=$(absolute "$DRAFT"); DATASTORE=$(absolute "$DATASTORE")
 ANSWERS=$(absolute "$ANSWERS")
+
+# ---- every setting checked before the first method runs (a bad one would otherwise surface hours in)
+KNOWN_METHODS="ar ar_hf sd2_chain sd2_tree sps sps_hf pld pld_hf lookahead rest"
+fail() { echo "error: $*" >&2; exit 2; }
+selected() { [[ " $METHODS " == *" $1 "* ]]; }
+one_of() { local value=$1; shift; [[ " $* " == *" $value "* ]]; }
+[ -n "${METHODS// /}" ] || fail "METHODS is empty (known: $KNOWN_METHODS)"
+for method in $METHODS; do
+    one_of "$method" $KNOWN_METHODS && continue
+    hint=""; one_of "${method//-/_}" $KNOWN_METHODS && hint=" (did you mean ${method//-/_}?)"
+    fail "unknown method '$method' in METHODS$hint; known: $KNOWN_METHODS"
+done
+[ -f "$TARGET/config.json" ] || fail "TARGET $TARGET: not a model folder (no config.json)"
+if selected sd2_chain || selected sd2_tree || selected sps || selected sps_hf; then
+    [ -f "$DRAFT/config.json" ] || fail "DRAFT $DRAFT: not a model folder (no config.json)"
+fi
+if selected rest; then [ -f "$DATASTORE" ] || fail "DATASTORE $DATASTORE: not found (scripts/build_rest_datastore.py builds it)"; fi
+[ -f "$ROOT/data/$BENCH/question.jsonl" ] || fail "BENCH $BENCH: no data/$BENCH/question.jsonl"
+one_of "$DTYPE" float32 bfloat16 float16 || fail "DTYPE '$DTYPE': use float32, bfloat16 or float16"
+[ -z "$DRAFT_DTYPE" ] || one_of "$DRAFT_DTYPE" float32 bfloat16 float16 \
+    || fail "DRAFT_DTYPE '$DRAFT_DTYPE': use float32, bfloat16, float16 or '' (the target's)"
+[ -z "$SD2_DRAFT_DTYPE" ] || one_of "$SD2_DRAFT_DTYPE" int8 float32 bfloat16 float16 \
+    || fail "SD2_DRAFT_DTYPE '$SD2_DRAFT_DTYPE': use int8, float32, bfloat16, float16 or '' (int8 on a CPU, bfloat16 on CUDA)"
+one_of "$DEVICE" auto cpu cuda || fail "DEVICE '$DEVICE': use auto, cpu or cuda"
+for name in MAX_NEW_TOKENS WARMUP LOOKUP_TOKENS QUESTION_BEGIN QUESTION_END PER_TASK; do
+    value=${!name}
+    [ -z "$value" ] || [[ "$value" =~ ^[0-9]+$ ]] || fail "$name '$value': not a whole number"
+done
+[[ "$TEMP" =~ ^[0-9]*\.?[0-9]+$ ]] || fail "TEMP '$TEMP': not a number >= 0"
 cd "$ROOT/inference"
 SUFFIX="$DTYPE-temp-$TEMP"
 COMMON=(--model-path "$TARGET" --bench-name "$BENCH" --dtype "$DTYPE" --device "$DEVICE" --temperature "$TEMP"
@@ -51,8 +80,7 @@ declare -a DONE=()
 # when METHOD is selected and the script exists.
 run() {
     local method=$1 module=$2; shift 2
-    [[ " $METHODS " == *" $method "* ]] || return 0
-    if [ ! -f "evaluation/$module.py" ]; then echo "skip $method: evaluation/$module.py not found"; return 0; fi
+    selected "$method" || return 0
     echo "== $method"
     "$PYTHON" -m "evaluation.$module" "${COMMON[@]}" --model-id "$MODEL_NAME-$method-$SUFFIX" \
         --answer-file "$ANSWERS/$MODEL_NAME-$method-$SUFFIX.jsonl" "$@"

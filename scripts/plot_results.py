@@ -21,8 +21,9 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from evaluation.equal import compare_files  # noqa: E402
-from evaluation.questions import task_of  # noqa: E402
-from evaluation.speed import REPORT_TASKS, load_answer_file, speed_report  # noqa: E402
+from evaluation.answers import load_answer_file  # noqa: E402
+from evaluation.questions import report_tasks, task_of  # noqa: E402
+from evaluation.speed import speed_report  # noqa: E402
 
 
 def parse_method(text: str) -> tuple[str, str]:
@@ -36,7 +37,7 @@ def parse_method(text: str) -> tuple[str, str]:
 
 def plot_speedups(methods, base_path, out: Path, title: str) -> dict:
     summaries = {name: speed_report([path], [base_path])["summary"] for name, path in methods}
-    tasks = [t for t in REPORT_TASKS if all(t in s for s in summaries.values())]
+    tasks = [t for t in next(iter(summaries.values())) if all(t in s for s in summaries.values())]
     width = 0.8 / max(len(methods), 1)
     fig, ax = plt.subplots(figsize=(min(16, max(8, 0.3 * len(tasks) * len(methods) + 2)), 5))
     for i, (name, summary) in enumerate(summaries.items()):
@@ -60,7 +61,7 @@ def plot_speedups(methods, base_path, out: Path, title: str) -> dict:
 def markdown_table(methods, base_path) -> str:
     """| method | speed-up (τ) per task … | overall | tok/s | = AR |, AR's own row first."""
     summaries = {name: speed_report([path], [base_path])["summary"] for name, path in methods}
-    tasks = [t for t in REPORT_TASKS if all(t in s for s in summaries.values())]
+    tasks = [t for t in next(iter(summaries.values())) if all(t in s for s in summaries.values())]
     first = next(iter(summaries.values()))
     lines = ["| method | " + " | ".join(tasks) + " | tok/s | = AR |", "|---" * (len(tasks) + 3) + "|",
              "| AR (engine) | " + " | ".join("1.00× (1.00)" for _ in tasks)
@@ -89,7 +90,7 @@ def plot_exit_usage(name: str, path: str, out: Path) -> dict | None:
     usage = exit_usage(path)
     if not usage:
         return None
-    tasks = [t for t in REPORT_TASKS if t in usage]
+    tasks = [t for t in report_tasks(usage) if t in usage]
     exits = sorted({e for c in usage.values() for e in c})
     fig, ax = plt.subplots(figsize=(8, 4))
     bottom = [0.0] * len(tasks)

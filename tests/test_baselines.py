@@ -6,7 +6,7 @@ import copy
 import pytest
 import torch
 
-from evaluation.eval import ChatPrompter
+from evaluation.eval import ChatPrompter, run_cli
 from evaluation.questions import TASKS, load_questions, task_of
 from sd2train.assets import SPEC_BENCH_QUESTIONS
 from sd2train.make_draft import truncate_to_first_layers
@@ -70,13 +70,13 @@ def test_greedy_output_equals_ar_on_every_task(method, default_target, prompts, 
     ("inference_pld", ["--max-ngram-size", "2", "--min-ngram-size", "3"], "n-gram sizes"),
     ("inference_lookahead", ["--level", "1"], "--level"),
     ("inference_rest", ["--datastore-path", "no/such/datastore.npz"], "REST datastore not found"),
-    ("inference_sps", ["--drafter-path", "no/such/draft"], "does not exist"),
+    ("inference_sps", ["--drafter-path", "no/such/draft"], "--drafter-path no/such/draft: not found"),
     ("inference_sps", ["--drafter-path", ".", "--engine", "hf", "--draft-dtype", "bfloat16"], "--draft-dtype is for"),
 ])
 def test_scripts_refuse_bad_input_early(script, args, message, capsys):
     module = __import__(f"evaluation.{script}", fromlist=["main"])
     with pytest.raises(SystemExit) as exit_info:
-        module.main(["--model-id", "t", *args])
+        run_cli(lambda: module.main(["--model-id", "t", *args]))
     assert exit_info.value.code == 2 and message in capsys.readouterr().err
 
 

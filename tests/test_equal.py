@@ -86,9 +86,12 @@ def test_cli_strict_exit_codes(tmp_path, capsys):
     # an error in one file fails --strict; the same question failing in both is listed but not a difference
     failed = write(tmp_path / "failed.jsonl", [answer(81, "writing", [SAME, SAME]), answer(82, "writing", [], error="x")])
     assert main(["--jsonfile1", str(more), "--jsonfile2", str(failed), "--strict"]) == 1
-    assert main(["--jsonfile1", str(failed), "--jsonfile2", str(failed), "--strict"]) == 0
+    failed_too = write(tmp_path / "failed-too.jsonl", [answer(81, "writing", [SAME, SAME]),
+                                                      answer(82, "writing", [], error="x")])
+    assert main(["--jsonfile1", str(failed), "--jsonfile2", str(failed_too), "--strict"]) == 0
     assert "question 82: recorded with an error in file1 (x), file2 (x)" in capsys.readouterr().out
-    assert main(["--jsonfile1", str(same), "--jsonfile2", str(same), "--strict"]) == 0
+    same_too = write(tmp_path / "same-too.jsonl", [answer(81, "writing", [SAME, SAME])])
+    assert main(["--jsonfile1", str(same), "--jsonfile2", str(same_too), "--strict"]) == 0
     assert capsys.readouterr().out.rstrip().endswith("Result totally Equal!")
     assert main(["--jsonfile1", str(same), "--jsonfile2", str(tmp_path / "absent.jsonl")]) == 2
 
@@ -110,3 +113,9 @@ def test_token_ids_are_compared_when_both_files_have_them(tmp_path):
     f3 = write(tmp_path / "c.jsonl", [answer(321, "qa", [SAME]), answer(322, "qa", [SAME])])
     report = compare_files(f1, f3)
     assert report["compared_on"] == {"token ids": 0, "text": 2} and report["all_equal"]
+
+
+def test_a_file_compared_with_itself_is_refused(tmp_path, capsys):
+    path = write(tmp_path / "a.jsonl", [answer(1, "qa", ["x"])])
+    assert main(["--jsonfile1", str(path), "--jsonfile2", str(path)]) == 2
+    assert "compared with itself" in capsys.readouterr().err

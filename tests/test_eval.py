@@ -18,16 +18,15 @@ from evaluation.eval import (
     EvalConfigError,
     add_eval_args,
     load_target,
-    read_answers,
-    reorganize_answers,
     run_eval,
 )
+from evaluation.answers import AnswerFileError, read_answers, reorganize_answers
 from evaluation.hf_reference import hf_generate_forward
 from evaluation.questions import QuestionFileError
 from sd2train.assets import DEFAULT_MODEL_DIR, REPO_ROOT, SPEC_BENCH_QUESTIONS
 from specdec.types import GenerationOutput
 
-RECORD_KEYS = {"question_id", "category", "answer_id", "model_id", "choices", "tstamp"}
+RECORD_KEYS = {"question_id", "category", "answer_id", "model_id", "choices", "tstamp", "settings"}
 CHOICE_KEYS = {"index", "turns", "decoding_steps", "new_tokens", "wall_time", "accept_lengths", "stats", "token_ids"}
 
 
@@ -164,7 +163,7 @@ def test_torn_last_line_is_repaired_and_middle_damage_is_an_error(tmp_path):
     assert [r["question_id"] for r in read_answers(path, repair=True)] == [2, 1]
     assert path.read_text().endswith("\n") and len(path.read_text().splitlines()) == 2
     path.write_text(json.dumps(record(1)) + "\n{broken\n" + json.dumps(record(3)) + "\n")
-    with pytest.raises(EvalConfigError, match="answers.jsonl:2: malformed"):
+    with pytest.raises(AnswerFileError, match="answers.jsonl:2: malformed"):
         read_answers(path)
 
 
@@ -291,12 +290,14 @@ def test_killed_run_resumes(tmp_path, default_target):
     before = read_answers(path)
     assert 2 <= len(before) < 6
 
-    calls = []
-    run_eval(eval_args(tmp_path, "--question-begin", "80", "--question-end", "86"), model, tok,
-             greedy_loop_forward(model, calls))
+    from evaluation import hf_reference
+
+    hf_reference.main(cmd[3:])  # the same command again, resumed (same settings)
     after = lines_of(path)
-    assert [a["question_id"] for a in after] == list(range(161, 167)) and len(calls) == 6 - len(before)
-    assert {a["answer_id"] for a in before} <= {a["answer_id"] for a in after}
+    assert [a["question_id"] for a in after] == list(range(161, 167))
+    before_ids = {a["answer_id"] for a in before}
+    assert before_ids <= {a["answer_id"] for a in after}
+    assert sum(a["answer_id"] not in before_ids for a in after) == 6 - len(before)  # only the missing ones ran
 
 
 def test_questions_per_task_selects_the_first_of_each_task(tmp_path):

@@ -100,3 +100,21 @@ def test_engine_must_report_the_window_outputs():
 def test_bad_sizes_are_rejected(kwargs):
     with pytest.raises(ValueError, match="lookahead"):
         LookaheadDrafter(**kwargs)
+
+
+def test_window_updates_the_engine_cut_are_counted_and_output_stays_ar():
+    """Near the context limit the engine cuts the tree; the window's outputs are then incomplete,
+    the update is skipped, and the count says so."""
+    from conftest import tiny_llama
+
+    from specdec.engine import SpeculativeEngine
+
+    model = tiny_llama(num_layers=2, vocab_size=64, initializer_range=0.3)
+    prompt = list(range(1, 9))
+    reference = SpeculativeEngine(model, max_length=len(prompt) + 30).generate(prompt, 30, set()).token_ids
+    drafter = LookaheadDrafter(level=4, window=6, guess=4)
+    out = SpeculativeEngine(model, drafter, max_length=len(prompt) + 30).generate(prompt, 30, set())
+    assert out.token_ids == reference
+    assert out.stats["skipped_window_updates"] > 0
+    far = SpeculativeEngine(model, LookaheadDrafter(level=4, window=6, guess=4)).generate(prompt, 10, set())
+    assert far.stats["skipped_window_updates"] == 0

@@ -72,5 +72,5 @@ def test_bad_draft_settings_fail_before_generation(checkpoints, tmp_path, extra,
 
 def test_missing_draft_fails_before_generation(checkpoints, tmp_path):
     checkpoints = dict(checkpoints, missing=tmp_path / "nowhere")
-    with pytest.raises(ValueError, match="no draft checkpoint"):
+    with pytest.raises(ValueError, match="--drafter-path .*nowhere: not found"):
         run_sd2(checkpoints, tmp_path, drafter="missing")

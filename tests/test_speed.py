@@ -6,7 +6,8 @@ import math
 
 import pytest
 
-from evaluation.speed import AnswerFileError, main, speed_report
+from evaluation.answers import AnswerFileError
+from evaluation.speed import main, speed_report
 from sd2train.assets import DEFAULT_MODEL_DIR
 
 
@@ -90,7 +91,9 @@ def test_errored_questions_are_reported_not_averaged(files, tmp_path):
     report = speed_report([errored], [files[1]], allow_subset=True)
     assert list(report["summary"]) == ["mt_bench", "overall"]
     # the same question failing on both sides leaves it out of both, with a note
-    report = speed_report([errored], [errored])
+    copy = tmp_path / "errored-copy.jsonl"
+    copy.write_text(open(errored).read())
+    report = speed_report([errored], [str(copy)])
     assert list(report["summary"]) == ["mt_bench", "overall"]
     assert report["left_out"] == ["1 question(s) recorded with an error in both files, left out: [161]"]
 
@@ -140,3 +143,21 @@ def test_equal_answers_with_different_token_counts_are_flagged(tmp_path, capsys)
     assert report["token_count_mismatches"] == ["question 81: equal answers report new_tokens [10] vs [12]"]
     assert main(["--file-path", method, "--base-path", base]) == 0
     assert "warning: question 81" in capsys.readouterr().err
+
+
+def test_a_file_compared_with_itself_or_mixing_model_ids_is_refused(files, tmp_path, capsys):
+    assert main(["--file-path", files[0], "--base-path", files[0]]) == 2
+    assert "compared with itself" in capsys.readouterr().err
+    mixed = write(tmp_path / "mixed.jsonl", [answer(81, "writing", [10], [1.0]),
+                                            {**answer(161, "translation", [30], [2.0]), "model_id": "other"}])
+    assert main(["--file-path", mixed, "--base-path", files[1]]) == 2
+    assert "mixes answers of several model_ids ['m', 'other']" in capsys.readouterr().err
+
+
+def test_a_category_outside_spec_bench_gets_its_own_row(files, tmp_path):
+    method = write(tmp_path / "m.jsonl", [answer(1, "poetry", [10], [1.0]), answer(161, "translation", [30], [2.0])])
+    base = write(tmp_path / "b.jsonl", [answer(1, "poetry", [10], [2.0]), answer(161, "translation", [30], [3.0])])
+    summary = speed_report([method], [base])["summary"]
+    assert list(summary) == ["translation", "poetry", "overall"]
+    assert summary["poetry"]["speedup"]["mean"] == pytest.approx(2.0)
+    assert summary["overall"]["questions"]["mean"] == 2

@@ -16,7 +16,7 @@ def hf_greedy(model, context: list[int], n: int) -> list[int]:
 @torch.inference_mode()
 def test_greedy_chains_follow_the_draft_model_across_rounds():
     draft = tiny_llama(num_layers=2, seed=1)
-    drafter = SpeculativeSamplingDrafter(draft, target_vocab_size=128, num_draft_tokens=4, max_len=256)
+    drafter = SpeculativeSamplingDrafter(draft, target_vocab_size=128, num_draft_tokens=4)
     context = torch.tensor([5, 17, 3, 99, 42])
     drafter.reset(context)
     for accepted_drafts, bonus in ((2, 7), (4, 11), (0, 64), (1, 3)):
@@ -35,7 +35,7 @@ def test_greedy_chains_follow_the_draft_model_across_rounds():
 def test_sampled_tokens_come_with_the_distribution_they_were_drawn_from():
     draft = tiny_llama(num_layers=2, seed=2)
     drafter = SpeculativeSamplingDrafter(draft, target_vocab_size=128, temperature=0.7, top_p=0.9,
-                                         num_draft_tokens=5, max_len=256)
+                                         num_draft_tokens=5)
     context = torch.tensor([1, 2, 3, 4])
     drafter.reset(context)
     torch.manual_seed(0)
@@ -61,11 +61,27 @@ def test_a_draft_with_another_vocabulary_is_refused():
 
 
 @torch.inference_mode()
-def test_a_context_longer_than_the_drafts_cache_proposes_nothing():
-    drafter = SpeculativeSamplingDrafter(tiny_llama(num_layers=1), target_vocab_size=128, max_len=16)
+def test_past_the_drafts_own_context_it_proposes_nothing_and_counts_the_steps():
+    drafter = SpeculativeSamplingDrafter(tiny_llama(num_layers=1, max_position_embeddings=16), target_vocab_size=128)
     context = torch.arange(20) % 128
     drafter.reset(context)
-    assert len(drafter.propose(context)) == 0
+    assert len(drafter.propose(context)) == 0 and drafter.stats() == {"steps_without_draft": 1}
     short = context[:12]
     drafter.reset(short)
-    assert 1 <= len(drafter.propose(short)) <= 16 - 12
+    assert 1 <= len(drafter.propose(short)) <= 16 - 12 and drafter.stats() == {"steps_without_draft": 0}
+
+
+@torch.inference_mode()
+def test_the_drafts_cache_grows_with_the_context():
+    """Past its first allocation (1,024 rows) the draft keeps drafting, from the right cache."""
+    from specdec.engine import SpeculativeEngine
+
+    model = tiny_llama(num_layers=2, vocab_size=64, initializer_range=0.3, max_position_embeddings=2048)
+    drafter = SpeculativeSamplingDrafter(model, target_vocab_size=64)  # the target itself: every draft is right
+    first = drafter.cache.max_len
+    prompt = (torch.arange(1100) % 61).tolist()
+    reference = SpeculativeEngine(model).generate(prompt, 40, set()).token_ids
+    out = SpeculativeEngine(model, drafter).generate(prompt, 40, set())
+    assert drafter.cache.max_len > first == 1024
+    assert out.token_ids == reference and out.stats["steps_without_draft"] == 0
+    assert out.decoding_steps <= 10  # drafts of 5, 7, 9, ... all accepted

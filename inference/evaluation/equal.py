@@ -19,8 +19,8 @@ import json
 import sys
 from pathlib import Path
 
-from evaluation.questions import task_of
-from evaluation.speed import REPORT_TASKS, AnswerFileError, load_answer_file
+from evaluation.answers import AnswerFileError, load_pair
+from evaluation.questions import report_tasks, task_of
 
 CONTEXT = 5  # tokens (or 5 * 8 characters) shown either side of a divergence
 
@@ -86,9 +86,9 @@ def comparable_turns(choice1: dict, choice2: dict) -> tuple[str, list, list]:
 
 
 def compare_files(path1: Path, path2: Path, tokenizer_path: str | None = None) -> dict:
-    a, b = load_answer_file(path1), load_answer_file(path2)
+    a, b, notes = load_pair(path1, path2)
     splitter = Splitter(tokenizer_path)
-    report = {"file1": str(path1), "file2": str(path2), "unit": splitter.unit,
+    report = {"file1": str(path1), "file2": str(path2), "unit": splitter.unit, "notes": notes,
               "only_in_file1": sorted((q for q in a if q not in b), key=str),
               "only_in_file2": sorted((q for q in b if q not in a), key=str),
               "errors": {}, "differences": {}, "tasks": {}, "compared_on": {"token ids": 0, "text": 0}}
@@ -111,7 +111,7 @@ def compare_files(path1: Path, path2: Path, tokenizer_path: str | None = None) -
             counts["different"] += 1
     tasks = report["tasks"]
     tasks["overall"] = {k: sum(c[k] for c in tasks.values()) for k in ("equal", "different", "error")}
-    report["tasks"] = {t: tasks[t] for t in REPORT_TASKS if t in tasks}
+    report["tasks"] = {t: tasks[t] for t in report_tasks(t for t in tasks if t != "overall")}
     # a question both runs failed the same way (say, a prompt longer than the context) is listed, not a difference
     one_sided = [q for q, errs in report["errors"].items() if len(errs) == 1]
     report["all_equal"] = not (report["differences"] or one_sided
@@ -120,7 +120,7 @@ def compare_files(path1: Path, path2: Path, tokenizer_path: str | None = None) -
 
 
 def format_report(report: dict) -> str:
-    lines = [f"file1: {report['file1']}", f"file2: {report['file2']}", ""]
+    lines = [f"file1: {report['file1']}", f"file2: {report['file2']}", *(f"note: {n}" for n in report["notes"]), ""]
     for qid, d in report["differences"].items():
         lines.append(f"question {qid} ({d['category']}) differs at {d['detail']}")
     for qid, errs in report["errors"].items():

@@ -4,21 +4,12 @@ A method script adds these arguments, loads the target, and hands ``run_eval`` a
 function ``forward(prompt_ids, max_new_tokens, stop_token_ids) -> GenerationOutput``. Everything
 else is done here, identically for every method: prompts from the conversation template (turn 2
 contains the model's own turn-1 answer), warm-up, timing with device synchronisation, stop
-tokens/strings, Spec-Bench's answer schema, resume, and the final sort/de-duplication.
-
-Answer record (one JSON line per question, Spec-Bench's schema plus ``stats``; a question that
-could not be answered carries an ``error`` field instead of being dropped)::
-
-    {"question_id", "category", "answer_id", "model_id",
-     "choices": [{"index": 0, "turns": [str], "decoding_steps": [int], "new_tokens": [int],
-                  "wall_time": [float], "accept_lengths": [int], "stats": [dict]}],
-     "tstamp", ["error": str]}
+tokens/strings, Spec-Bench's answer schema (``evaluation.answers``), resume with the same
+settings only, and the final sort/de-duplication.
 """
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import random
 import sys
 import time
@@ -31,7 +22,8 @@ import shortuuid
 import torch
 from tqdm import tqdm
 
-from evaluation.questions import load_questions, task_of
+from evaluation.answers import AnswerFileError, append_answer, check_resume, fingerprint, read_answers, reorganize_answers
+from evaluation.questions import QuestionFileError, load_questions, task_of
 from sd2train.assets import DEFAULT_MODEL_DIR, REPO_ROOT
 from specdec.types import GenerationOutput
 
@@ -45,6 +37,15 @@ CHAT_TEMPLATE = "chat_template"  # the tokenizer's own chat template
 
 class EvalConfigError(ValueError):
     """Bad harness input found before any generation (template, vocabularies, paths)."""
+
+
+def run_cli(main) -> None:
+    """Run a method script's ``main``; bad input ends it with one ``error:`` line and exit 2."""
+    try:
+        main()
+    except (EvalConfigError, QuestionFileError, AnswerFileError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)
 
 
 # ---------------------------------------------------------------- arguments and loading
@@ -141,6 +142,11 @@ def selected_questions(args) -> list[dict]:
                 per_task[task] += 1
                 kept.add(i)
         questions = [q for i, q in enumerate(questions) if i in kept]
+    if not questions:
+        chosen = {k: getattr(args, k) for k in ("question_begin", "question_end", "categories", "questions_per_task")
+                  if getattr(args, k) is not None}
+        raise EvalConfigError(f"no questions selected from {question_file(args)} by "
+                              + ", ".join(f"--{k.replace('_', '-')} {v}" for k, v in chosen.items()))
     return questions
 
 
@@ -160,14 +166,36 @@ def check_args(args, tokenizer) -> tuple[ChatPrompter, list[dict]]:
     return prompter, questions
 
 
+# What selects questions or names files, rather than how answers are made: a resumed run may change these.
+NOT_SETTINGS = {"model_id", "bench_name", "question_file", "question_begin", "question_end", "categories",
+                "questions_per_task", "answer_file", "num_warmup"}
+
+
+def run_settings(args) -> dict:
+    """How this run makes its answers, recorded in every record: a resumed run must match them.
+    Paths are recorded as fingerprints of what they hold (a moved draft is the same draft, a
+    retrained one is not); ``auto`` device and dtype as what they resolved to."""
+    settings = {}
+    for key, value in sorted(vars(args).items()):
+        if key in NOT_SETTINGS:
+            continue
+        if key.endswith("_path") and value is not None:
+            settings[key.removesuffix("_path") + "_fingerprint"] = fingerprint(value) if Path(value).exists() else None
+        else:
+            settings[key] = value
+    device = resolve_device(args.device)
+    settings["device"], settings["dtype"] = device.type, str(resolve_dtype(args.dtype, device)).removeprefix("torch.")
+    return settings
+
+
 def existing_answers(args, repair: bool = False) -> list[dict]:
-    """The answer file's records so far; an error if they belong to another model_id."""
+    """The answer file's records so far; an error if another model_id or other settings made them."""
     path = answer_file(args)
-    records = read_answers(path, repair=repair)
-    others = {r.get("model_id") for r in records} - {args.model_id}
-    if others:
-        raise EvalConfigError(f"{path} holds answers of model_id {sorted(map(str, others))}, not {args.model_id!r}: "
-                              "use another --answer-file or --model-id")
+    try:
+        records = read_answers(path, repair=repair)
+        check_resume(path, records, args.model_id, run_settings(args))
+    except AnswerFileError as exc:
+        raise EvalConfigError(str(exc)) from None
     return records
 
 
@@ -180,14 +208,22 @@ def load_target(args):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     path = Path(args.model_path)
-    if not path.exists():
-        raise EvalConfigError(f"--model-path {path} does not exist")
+    check_model_folder(path, "--model-path")
     device = resolve_device(args.device)
     dtype = resolve_dtype(args.dtype, device)
     tokenizer = AutoTokenizer.from_pretrained(path)
     check_args(args, tokenizer)
     model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype).to(device).eval()
     return model, tokenizer
+
+
+def check_model_folder(path: Path, flag: str) -> None:
+    """A clear error for a path that is not a Hugging Face checkpoint folder (instead of the
+    framework's guesses about repo ids and tokenizer libraries)."""
+    if not path.exists():
+        raise EvalConfigError(f"{flag} {path}: not found")
+    if not path.is_dir() or not (path / "config.json").is_file():
+        raise EvalConfigError(f"{flag} {path}: not a model folder (no config.json)")
 
 
 # ---------------------------------------------------------------- prompts
@@ -341,68 +377,6 @@ class Harness:
         return choice
 
 
-# ---------------------------------------------------------------- the answer file
-
-def _qid_key(qid):
-    return (0, qid, "") if isinstance(qid, int) else (1, 0, str(qid))
-
-
-def read_answers(path: Path, repair: bool = False) -> list[dict]:
-    """Records of an answer file, in file order.
-
-    A torn last line (a run killed mid-write) is dropped -- and cut off the file when
-    ``repair`` -- with a warning; a malformed line anywhere else is an error naming the line.
-    """
-    if not path.is_file():
-        return []
-    raw = path.read_bytes()
-    lines = raw.split(b"\n")
-    records = []
-    for lineno, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-            if not isinstance(record, dict) or "question_id" not in record:
-                raise ValueError("not an answer record (no question_id)")
-        except ValueError as exc:
-            torn = lineno == len(lines) and not raw.endswith(b"\n")
-            if not torn:
-                raise EvalConfigError(f"{path}:{lineno}: malformed answer line ({exc})") from None
-            print(f"warning: {path}:{lineno}: dropping an incomplete last line (interrupted write)", file=sys.stderr)
-            if repair:
-                with path.open("r+b") as f:
-                    f.truncate(len(raw) - len(line))
-            break
-        records.append(record)
-    else:
-        if repair and raw.strip() and not raw.endswith(b"\n"):  # complete last record, newline lost
-            with path.open("ab") as f:
-                f.write(b"\n")
-    return records
-
-
-def reorganize_answers(path: Path) -> list[dict]:
-    """Sort by question_id and keep each question's last record; rewritten atomically."""
-    latest = {}
-    for record in read_answers(path):
-        latest[record["question_id"]] = record
-    records = [latest[q] for q in sorted(latest, key=_qid_key)]
-    tmp = path.with_name(path.name + ".tmp")
-    with tmp.open("w", encoding="utf-8") as f:
-        for record in records:
-            f.write(json.dumps(record, ensure_ascii=False) + "\n")
-    os.replace(tmp, path)
-    return records
-
-
-def _append(path: Path, record: dict) -> None:
-    with path.open("a", encoding="utf-8") as f:
-        f.write(json.dumps(record, ensure_ascii=False) + "\n")
-        f.flush()
-        os.fsync(f.fileno())
-
-
 # ---------------------------------------------------------------- the run
 
 @torch.inference_mode()
@@ -418,6 +392,7 @@ def run_eval(args, model, tokenizer, forward: Forward) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
 
     existing = existing_answers(args)
+    settings = run_settings(args)
     done = {r["question_id"] for r in existing if "error" not in r}
     pending = [q for q in questions if q["question_id"] not in done]
     print(f"{len(questions)} questions from {question_file(args)}; {len(questions) - len(pending)} already "
@@ -436,7 +411,7 @@ def run_eval(args, model, tokenizer, forward: Forward) -> Path:
         error = choice.pop("error", None)
         record = {"question_id": question["question_id"], "category": question["category"],
                   "answer_id": shortuuid.uuid(), "model_id": args.model_id, "choices": [choice],
-                  "tstamp": time.time()}
+                  "tstamp": time.time(), "settings": settings}
         if error:
             record["error"] = error
             errors += 1
@@ -445,7 +420,7 @@ def run_eval(args, model, tokenizer, forward: Forward) -> Path:
         tokens, seconds = tokens + sum(choice["new_tokens"]), seconds + sum(choice["wall_time"])
         if accepted and seconds:
             progress.set_postfix(tok_s=f"{tokens / seconds:.1f}", tau=f"{sum(accepted) / len(accepted):.2f}")
-        _append(path, record)
+        append_answer(path, record)
 
     reorganize_answers(path)
     if accepted:

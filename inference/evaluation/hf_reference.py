@@ -31,7 +31,7 @@ import copy
 import torch
 from transformers.generation.streamers import BaseStreamer
 
-from evaluation.eval import EvalConfigError, Forward, add_eval_args, load_target, run_eval
+from evaluation.eval import EvalConfigError, Forward, add_eval_args, load_target, run_cli, run_eval
 from specdec.types import GenerationOutput
 from specdec.vocab import load_draft
 
@@ -148,4 +148,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    run_cli(main)

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import argparse
 
-from evaluation.eval import add_eval_args, load_target, run_eval
+from evaluation.eval import add_eval_args, load_target, run_cli, run_eval
 from evaluation.hf_reference import hf_prompt_lookup_forward
 from specdec.drafters.pld import PromptLookupDrafter
 from specdec.engine import SpeculativeEngine
@@ -38,4 +38,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    run_cli(main)

@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from evaluation.eval import add_eval_args, load_target, run_eval
+from evaluation.eval import add_eval_args, load_target, run_cli, run_eval
 from sd2train.assets import REPO_ROOT
 from specdec.drafters.rest import RestDrafter
 from specdec.engine import SpeculativeEngine
@@ -41,4 +41,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    run_cli(main)

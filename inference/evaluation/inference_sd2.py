@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import argparse
 import time
+from pathlib import Path
 
-from evaluation.eval import INT8, EvalConfigError, add_draft_dtype_arg, add_eval_args, draft_dtype, load_target, run_eval
+from evaluation.eval import (INT8, EvalConfigError, add_draft_dtype_arg, add_eval_args, check_model_folder, draft_dtype,
+                             load_target, run_cli, run_eval)
 from specdec.drafters.sd2 import AUTO_SIZES, load_sd2_drafter
 from specdec.engine import SpeculativeEngine
 
@@ -70,6 +72,7 @@ def main(argv=None):
     add_eval_args(parser)
     add_sd2_args(parser)
     args = parser.parse_args(argv)
+    check_model_folder(Path(args.drafter_path), "--drafter-path")
     model, tokenizer = load_target(args)
     try:
         engine = build_sd2_engine(args, model, tokenizer)
@@ -79,4 +82,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    run_cli(main)

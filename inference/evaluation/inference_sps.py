@@ -12,7 +12,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from evaluation.eval import add_draft_dtype_arg, add_eval_args, draft_dtype, load_target, run_eval
+from evaluation.eval import (add_draft_dtype_arg, add_eval_args, check_model_folder, draft_dtype, load_target, run_cli,
+                             run_eval)
 from evaluation.hf_reference import hf_assisted_forward
 from specdec.drafters.sps import SpeculativeSamplingDrafter
 from specdec.engine import SpeculativeEngine
@@ -31,11 +32,10 @@ def main(argv=None):
     args = parser.parse_args(argv)
     if args.engine == "hf" and args.draft_dtype:
         parser.error("--draft-dtype is for --engine specdec (HF assisted generation runs both models in one dtype)")
-    if not Path(args.drafter_path).exists():
-        parser.error(f"--drafter-path {args.drafter_path} does not exist")
     if not 1 <= args.num_draft_tokens <= args.max_draft_tokens:
         parser.error(f"need 1 <= --num-draft-tokens ({args.num_draft_tokens}) <= --max-draft-tokens ({args.max_draft_tokens})")
 
+    check_model_folder(Path(args.drafter_path), "--drafter-path")
     model, tokenizer = load_target(args)
     draft, _ = load_draft(args.drafter_path, model, tokenizer, draft_dtype(args))  # refuses another vocabulary
     if args.engine == "hf":
@@ -50,4 +50,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    run_cli(main)

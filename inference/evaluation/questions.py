@@ -13,6 +13,13 @@ def task_of(category: str) -> str:
     return "mt_bench" if category in MT_BENCH_CATEGORIES else category
 
 
+def report_tasks(categories) -> list[str]:
+    """Rows of a report: Spec-Bench's tasks in their order, then any other category (a custom
+    question set gets its own rows), then overall."""
+    present = {task_of(c) for c in categories}
+    return [t for t in TASKS if t in present] + sorted(present - set(TASKS)) + ["overall"]
+
+
 class QuestionFileError(ValueError):
     """A question file that is missing or has a malformed line (the message names file and line)."""
 

@@ -27,38 +27,8 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from evaluation.questions import TASKS, iter_jsonl, task_of
-
-REPORT_TASKS = (*TASKS, "overall")
-REQUIRED = ("question_id", "category", "choices")
-REQUIRED_CHOICE = ("turns", "new_tokens", "wall_time", "accept_lengths")
-
-
-class AnswerFileError(ValueError):
-    """An answer file that is missing, malformed, or does not match the one it is compared with."""
-
-
-def load_answer_file(path: str | Path) -> dict:
-    """question_id -> record of a Spec-Bench answer file (malformed lines and duplicates are errors)."""
-    path = Path(path)
-    if not path.is_file():
-        raise AnswerFileError(f"answer file not found: {path}")
-    records = {}
-    for where, record in iter_jsonl(path, AnswerFileError):
-        if not isinstance(record, dict) or any(k not in record for k in REQUIRED):
-            raise AnswerFileError(f"{where}: not an answer record (needs {', '.join(REQUIRED)})")
-        choices = record["choices"]
-        if "error" not in record and (not isinstance(choices, list) or not choices
-                                      or any(k not in choices[0] for k in REQUIRED_CHOICE)):
-            raise AnswerFileError(f"{where}: choices[0] needs {', '.join(REQUIRED_CHOICE)}")
-        qid = record["question_id"]
-        if qid in records:
-            raise AnswerFileError(f"{where}: question {qid!r} answered twice")
-        records[qid] = record
-    if not records:
-        raise AnswerFileError(f"{path}: no answers")
-    return records
-
+from evaluation.answers import AnswerFileError, load_pair
+from evaluation.questions import report_tasks, task_of
 
 def split_errors(records: dict) -> tuple[dict, list]:
     """(answered records, ids recorded with an error)."""
@@ -137,7 +107,7 @@ def task_questions(records: dict, qids: list, task: str) -> list:
 def compare_run(method: dict, base: dict, qids: list, count_tokens) -> dict:
     """task -> figures for one (method, baseline) pair; tasks with no question are left out."""
     report = {}
-    for task in REPORT_TASKS:
+    for task in report_tasks(method[q]["category"] for q in qids):
         ids = task_questions(method, qids, task)
         if not ids:
             continue
@@ -154,7 +124,7 @@ def compare_run(method: dict, base: dict, qids: list, count_tokens) -> dict:
 def summarize(runs: list[dict]) -> dict:
     """task -> metric -> {"mean", "std"} over runs (std: sample std, 0 for a single run)."""
     summary = {}
-    for task in REPORT_TASKS:
+    for task in dict.fromkeys(t for r in runs for t in r):
         per_run = [r[task] for r in runs if task in r]
         if not per_run:
             continue
@@ -205,15 +175,16 @@ def speed_report(file_paths: list[str], base_paths: list[str], tokenizer_path: s
         raise AnswerFileError(f"give one --base-path, or one per --file-path ({len(file_paths)}), not {len(base_paths)}")
     pairs = list(zip(file_paths, base_paths if len(base_paths) > 1 else base_paths * len(file_paths)))
     count_tokens = token_counter(tokenizer_path)
-    runs, notes, mismatches = [], [], []
+    runs, notes, pair_notes, mismatches = [], [], [], []
     for file_path, base_path in pairs:
-        method, base = load_answer_file(file_path), load_answer_file(base_path)
+        method, base, about_pair = load_pair(file_path, base_path)
         qids, left_out = common_questions(method, base, allow_subset, (file_path, base_path))
         notes.extend(left_out)
+        pair_notes.extend(about_pair)
         mismatches.extend(token_count_mismatches(method, base, qids))
         runs.append(compare_run(method, base, qids, count_tokens))
     return {"files": [p[0] for p in pairs], "bases": [p[1] for p in pairs],
-            "tokens_from": tokenizer_path or "new_tokens", "left_out": notes, "token_count_mismatches": mismatches,
+            "tokens_from": tokenizer_path or "new_tokens", "left_out": notes, "notes": pair_notes, "token_count_mismatches": mismatches,
             "runs": runs, "summary": summarize(runs)}
 
 
@@ -232,6 +203,8 @@ def main(argv=None) -> int:
     except AnswerFileError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    for note in report["notes"]:
+        print(f"note: {note}", file=sys.stderr)
     for note in report["left_out"]:
         print(f"left out: {note}", file=sys.stderr)
     for note in report["token_count_mismatches"]:

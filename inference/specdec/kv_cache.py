@@ -26,6 +26,15 @@ class KVCache:
     def reset(self) -> None:
         self.lengths = [0] * self.num_layers
 
+    def grown(self, max_len: int) -> KVCache:
+        """A cache of ``max_len`` rows holding this one's rows and lengths (a drafter outgrowing its
+        first allocation)."""
+        layers, kv_heads, rows, head_dim = self.k.shape
+        cache = KVCache(layers, kv_heads, head_dim, max_len, self.k.dtype, self.k.device)
+        cache.k[:, :, :rows], cache.v[:, :, :rows] = self.k, self.v
+        cache.lengths = list(self.lengths)
+        return cache
+
     def append(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Write ``k, v`` (1, kv_heads, n, head_dim) after the layer's rows; return all its rows."""
         start = self.lengths[layer]

@@ -48,6 +48,7 @@ class LookaheadDrafter:
         self.levels: list[list[int]] = []
         self._column_nodes: list[int] | None = None  # tree node on top of each column, awaiting observe()
         self._observed = False  # has the engine reported outputs in this sequence?
+        self.skipped_window_updates = 0  # rounds whose window the engine cut (near the context limit)
 
     def reset(self, prompt_ids: torch.Tensor) -> None:
         prompt = prompt_ids.tolist() or [0]
@@ -56,10 +57,14 @@ class LookaheadDrafter:
         self.levels = [[rng.choice(prompt) for _ in range(self.window)]]  # Jacobi starts from prompt tokens
         self._column_nodes = None
         self._observed = False
+        self.skipped_window_updates = 0
         if self.pool_from_prompt:
             n = self.ngram_size
             for i in range(len(prompt) - n + 1):
                 self._remember(prompt[i: i + n])
+
+    def stats(self) -> dict:
+        return {"skipped_window_updates": self.skipped_window_updates}
 
     def _remember(self, ngram: list[int]) -> None:
         """Pool entry keyed by the n-gram's first token; each key keeps its ``guess`` most recent."""
@@ -85,6 +90,7 @@ class LookaheadDrafter:
         columns, self._column_nodes = self._column_nodes, None
         self._observed = True
         if columns is None or max(columns) >= len(target_argmax):  # the engine cut the tree to fit: skip
+            self.skipped_window_updates += 1
             return
         outputs = target_argmax[columns].tolist()
         if len(self.levels) == self.ngram_size - 1:

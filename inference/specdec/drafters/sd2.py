@@ -142,15 +142,13 @@ class SD2Drafter:
         rows = max(rows, 2 * self.capacity)
         hidden = self.runner.config.hidden_size
         old = getattr(self, "cache", None)
-        cache = self.runner.new_cache(rows)
+        cache = old.grown(rows) if old is not None else self.runner.new_cache(rows)
         tok = torch.zeros(rows, dtype=torch.long, device=self.runner.device)
         pos = torch.zeros(rows, dtype=torch.long, device=self.runner.device)
         exit_h = [torch.zeros(rows, hidden, dtype=self.runner.dtype, device=self.runner.device)
                   for _ in self.groups[:-1]]
         if old is not None:
             n = self.capacity
-            cache.k[:, :, :n], cache.v[:, :, :n] = old.k, old.v
-            cache.lengths = list(old.lengths)
             tok[:n], pos[:n] = self.tok, self.pos
             for new, prev in zip(exit_h, self.exit_h):
                 new[:n] = prev
@@ -470,6 +468,8 @@ def load_sd2_drafter(drafter_path: str | Path, target: torch.nn.Module, target_t
                     list(kwargs.get("thresholds") or settings.get("thresholds", DEFAULT_THRESHOLDS)),
                     config.num_hidden_layers)
 
+    if draft_vocab_size is not None and draft_vocab_size < 0:
+        raise ValueError(f"draft_vocab_size must be >= 0 (0: the full head), got {draft_vocab_size}")
     if kwargs.get("int8_weights"):
         if dtype not in (None, torch.bfloat16):
             raise ValueError(f"int8 draft weights run with bfloat16 activations, not {dtype}")
@@ -478,7 +478,13 @@ def load_sd2_drafter(drafter_path: str | Path, target: torch.nn.Module, target_t
     settings = getattr(config, "sd2", None) or {}
     vocab = None
     if settings.get("draft_vocab_file") and draft_vocab_size != 0:
-        vocab = json.loads((path / settings["draft_vocab_file"]).read_text())
+        vocab_file = path / settings["draft_vocab_file"]
+        if not vocab_file.is_file():
+            raise ValueError(f"the draft's config names the draft vocabulary {vocab_file}, which does not exist")
+        vocab = json.loads(vocab_file.read_text())
         if draft_vocab_size:
+            if draft_vocab_size > len(vocab):
+                raise ValueError(f"draft_vocab_size {draft_vocab_size} exceeds the draft vocabulary "
+                                 f"({len(vocab)} ids in {vocab_file.name})")
             vocab = vocab[:draft_vocab_size]
     return SD2Drafter(draft, draft_vocab=vocab, **kwargs)

@@ -12,7 +12,9 @@ otherwise, within [1, max_draft_tokens].
 
 The draft's cache holds the context plus the drafted tokens it has seen; after verification it
 is cropped to the longest prefix that the accepted context shares with it, and the next round
-first catches up on the tokens it has not seen (the target's bonus token, at least).
+first catches up on the tokens it has not seen (the target's bonus token, at least). It grows as
+the context does, up to the draft's own context length; past that the draft proposes nothing, and
+``stats()["steps_without_draft"]`` counts those steps.
 """
 from __future__ import annotations
 
@@ -28,23 +30,28 @@ from specdec.vocab import check_same_vocabulary
 
 class SpeculativeSamplingDrafter:
     def __init__(self, draft_model, target_vocab_size: int, temperature: float = 0.0, top_p: float = 1.0,
-                 num_draft_tokens: int = 5, max_draft_tokens: int = 20, max_len: int = 4096):
+                 num_draft_tokens: int = 5, max_draft_tokens: int = 20):
         check_same_vocabulary(target_vocab_size, draft_model.config.vocab_size)
         if not 1 <= num_draft_tokens <= max_draft_tokens:
             raise ValueError(f"SpS needs 1 <= --num-draft-tokens ({num_draft_tokens}) <= "
                              f"--max-draft-tokens ({max_draft_tokens})")
         self.draft_length = AdaptiveDraftLength(num_draft_tokens, max_draft_tokens)
         self.runner = LlamaRunner(draft_model)
-        self.cache: KVCache = self.runner.new_cache(min(max_len, self.runner.max_position))
+        self.cache: KVCache = self.runner.new_cache(min(1024, self.runner.max_position))
         self.temperature, self.top_p = temperature, top_p
         self.seen = torch.empty(0, dtype=torch.long)  # tokens whose KV is in the cache, in order
         self.last_draft_len = 0
+        self.steps_without_draft = 0
 
     def reset(self, prompt_ids: torch.Tensor) -> None:
         self.cache.reset()
         self.seen = torch.empty(0, dtype=torch.long, device=self.runner.device)
         self.draft_length.reset()
         self.last_draft_len = 0
+        self.steps_without_draft = 0
+
+    def stats(self) -> dict:
+        return {"steps_without_draft": self.steps_without_draft}
 
     def _feed(self, ids: torch.Tensor) -> torch.Tensor:
         """Run new tokens after the cached ones; logits of the last one, (vocab,)."""
@@ -57,8 +64,12 @@ class SpeculativeSamplingDrafter:
 
     def propose(self, context: torch.Tensor, max_depth: int | None = None) -> DraftTree:
         context = context.to(self.runner.device)
-        if context.numel() >= self.cache.max_len:  # past the draft's cache: plain decoding from here
+        wanted = min(context.numel() + self.draft_length.value, self.runner.max_position)
+        if wanted > self.cache.max_len:
+            self.cache = self.cache.grown(min(max(wanted, 2 * self.cache.max_len), self.runner.max_position))
+        if context.numel() >= self.cache.max_len:  # past the draft's own context: plain decoding from here
             self.last_draft_len = 0
+            self.steps_without_draft += 1
             return DraftTree.empty(context.device)
         # Keep the cached prefix the context still agrees with; always re-feed the root.
         n = min(self.seen.numel(), context.numel() - 1)

@@ -1,0 +1,171 @@
+"""Bad input, tried as a new user would: every case ends with one ``error:`` line naming the
+problem and exit code 2, before any answer is generated (or, for a resume, before one is mixed in).
+
+The method scripts run in-process through ``run_cli`` (what their ``__main__`` calls); two cases
+run as real subprocesses to pin that wiring down. Targets and drafts are tiny random models with
+the default target's tokenizer."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+from conftest import save_tiny_text_target
+
+from evaluation import inference_baseline, inference_sd2
+from evaluation.answers import AnswerFileError, check_resume
+from evaluation.eval import run_cli
+from sd2train.assets import DEFAULT_MODEL_DIR, REPO_ROOT
+
+pytestmark = pytest.mark.integration  # the default target's tokenizer
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    """A tiny text model: the target, and (with config.sd2) a draft of the same vocabulary."""
+    root = tmp_path_factory.mktemp("cli")
+    target = save_tiny_text_target(root / "target", DEFAULT_MODEL_DIR)
+    draft = save_tiny_text_target(root / "draft", DEFAULT_MODEL_DIR, seed=1)
+    config = json.loads((draft / "config.json").read_text())
+    config["sd2"] = {"exits": [1, 2], "thresholds": [0.5, 0.0]}
+    (draft / "config.json").write_text(json.dumps(config))
+    return target, draft
+
+
+def fails(main, argv, capsys) -> str:
+    """Run a script's main through run_cli; it must exit 2 with one error line. Returns that line."""
+    capsys.readouterr()  # what earlier runs printed
+    with pytest.raises(SystemExit) as exit_info:
+        run_cli(lambda: main(argv))
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2, err
+    assert err.count("error: ") == 1 and "Traceback" not in err, err
+    return err[err.index("error: "):]
+
+
+def common(tiny, tmp_path, *extra):
+    return ["--model-path", str(tiny[0]), "--model-id", "m", "--answer-file", str(tmp_path / "a.jsonl"),
+            "--question-end", "1", "--max-new-tokens", "4", "--num-warmup", "0", *extra]
+
+
+@pytest.mark.parametrize("change, named", [
+    (["--max-new-tokens", "5"], "max_new_tokens: 4 in the file, 5 now"),
+    (["--temperature", "0.7"], "temperature: 0.0 in the file, 0.7 now"),
+    (["--dtype", "bfloat16"], "dtype: 'float32' in the file, 'bfloat16' now"),
+])
+def test_a_resume_with_other_settings_is_refused(tiny, tmp_path, capsys, change, named):
+    inference_baseline.main(common(tiny, tmp_path, "--question-end", "1"))
+    before = (tmp_path / "a.jsonl").read_text()
+    args = common(tiny, tmp_path, "--question-end", "2")
+    i = args.index(change[0]) if change[0] in args else None
+    if i is not None:
+        args[i + 1] = change[1]
+    else:
+        args += change
+    message = fails(inference_baseline.main, args, capsys)
+    assert "other settings" in message and named in message
+    assert (tmp_path / "a.jsonl").read_text() == before  # nothing added
+    inference_baseline.main(common(tiny, tmp_path, "--question-end", "2"))  # the same settings resume
+    assert len((tmp_path / "a.jsonl").read_text().splitlines()) == 2
+
+
+def test_a_resume_with_another_draft_is_refused(tiny, tmp_path):
+    """Drafts are told apart by what their folder holds, not by their path."""
+    from evaluation.eval import run_settings
+    from evaluation.inference_sd2 import add_sd2_args
+
+    import argparse
+    from evaluation.eval import add_eval_args
+
+    parser = argparse.ArgumentParser()
+    add_eval_args(parser)
+    add_sd2_args(parser)
+    first = run_settings(parser.parse_args(["--model-id", "m", "--drafter-path", str(tiny[1])]))
+    other = run_settings(parser.parse_args(["--model-id", "m", "--drafter-path", str(tiny[0])]))
+    assert first["drafter_fingerprint"] != other["drafter_fingerprint"]
+    record = {"question_id": 1, "model_id": "m", "settings": first}
+    check_resume(tmp_path / "a.jsonl", [record], "m", first)
+    with pytest.raises(AnswerFileError, match="drafter_fingerprint"):
+        check_resume(tmp_path / "a.jsonl", [record], "m", other)
+    with pytest.raises(AnswerFileError, match="no recorded settings"):
+        check_resume(tmp_path / "a.jsonl", [{"question_id": 1, "model_id": "m"}], "m", first)
+
+
+def test_a_question_range_that_selects_nothing(tiny, tmp_path, capsys):
+    message = fails(inference_baseline.main, common(tiny, tmp_path, "--question-begin", "1000", "--question-end",
+                                                    "1001"), capsys)
+    assert "no questions selected" in message and "--question-begin 1000" in message
+
+
+def test_an_answer_file_that_is_a_folder(tiny, tmp_path, capsys):
+    args = common(tiny, tmp_path)
+    args[args.index("--answer-file") + 1] = str(tmp_path)
+    assert "is a folder" in fails(inference_baseline.main, args, capsys)
+
+
+@pytest.mark.parametrize("which, message", [
+    ("missing", "not found"),
+    ("empty folder", "not a model folder (no config.json)"),
+])
+def test_a_wrong_model_path_says_what_is_wrong(tiny, tmp_path, capsys, which, message):
+    path = tmp_path / "nowhere" if which == "missing" else tmp_path
+    args = common(tiny, tmp_path)
+    args[args.index("--model-path") + 1] = str(path)
+    assert f"--model-path {path}: {message}" in fails(inference_baseline.main, args, capsys)
+
+
+def test_sd2_bad_draft_input(tiny, tmp_path, capsys):
+    target, draft = tiny
+    sd2 = inference_sd2.main
+    assert "--drafter-path" in fails(sd2, common(tiny, tmp_path, "--drafter-path", str(tmp_path / "x")), capsys)
+    assert "draft_vocab_size must be >= 0" in fails(
+        sd2, common(tiny, tmp_path, "--drafter-path", str(draft), "--draft-vocab-size", "-5"), capsys)
+    broken = tmp_path / "draft-without-vocab"
+    broken.mkdir()
+    for f in draft.iterdir():
+        (broken / f.name).write_bytes(f.read_bytes())
+    config = json.loads((draft / "config.json").read_text())
+    config["sd2"]["draft_vocab_file"] = "draft_vocab.json"
+    (broken / "config.json").write_text(json.dumps(config))
+    assert "draft_vocab.json, which does not exist" in fails(
+        sd2, common(tiny, tmp_path, "--drafter-path", str(broken)), capsys)
+    assert "exit 3 is deeper than the draft" in fails(
+        sd2, common(tiny, tmp_path, "--drafter-path", str(draft), "--submodels", "1,3", "--thresholds", "0.5,0"), capsys)
+
+
+def test_the_scripts_exit_2_with_one_error_line_as_subprocesses(tiny, tmp_path):
+    for module in ("evaluation.inference_baseline", "evaluation.hf_reference"):
+        done = subprocess.run([sys.executable, "-m", module, *common(tiny, tmp_path, "--question-begin", "1000")],
+                              cwd=REPO_ROOT / "inference", capture_output=True, text=True, timeout=300)
+        assert done.returncode == 2, done.stderr[-2000:]
+        assert done.stderr.strip().splitlines()[-1].startswith("error: no questions selected")
+        assert "Traceback" not in done.stderr
+
+
+@pytest.mark.parametrize("methods, message", [
+    ("foo", "unknown method 'foo' in METHODS"),
+    ("ar sd2-chain", "unknown method 'sd2-chain' in METHODS (did you mean sd2_chain?)"),
+    ("  ", "METHODS is empty"),
+])
+def test_eval_sh_refuses_unknown_methods_before_running_any(tiny, tmp_path, methods, message):
+    env = {"PATH": "/usr/bin:/bin", "METHODS": methods, "TARGET": str(tiny[0]), "ANSWERS": str(tmp_path)}
+    done = subprocess.run(["bash", str(REPO_ROOT / "inference" / "eval.sh")], env=env, capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 2 and message in done.stderr, done.stderr
+    assert not list(tmp_path.iterdir())  # nothing ran
+
+
+@pytest.mark.parametrize("setting, value, message", [
+    ("DRAFT", "/no/such/draft", "DRAFT /no/such/draft: not a model folder"),
+    ("SD2_DRAFT_DTYPE", "int4", "SD2_DRAFT_DTYPE 'int4'"),
+    ("DTYPE", "fp32", "DTYPE 'fp32'"),
+    ("MAX_NEW_TOKENS", "12x", "MAX_NEW_TOKENS '12x': not a whole number"),
+])
+def test_eval_sh_checks_every_setting_before_the_first_method(tiny, tmp_path, setting, value, message):
+    env = {"PATH": "/usr/bin:/bin", "METHODS": "ar sd2_tree", "TARGET": str(tiny[0]), "DRAFT": str(tiny[1]),
+           "ANSWERS": str(tmp_path), setting: value}
+    done = subprocess.run(["bash", str(REPO_ROOT / "inference" / "eval.sh")], env=env, capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 2 and message in done.stderr, done.stderr
+    assert not list(tmp_path.iterdir())  # AR did not run first
