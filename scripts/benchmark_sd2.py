@@ -48,6 +48,9 @@ def parse_args(argv=None):
     p.add_argument("--tree-variants", default=None,
                    help="extra SD2 trees to compare, TOTAL:DEPTH:TOPK[:LOOKUP_TOKENS[:DRAFT_DTYPE]] comma-separated, "
                         "e.g. auto:4:4,16:3:4,auto:4:10:8:int8")
+    p.add_argument("--chain-variants", default=None,
+                   help="extra SD2 chains to compare, EXITS:THRESHOLDS with '+' between values, comma-separated, "
+                        "e.g. 6:0,6+9+12:0.5+0.5+0")
     p.add_argument("--submodels", default=None, help="exits (default: the draft's config)")
     p.add_argument("--thresholds", default=None, help="thresholds (default: the draft's config)")
     p.add_argument("--draft-vocab-size", type=int, default=None, help="0: full draft head")
@@ -77,6 +80,11 @@ def build_methods(args, model, tokenizer) -> dict:
     if "sd2_chain" in wanted:
         drafter = load_sd2_drafter(args.drafter_path, model, tokenizer, **sd2_kwargs)
         methods["sd2_chain"] = SpeculativeEngine(model, drafter).generate
+    for variant in (args.chain_variants.split(",") if args.chain_variants else []):
+        exits, thresholds = variant.split(":")
+        drafter = load_sd2_drafter(args.drafter_path, model, tokenizer, **dict(
+            sd2_kwargs, exits=[int(x) for x in exits.split("+")], thresholds=[float(x) for x in thresholds.split("+")]))
+        methods[f"chain_{exits}_{thresholds}"] = SpeculativeEngine(model, drafter).generate
     trees = [("sd2_tree", args.total_token, args.depth, args.top_k, {})] if "sd2_tree" in wanted else []
     for variant in (args.tree_variants.split(",") if args.tree_variants else []):
         total, depth, top_k, *extra = variant.split(":")
