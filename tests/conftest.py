@@ -1,6 +1,8 @@
 """Shared fixtures: a tiny random Llama built in a few lines, and the real default target."""
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 
@@ -32,6 +34,18 @@ def save_tiny_text_target(path, tokenizer_dir, num_layers: int = 2, seed: int = 
     model.save_pretrained(path)
     tokenizer.save_pretrained(path)
     return path
+
+
+def greedy_gaps(model, prompt: list[int], tokens: list[int]) -> list[float]:
+    """For each generated token, how far its float32 logit lies below the best one at that
+    position (0 where it is the float32 argmax). Half-precision decoding may flip near-ties, so
+    its gaps are small but not all zero; a wrong token (bad cache, bad verification) has a large one."""
+    reference = copy.deepcopy(model).float()
+    ids = torch.tensor([prompt + tokens], device=next(reference.parameters()).device)
+    with torch.no_grad():
+        logits = reference(ids).logits[0, len(prompt) - 1:-1].float()
+    chosen = logits.gather(1, ids[0, len(prompt):, None])[:, 0]
+    return (logits.max(dim=-1).values - chosen).tolist()
 
 
 @pytest.fixture

@@ -10,7 +10,7 @@ import copy
 
 import pytest
 import torch
-from conftest import tiny_llama
+from conftest import greedy_gaps, tiny_llama
 
 from specdec.drafters.sd2 import SD2Drafter
 from specdec.engine import SpeculativeEngine
@@ -46,9 +46,14 @@ def test_sd2_greedy_equals_ar_on_cuda_float32(tree):
 
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
-def test_half_precision_runs_on_cuda(dtype):
+def test_half_precision_emits_only_near_greedy_tokens_on_cuda(dtype):
+    """Half precision may flip near-ties (batched and one-token kernels round differently), so
+    its output is not asserted equal to AR's; every token must still be the float32 argmax or
+    within a rounding-sized gap of it."""
     model = cuda_llama(dtype)
     drafter = SD2Drafter(copy.deepcopy(model), exits=[1, 2, 4], thresholds=[0.3, 0.5, 0.0], tree=True,
                          total_token=30, depth=3, top_k=4)
     out = SpeculativeEngine(model, drafter).generate(PROMPT, 32, set())
     assert out.new_tokens == 32 and sum(out.accept_lengths) == 32
+    gaps = greedy_gaps(model, PROMPT, out.token_ids)
+    assert max(gaps) < 0.3 and sum(g == 0 for g in gaps) >= 28, gaps

@@ -6,7 +6,8 @@ import torch
 import torch.nn.functional as F
 from conftest import tiny_llama
 
-from sd2train.exits import all_exit_logits, parse_int_list, validate_exits
+from sd2train.draft_spec import validate_exits
+from sd2train.exits import all_exit_logits, parse_int_list
 from sd2train.loss import IGNORE_INDEX, sorted_loss
 
 

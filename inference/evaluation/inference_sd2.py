@@ -4,8 +4,9 @@
     python -m evaluation.inference_sd2 --drafter-path models/sd2-draft-soft-12 --model-id smollm2-sd2-tree \\
         --tree --total-token auto --depth 4 --top-k 10
 
-Exits and thresholds default to the draft's ``config.sd2`` (written by ``sd2train.make_draft``),
-else 6,9,12 and 0.5,0.5,0; the draft's reduced head (``draft_vocab_file``) is used when present.
+Exits and thresholds default to the draft's spec (``config.sd2``, ``sd2train.draft_spec``); new
+exits without thresholds get the default ones; the draft's reduced head (``draft_vocab_file``) is
+used when present.
 Each answer's ``stats`` carry ``exit_tokens`` (drafted tokens per exit), ``exit_accepted`` and
 the time split (draft / verify / other).
 """
@@ -62,7 +63,8 @@ def build_sd2_engine(args, model, tokenizer) -> SpeculativeEngine:
                                dtype=draft_dtype(args), int8_weights=args.draft_dtype == INT8,
                                exits=args.submodels, thresholds=args.thresholds, tree=args.tree,
                                total_token=args.total_token, depth=args.depth, top_k=args.top_k,
-                               temperature=args.temperature, verify_costs=costs, lookup_tokens=args.lookup_tokens)
+                               temperature=args.temperature, top_p=args.top_p, verify_costs=costs,
+                               lookup_tokens=args.lookup_tokens)
     drafter.verify_timing_seconds = timing_seconds  # reported in every answer's stats, outside its wall_time
     return SpeculativeEngine(model, drafter, args.temperature, args.top_p)
 

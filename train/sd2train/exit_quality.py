@@ -23,7 +23,8 @@ import torch
 import torch.nn.functional as F
 
 from sd2train.assets import REPO_ROOT
-from sd2train.exits import all_exit_logits, parse_int_list, validate_exits
+from sd2train.draft_spec import DraftSpec, validate_exits
+from sd2train.exits import all_exit_logits, parse_int_list
 
 REPORT_FILE = "exit_quality.json"
 CACHE_DIR = REPO_ROOT / "outputs" / "exit_quality_cache"
@@ -191,27 +192,21 @@ def format_table(report: dict) -> str:
     return "\n".join(lines)
 
 
-def draft_vocab_ids(draft_path, sd2) -> torch.Tensor | None:
-    name = (sd2 or {}).get("draft_vocab_file")
-    path = Path(draft_path, name) if name else None
-    return torch.tensor(json.loads(path.read_text())) if path and path.is_file() else None
-
-
-def load_draft(draft_path, layers: int | None):
-    """(draft model in float32, exits, its sd2 config or None). ``layers`` truncates a target."""
+def load_draft(draft_path, layers: int | None) -> tuple[torch.nn.Module, DraftSpec | None]:
+    """(draft model in float32, its spec; None for a target truncated to ``layers``, which gets
+    the default exits for that depth)."""
     from transformers import AutoModelForCausalLM
 
-    from sd2train.make_draft import default_exits, truncate_to_first_layers
+    from sd2train.make_draft import truncate_to_first_layers
 
     model = AutoModelForCausalLM.from_pretrained(draft_path, dtype=torch.float32).eval()
-    sd2 = getattr(model.config, "sd2", None)
     if layers is not None:
         truncate_to_first_layers(model, layers)
-        return model, default_exits(layers), None
-    if not sd2:
+        return model, None
+    if not getattr(model.config, "sd2", None):
         raise ValueError(f"{draft_path} is not a draft (no sd2 entry in its config): pass --layers N "
                          "to measure the target's first N layers untrained")
-    return model, list(sd2["exits"]), sd2
+    return model, DraftSpec.from_config(model.config)
 
 
 def exit_quality(draft_path, target_path=None, exits=None, layers=None, num_prompts: int = 32,
@@ -223,9 +218,10 @@ def exit_quality(draft_path, target_path=None, exits=None, layers=None, num_prom
     from sd2train.preprocess import get_format
 
     started = time.time()
-    draft, draft_exits, sd2 = load_draft(draft_path, layers)
+    draft, spec = load_draft(draft_path, layers)
+    draft_exits = (spec or DraftSpec.from_config(draft.config)).exits
     exits = validate_exits(exits or draft_exits, draft.config.num_hidden_layers)
-    target_path = target_path or (sd2["target"] if sd2 else draft_path)
+    target_path = target_path or (spec.target if spec else draft_path)
     target = AutoModelForCausalLM.from_pretrained(target_path, dtype=torch.float32).eval()
     tokenizer = AutoTokenizer.from_pretrained(target_path)
     prompts = heldout_prompts(tokenizer, get_format(conv_template, tokenizer), num_prompts, max_prompt_tokens,
@@ -233,7 +229,8 @@ def exit_quality(draft_path, target_path=None, exits=None, layers=None, num_prom
     sequences = cached_continuations(target_path, target, tokenizer, prompts, new_tokens)
     report = {"draft": str(draft_path), "target": str(target_path), "exits": exits, "prompts": len(prompts),
               "new_tokens": new_tokens}
-    vocab_ids = draft_vocab_ids(draft_path, sd2)
+    vocab = spec.load_vocab(draft_path) if spec else None
+    vocab_ids = torch.tensor(vocab) if vocab is not None else None
     report.update(evaluate_exits(draft, target, sequences, [len(p) for p in prompts], exits, vocab_ids))
     if vocab_ids is not None:
         report["draft_vocab_size"] = len(vocab_ids)

@@ -12,9 +12,6 @@ from contextlib import contextmanager
 import torch
 from torch import nn
 
-DEFAULT_EXITS = (6, 9, 12)
-
-
 def parse_int_list(text: str | list | tuple, what: str = "exits") -> list[int]:
     """'6,9,12' (or a list) -> [6, 9, 12], with a clear error for anything else."""
     if isinstance(text, (list, tuple)):
@@ -25,19 +22,6 @@ def parse_int_list(text: str | list | tuple, what: str = "exits") -> list[int]:
         return [int(item) for item in items]
     except (TypeError, ValueError):
         raise ValueError(f"{what} must be comma-separated integers, got {text!r}") from None
-
-
-def validate_exits(exits: list[int], num_layers: int) -> list[int]:
-    """Exits must be layer counts 1..num_layers, strictly increasing."""
-    if not exits:
-        raise ValueError("at least one exit is needed (e.g. --submodels 6,9,12)")
-    if any(k < 1 for k in exits):
-        raise ValueError(f"exits count decoder layers and must be >= 1, got {exits}")
-    if any(b <= a for a, b in zip(exits, exits[1:])):
-        raise ValueError(f"exits must be strictly increasing, got {exits}")
-    if exits[-1] > num_layers:
-        raise ValueError(f"exit {exits[-1]} is deeper than the draft, which has {num_layers} layers")
-    return list(exits)
 
 
 def base_model(model: nn.Module) -> nn.Module:

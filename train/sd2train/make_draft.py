@@ -4,8 +4,8 @@
         --output models/sd2-draft-12 [--exits 6,9,12] [--draft-vocab-size 8192]
 
 The draft is a plain Hugging Face checkpoint (``AutoModelForCausalLM`` loads it) with
-``num_hidden_layers = N`` and an ``sd2`` entry in its config that the inference side reads:
-``{"exits", "thresholds", "target", "target_num_hidden_layers", "draft_vocab_file"}``.
+``num_hidden_layers = N`` and an ``sd2`` entry in its config that the inference side reads (the
+draft spec, ``sd2train.draft_spec``).
 ``draft_vocab_file`` names a JSON list of the most frequent token ids in ShareGPT assistant text
 (special and stop tokens first), for a draft head over a reduced vocabulary.
 """
@@ -18,19 +18,8 @@ from pathlib import Path
 
 import torch
 
-from sd2train.exits import decoder_layers, parse_int_list, validate_exits
-
-DRAFT_VOCAB_FILE = "draft_vocab.json"
-DEFAULT_THRESHOLD = 0.5  # the original's per-exit confidence threshold; the last exit uses 0
-
-
-def default_exits(num_layers: int) -> list[int]:
-    """N/2, 3N/4, N (12 -> 6, 9, 12), without duplicates for small N."""
-    return sorted({max(1, num_layers // 2), max(1, (3 * num_layers) // 4), num_layers})
-
-
-def default_thresholds(exits: list[int]) -> list[float]:
-    return [DEFAULT_THRESHOLD] * (len(exits) - 1) + [0.0]
+from sd2train.draft_spec import DRAFT_VOCAB_FILE, DraftSpec, default_exits, validate_exits
+from sd2train.exits import decoder_layers, parse_int_list
 
 
 def truncate_to_first_layers(model, num_layers: int):
@@ -97,13 +86,7 @@ def make_draft(target: str | Path, num_layers: int, output: str | Path, exits: l
     truncate_to_first_layers(model, num_layers)
     tokenizer = AutoTokenizer.from_pretrained(target)
     output = Path(output)
-    sd2 = {
-        "exits": exits,
-        "thresholds": default_thresholds(exits),
-        "target": str(target),
-        "target_num_hidden_layers": target_depth,
-        "draft_vocab_file": None,
-    }
+    spec = DraftSpec(exits, target=str(target), target_num_hidden_layers=target_depth)
     if draft_vocab_size > 0:
         from sd2train.data import load_sharegpt, split_train_heldout
 
@@ -113,8 +96,8 @@ def make_draft(target: str | Path, num_layers: int, output: str | Path, exits: l
                             stop_token_ids(tokenizer, model.generation_config))
         output.mkdir(parents=True, exist_ok=True)
         (output / DRAFT_VOCAB_FILE).write_text(json.dumps(vocab))
-        sd2["draft_vocab_file"] = DRAFT_VOCAB_FILE
-    model.config.sd2 = sd2
+        spec.draft_vocab_file = DRAFT_VOCAB_FILE
+    model.config.sd2 = spec.to_config()
     model.save_pretrained(output)
     tokenizer.save_pretrained(output)
     print(f"[make-draft] {output}: first {num_layers} of {target_depth} layers of {target}, exits {exits}")

@@ -24,9 +24,10 @@ import torch
 import transformers
 from transformers import AutoModelForCausalLM, AutoTokenizer, Trainer, TrainerCallback
 
-from sd2train.exits import parse_int_list, validate_exits
+from sd2train.draft_spec import DraftSpec, validate_exits
+from sd2train.exits import parse_int_list
 from sd2train.loss import exit_weights, sorted_loss
-from sd2train.make_draft import DRAFT_VOCAB_FILE, default_exits, default_thresholds, truncate_to_first_layers
+from sd2train.make_draft import truncate_to_first_layers
 
 
 @dataclass
@@ -145,22 +146,20 @@ class SortedTrainer(Trainer):
         super().log(logs, start_time)
 
 
-def load_draft_for_training(model_args: ModelArguments, dtype):
-    """(draft model, its config.sd2). A checkpoint without config.sd2 needs --draft_layers."""
+def load_draft_for_training(model_args: ModelArguments, dtype) -> tuple[torch.nn.Module, DraftSpec]:
+    """(draft model, its spec). A checkpoint without config.sd2 needs --draft_layers."""
     model = AutoModelForCausalLM.from_pretrained(model_args.model_name_or_path, dtype=dtype)
-    sd2 = getattr(model.config, "sd2", None)
     if model_args.draft_layers is not None:
         target_depth = model.config.num_hidden_layers
         truncate_to_first_layers(model, model_args.draft_layers)
-        exits = default_exits(model_args.draft_layers)
-        sd2 = {"exits": exits, "thresholds": default_thresholds(exits),
-               "target": model_args.model_name_or_path, "target_num_hidden_layers": target_depth,
-               "draft_vocab_file": None}
-        model.config.sd2 = sd2
-    elif not sd2:
+        spec = DraftSpec.from_config(model.config)  # the default exits of the new depth
+        spec.target, spec.target_num_hidden_layers = model_args.model_name_or_path, target_depth
+    elif not getattr(model.config, "sd2", None):
         raise ValueError(f"{model_args.model_name_or_path} is not a draft (no sd2 entry in its config): make one "
                          "with python -m sd2train.make_draft, or pass --draft_layers N")
-    return model, dict(sd2)
+    else:
+        spec = DraftSpec.from_config(model.config)
+    return model, spec
 
 
 def training_conversations(data_args: DataArguments, seed: int) -> list[dict]:
@@ -208,18 +207,16 @@ def train(model_args: ModelArguments, data_args: DataArguments, args: SortedTrai
 
     dtype = torch.bfloat16 if args.bf16 else (torch.float16 if args.fp16 else torch.float32)
     # Mixed precision keeps float32 master weights; the frozen target can run in the low precision.
-    model, sd2 = load_draft_for_training(model_args, torch.float32)
+    model, spec = load_draft_for_training(model_args, torch.float32)
     num_layers = model.config.num_hidden_layers
     submodels = validate_exits(parse_int_list(args.submodels, "--submodels"), num_layers)
     exits = submodels if args.soft else [num_layers]
     weights = parse_float_list(args.exit_weights) if args.exit_weights and args.soft else None
     exit_weights(exits, weights)  # validate before any data work
-    vocab_ids = loss_vocab_ids(args.loss_vocab, model_args.model_name_or_path, sd2)
+    vocab_ids = loss_vocab_ids(args.loss_vocab, model_args.model_name_or_path, spec)
     if args.soft:
-        sd2["exits"] = submodels
-        if len(sd2.get("thresholds", [])) != len(submodels):
-            sd2["thresholds"] = default_thresholds(submodels)
-    model.config.sd2 = sd2
+        spec = spec.with_exits(submodels)
+    model.config.sd2 = spec.to_config()
     model.config.use_cache = False
     if model_args.freeze_embeddings:
         model.get_input_embeddings().weight.requires_grad_(False)
@@ -231,7 +228,7 @@ def train(model_args: ModelArguments, data_args: DataArguments, args: SortedTrai
     dataset = build_dataset(training_conversations(data_args, args.seed), tokenizer, data_args,
                             args.model_max_length, args.seed)
 
-    target_path = model_args.target_model_name_or_path or sd2.get("target")
+    target_path = model_args.target_model_name_or_path or spec.target
     target = None
     if args.distill:
         if not target_path:
@@ -249,9 +246,9 @@ def train(model_args: ModelArguments, data_args: DataArguments, args: SortedTrai
     trainer.save_model(args.output_dir)
     output = Path(args.output_dir)
     if trainer.is_world_process_zero():
-        source_vocab = Path(model_args.model_name_or_path, DRAFT_VOCAB_FILE)
-        if sd2.get("draft_vocab_file") and source_vocab.is_file():
-            shutil.copyfile(source_vocab, output / DRAFT_VOCAB_FILE)
+        source_vocab = spec.vocab_path(model_args.model_name_or_path)
+        if source_vocab is not None and source_vocab.is_file():
+            shutil.copyfile(source_vocab, output / source_vocab.name)
         if args.exit_quality_prompts > 0 and target_path:
             from sd2train.exit_quality import exit_quality
 
@@ -271,16 +268,16 @@ def heldout_source(data_path: str | None) -> str | None:
     return source_data_path(data_path) if data_path else None
 
 
-def loss_vocab_ids(loss_vocab: str, draft_path: str, sd2: dict) -> torch.Tensor | None:
+def loss_vocab_ids(loss_vocab: str, draft_path: str, spec: DraftSpec) -> torch.Tensor | None:
     if loss_vocab == "full":
         return None
     if loss_vocab != "draft":
         raise ValueError(f"--loss_vocab must be 'full' or 'draft', got {loss_vocab!r}")
-    name = sd2.get("draft_vocab_file")
-    if not name or not Path(draft_path, name).is_file():
+    path = spec.vocab_path(draft_path)
+    if path is None or not path.is_file():
         raise ValueError(f"--loss_vocab draft needs the draft vocabulary file of {draft_path} (make_draft "
                          "--draft-vocab-size > 0)")
-    return torch.tensor(json.loads(Path(draft_path, name).read_text()), dtype=torch.long)
+    return torch.tensor(spec.load_vocab(draft_path), dtype=torch.long)
 
 
 def parse_float_list(text: str) -> list[float]:

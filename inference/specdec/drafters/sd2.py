@@ -24,56 +24,36 @@ summarisation, RAG), while the draft wins where it agrees. Rounds in which draft
 """
 from __future__ import annotations
 
-import json
 import math
 import time
 from pathlib import Path
 
 import torch
+from sd2train.draft_spec import DraftSpec
 
 from ..llama import Int8Linear, LlamaRunner
 from .draft_length import AdaptiveDraftLength
 from .pld import prompt_lookup
 from ..types import DraftTree
+from ..verify import target_probs
 from ..vocab import load_draft
 
-DEFAULT_EXITS = (6, 9, 12)
-DEFAULT_THRESHOLDS = (0.5, 0.5, 0.0)
 # Tree sizes (nodes + root) timed for ``total_token="auto"``.
 # Up to 128: on a GPU a wide tree verifies nearly as fast as one token; on a CPU the timing rules it out.
 AUTO_SIZES = (1, 2, 4, 8, 12, 16, 24, 32, 48, 64, 96, 128)
 
 
-def check_exits(exits: list[int], thresholds: list[float], num_layers: int) -> None:
-    """Clear errors for exits/thresholds that cannot work with a draft of ``num_layers`` layers."""
-    if not exits:
-        raise ValueError("no exits given")
-    if any(b <= a for a, b in zip(exits, exits[1:])) or exits[0] < 1:
-        raise ValueError(f"exits must be positive and strictly increasing, got {list(exits)}")
-    if exits[-1] > num_layers:
-        raise ValueError(f"exit {exits[-1]} is deeper than the draft, which has {num_layers} layers")
-    if len(thresholds) != len(exits):
-        raise ValueError(f"{len(thresholds)} thresholds for {len(exits)} exits: give one threshold per exit")
-    if any(not 0 <= t <= 1 for t in thresholds):
-        raise ValueError(f"thresholds must lie in [0, 1], got {list(thresholds)}")
-    if thresholds[-1] != 0:
-        raise ValueError(f"the last threshold must be 0 (the deepest exit always drafts), got {thresholds[-1]}")
-
-
 class SD2Drafter:
     def __init__(self, draft: torch.nn.Module, exits=None, thresholds=None, tree: bool = False,
                  total_token: int | str = 60, depth: int = 4, top_k: int = 10,
-                 draft_vocab: list[int] | None = None, temperature: float = 0.0,
+                 draft_vocab: list[int] | None = None, temperature: float = 0.0, top_p: float = 1.0,
                  verify_costs: dict[int, float] | None = None, max_draft_len: int = 16,
                  int8_weights: bool = False, lookup_tokens: int = 0, lookup_ngram: tuple[int, int] = (1, 3)):
-        settings = getattr(draft.config, "sd2", None) or {}
+        spec = DraftSpec.from_config(draft.config, exits, thresholds)  # the checkpoint's unless overridden
         self.runner = LlamaRunner(draft)
         if int8_weights:
             self.runner.quantize_int8()
-        self.exits = list(exits if exits is not None else settings.get("exits", DEFAULT_EXITS))
-        self.thresholds = list(thresholds if thresholds is not None
-                               else settings.get("thresholds", DEFAULT_THRESHOLDS))
-        check_exits(self.exits, self.thresholds, self.runner.num_layers)
+        self.exits, self.thresholds = spec.exits, spec.thresholds
         if tree and (top_k < 1 or depth < 1):
             raise ValueError(f"tree needs top_k >= 1 and depth >= 1, got top_k={top_k}, depth={depth}")
         if total_token != "auto" and int(total_token) < 2:
@@ -84,7 +64,7 @@ class SD2Drafter:
         self.tree = tree
         self.total_token = total_token
         self.depth, self.top_k = depth, top_k
-        self.temperature = temperature
+        self.temperature, self.top_p = temperature, top_p  # the target's: a chain samples as it will
         self.max_draft_len = max_draft_len
         self.draft_length = AdaptiveDraftLength(min(5, max_draft_len), max_draft_len)  # chain only
         self.verify_costs = sorted(verify_costs.items()) if verify_costs else None
@@ -102,6 +82,8 @@ class SD2Drafter:
             self.vocab_ids, self.head_weight = None, None
         if tree and top_k > (len(draft_vocab) if draft_vocab is not None else self.runner.vocab_size):
             raise ValueError(f"top_k={top_k} exceeds the draft vocabulary")
+        if temperature < 0 or not 0 < top_p <= 1:
+            raise ValueError(f"need temperature >= 0 and 0 < top_p <= 1, got {temperature}, {top_p}")
         if lookup_tokens < 0:
             raise ValueError(f"lookup_tokens must be >= 0, got {lookup_tokens}")
         self.lookup_tokens, self.lookup_ngram = lookup_tokens, lookup_ngram
@@ -283,7 +265,7 @@ class SD2Drafter:
         for i in range(length):
             logp, exit_ = self._cascade(upto, 1)
             if self.temperature > 0:
-                q = torch.softmax(logp[0] / self.temperature, dim=-1)
+                q = target_probs(logp, self.temperature, self.top_p)[0]  # the nucleus the target keeps
                 idx = torch.multinomial(q, 1)
                 probs.append(q)
             else:
@@ -461,30 +443,18 @@ def load_sd2_drafter(drafter_path: str | Path, target: torch.nn.Module, target_t
     checkpoint's draft vocabulary (0 = the full head).
     """
     path = Path(drafter_path)
-
-    def check_config(config):
-        settings = getattr(config, "sd2", None) or {}
-        check_exits(list(kwargs.get("exits") or settings.get("exits", DEFAULT_EXITS)),
-                    list(kwargs.get("thresholds") or settings.get("thresholds", DEFAULT_THRESHOLDS)),
-                    config.num_hidden_layers)
-
     if draft_vocab_size is not None and draft_vocab_size < 0:
         raise ValueError(f"draft_vocab_size must be >= 0 (0: the full head), got {draft_vocab_size}")
     if kwargs.get("int8_weights"):
         if dtype not in (None, torch.bfloat16):
             raise ValueError(f"int8 draft weights run with bfloat16 activations, not {dtype}")
         dtype = torch.bfloat16
-    draft, config = load_draft(path, target, target_tokenizer, dtype, check_config)
-    settings = getattr(config, "sd2", None) or {}
-    vocab = None
-    if settings.get("draft_vocab_file") and draft_vocab_size != 0:
-        vocab_file = path / settings["draft_vocab_file"]
-        if not vocab_file.is_file():
-            raise ValueError(f"the draft's config names the draft vocabulary {vocab_file}, which does not exist")
-        vocab = json.loads(vocab_file.read_text())
-        if draft_vocab_size:
-            if draft_vocab_size > len(vocab):
-                raise ValueError(f"draft_vocab_size {draft_vocab_size} exceeds the draft vocabulary "
-                                 f"({len(vocab)} ids in {vocab_file.name})")
-            vocab = vocab[:draft_vocab_size]
+    spec = None
+
+    def check_spec(config):  # before any weights load
+        nonlocal spec
+        spec = DraftSpec.from_config(config, kwargs.get("exits"), kwargs.get("thresholds"))
+
+    draft, _ = load_draft(path, target, target_tokenizer, dtype, check_spec)
+    vocab = spec.load_vocab(path, draft_vocab_size) if draft_vocab_size != 0 else None
     return SD2Drafter(draft, draft_vocab=vocab, **kwargs)

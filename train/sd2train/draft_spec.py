@@ -1,0 +1,111 @@
+"""The draft spec: what makes a Hugging Face checkpoint an SD2 draft. Training writes it, inference
+reads it; both use this module (the one import the inference side takes from the trainer).
+
+It lives in the checkpoint's ``config.json`` under ``sd2``::
+
+    {"exits": [6, 9, 12], "thresholds": [0.7, 0.35, 0.0], "target": "models/smollm2-135m-instruct",
+     "target_num_hidden_layers": 30, "draft_vocab_file": "draft_vocab.json"}
+
+``exits`` count decoder layers (an exit k is the shared norm and head after layer k); a token is
+drafted at the shallowest exit whose top-1 probability exceeds its threshold (the last is 0: the
+deepest exit always drafts). ``draft_vocab_file`` names a JSON list of token ids, most frequent
+first, that a reduced draft head scores.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+DRAFT_VOCAB_FILE = "draft_vocab.json"
+DEFAULT_THRESHOLD = 0.5  # the original's per-exit confidence threshold; the last exit uses 0
+
+
+def default_exits(num_layers: int) -> list[int]:
+    """N/2, 3N/4, N (12 -> 6, 9, 12), without duplicates for small N."""
+    return sorted({max(1, num_layers // 2), max(1, (3 * num_layers) // 4), num_layers})
+
+
+def default_thresholds(exits: list[int]) -> list[float]:
+    return [DEFAULT_THRESHOLD] * (len(exits) - 1) + [0.0]
+
+
+def validate_exits(exits: list[int], num_layers: int) -> list[int]:
+    """Exits must be layer counts 1..num_layers, strictly increasing."""
+    if not exits:
+        raise ValueError("at least one exit is needed (e.g. 6,9,12)")
+    if any(k < 1 for k in exits):
+        raise ValueError(f"exits count decoder layers and must be >= 1, got {list(exits)}")
+    if any(b <= a for a, b in zip(exits, exits[1:])):
+        raise ValueError(f"exits must be strictly increasing, got {list(exits)}")
+    if exits[-1] > num_layers:
+        raise ValueError(f"exit {exits[-1]} is deeper than the draft, which has {num_layers} layers")
+    return list(exits)
+
+
+def validate_thresholds(thresholds: list[float], exits: list[int]) -> list[float]:
+    if len(thresholds) != len(exits):
+        raise ValueError(f"{len(thresholds)} thresholds for {len(exits)} exits: give one threshold per exit")
+    if any(not 0 <= t <= 1 for t in thresholds):
+        raise ValueError(f"thresholds must lie in [0, 1], got {list(thresholds)}")
+    if thresholds[-1] != 0:
+        raise ValueError(f"the last threshold must be 0 (the deepest exit always drafts), got {thresholds[-1]}")
+    return list(thresholds)
+
+
+@dataclass
+class DraftSpec:
+    exits: list[int]
+    thresholds: list[float] = field(default_factory=list)  # empty: the defaults for these exits
+    target: str | None = None
+    target_num_hidden_layers: int | None = None
+    draft_vocab_file: str | None = None
+
+    @classmethod
+    def from_config(cls, config, exits: list[int] | None = None, thresholds: list[float] | None = None) -> DraftSpec:
+        """The spec of a draft's (HF) config, with ``exits``/``thresholds`` overriding it, checked
+        against its depth. A config without ``sd2`` gets the default exits for its depth."""
+        stored = dict(getattr(config, "sd2", None) or {})
+        spec = cls(**{k: stored[k] for k in ("exits", "thresholds", "target", "target_num_hidden_layers",
+                                             "draft_vocab_file") if k in stored}) if "exits" in stored \
+            else cls(default_exits(config.num_hidden_layers))
+        return spec.with_exits(exits, thresholds).validate(config.num_hidden_layers)
+
+    def with_exits(self, exits: list[int] | None = None, thresholds: list[float] | None = None) -> DraftSpec:
+        """Other exits and/or thresholds; new exits without thresholds get the default ones."""
+        exits = list(exits) if exits else list(self.exits)
+        if thresholds:
+            thresholds = list(thresholds)
+        elif exits == list(self.exits) and self.thresholds:
+            thresholds = list(self.thresholds)
+        else:
+            thresholds = default_thresholds(exits)
+        return replace(self, exits=exits, thresholds=thresholds)
+
+    def validate(self, num_layers: int) -> DraftSpec:
+        validate_exits(self.exits, num_layers)
+        validate_thresholds(self.thresholds or default_thresholds(self.exits), self.exits)
+        return self
+
+    def to_config(self) -> dict:
+        """What goes into ``config.sd2``."""
+        return asdict(replace(self, thresholds=self.thresholds or default_thresholds(self.exits)))
+
+    def vocab_path(self, folder: str | Path) -> Path | None:
+        return Path(folder, self.draft_vocab_file) if self.draft_vocab_file else None
+
+    def load_vocab(self, folder: str | Path, size: int | None = None) -> list[int] | None:
+        """The draft vocabulary's token ids (the first ``size``; None or 0 size: all), or None
+        when the draft has none; a named file that is missing is an error."""
+        path = self.vocab_path(folder)
+        if path is None:
+            return None
+        if not path.is_file():
+            raise ValueError(f"the draft's config names the draft vocabulary {path}, which does not exist")
+        vocab = json.loads(path.read_text())
+        if size:
+            if size > len(vocab):
+                raise ValueError(f"draft vocabulary size {size} exceeds the draft vocabulary ({len(vocab)} ids in "
+                                 f"{path.name})")
+            vocab = vocab[:size]
+        return vocab
