@@ -21,14 +21,15 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from evaluation.eval import DTYPES, INT8, ChatPrompter, _eos_ids, add_draft_dtype_arg, draft_dtype
+from evaluation.eval import DTYPES, INT8, add_draft_dtype_arg, draft_dtype
 from evaluation.hf_reference import hf_generate_forward
+from evaluation.prompts import ChatPrompter, eos_token_ids
 from evaluation.questions import TASKS, load_questions, task_of
 from sd2train.assets import DEFAULT_MODEL_DIR, SPEC_BENCH_QUESTIONS
 from specdec.drafters.pld import PromptLookupDrafter
 from specdec.drafters.sd2 import AUTO_SIZES, load_sd2_drafter
-from specdec.llama import causal_mask
 from specdec.engine import SpeculativeEngine
+from specdec.llama import causal_mask
 
 
 def parse_args(argv=None):
@@ -167,7 +168,7 @@ def run_dtype(args, dtype_name: str, questions: list[dict]) -> dict:
     tokenizer = AutoTokenizer.from_pretrained(args.model_path)
     model = AutoModelForCausalLM.from_pretrained(args.model_path, dtype=DTYPES[dtype_name]).to(args.device).eval()
     prompter = ChatPrompter.from_name(None, tokenizer)
-    stops = prompter.stop_token_ids | _eos_ids(tokenizer, model)
+    stops = prompter.stop_token_ids | eos_token_ids(tokenizer, model)
     draft_costs = time_draft_tokens(args, model, tokenizer)
     print_draft_costs(dtype_name, draft_costs)
     methods = build_methods(args, model, tokenizer)

@@ -16,7 +16,7 @@ DRAFT=${DRAFT:-$ROOT/models/sd2-draft-soft-12}
 "$PY" -c "import torch; print('device:', torch.cuda.get_device_name(0), '| torch', torch.__version__)"
 
 echo "== CUDA tests"
-"$PY" -m pytest -q -p no:cacheprovider -m "not integration" tests/test_cuda.py tests/test_engine.py tests/test_verify.py tests/test_sd2.py
+"$PY" -m pytest -q -p no:cacheprovider -m "not integration" tests/unit/test_cuda.py tests/unit/test_engine.py tests/unit/test_verify.py tests/unit/test_sd2.py
 
 echo "== benchmark (${PER_TASK:-2} questions per task, ${MAX_NEW_TOKENS:-128} new tokens)"
 "$PY" scripts/benchmark_sd2.py --model-path "$MODEL" --drafter-path "$DRAFT" --device cuda \

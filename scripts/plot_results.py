@@ -20,8 +20,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from evaluation.equal import compare_files  # noqa: E402
 from evaluation.answers import load_answer_file  # noqa: E402
+from evaluation.equal import compare_files  # noqa: E402
 from evaluation.questions import report_tasks, task_of  # noqa: E402
 from evaluation.speed import speed_report  # noqa: E402
 

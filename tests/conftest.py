@@ -1,51 +1,33 @@
-"""Shared fixtures: a tiny random Llama built in a few lines, and the real default target."""
+"""Fixtures: a tiny random model, and the real default target (tests/integration/ only).
+
+tests/unit/ runs on tiny random models in seconds and needs nothing prepared; tests/integration/
+uses the default target that scripts/setup.sh prepares and is skipped, with a message, without it.
+Every test under tests/integration/ carries the ``integration`` marker: ``-m "not integration"``
+runs the unit tests alone, ``-m "not slow"`` leaves out the long ones.
+"""
 from __future__ import annotations
 
-import copy
+from pathlib import Path
 
 import pytest
 import torch
 
 from sd2train.assets import DEFAULT_MODEL_DIR
 
+from helpers import tiny_llama
 
-def tiny_llama(num_layers: int = 4, vocab_size: int = 128, hidden: int = 64, seed: int = 0, **overrides):
-    """A random LlamaForCausalLM small enough for unit tests (float32, eval mode)."""
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    torch.manual_seed(seed)
-    settings = dict(vocab_size=vocab_size, hidden_size=hidden, intermediate_size=2 * hidden,
-                    num_hidden_layers=num_layers, num_attention_heads=4, num_key_value_heads=2,
-                    max_position_embeddings=512, tie_word_embeddings=True)
-    config = LlamaConfig(**{**settings, **overrides})
-    return LlamaForCausalLM(config).eval()
+INTEGRATION = Path(__file__).parent / "integration"
 
 
-def save_tiny_text_target(path, tokenizer_dir, num_layers: int = 2, seed: int = 0):
-    """A tiny random Llama with the default target's tokenizer, saved to ``path``, that writes
-    visible text: a random model's favourite tokens are often special or blank ones (which decode
-    to nothing, and a blank reply is skipped), so their (tied) embedding rows are zeroed."""
-    from transformers import AutoTokenizer
-
-    tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
-    model = tiny_llama(num_layers=num_layers, vocab_size=len(tokenizer), hidden=32, seed=seed)
-    blank = [i for i in range(len(tokenizer)) if not tokenizer.decode([i], skip_special_tokens=True).strip()]
-    model.get_input_embeddings().weight.data[blank] = 0
-    model.save_pretrained(path)
-    tokenizer.save_pretrained(path)
-    return path
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if INTEGRATION in Path(item.fspath).parents:
+            item.add_marker(pytest.mark.integration)
 
 
-def greedy_gaps(model, prompt: list[int], tokens: list[int]) -> list[float]:
-    """For each generated token, how far its float32 logit lies below the best one at that
-    position (0 where it is the float32 argmax). Half-precision decoding may flip near-ties, so
-    its gaps are small but not all zero; a wrong token (bad cache, bad verification) has a large one."""
-    reference = copy.deepcopy(model).float()
-    ids = torch.tensor([prompt + tokens], device=next(reference.parameters()).device)
-    with torch.no_grad():
-        logits = reference(ids).logits[0, len(prompt) - 1:-1].float()
-    chosen = logits.gather(1, ids[0, len(prompt):, None])[:, 0]
-    return (logits.max(dim=-1).values - chosen).tolist()
+def pytest_runtest_setup(item):
+    if item.get_closest_marker("integration") and not (DEFAULT_MODEL_DIR / "model.safetensors").is_file():
+        pytest.skip(f"the default target is not prepared at {DEFAULT_MODEL_DIR}: run scripts/setup.sh")
 
 
 @pytest.fixture
@@ -55,8 +37,6 @@ def tiny_model():
 
 @pytest.fixture(scope="session")
 def default_model_dir():
-    if not (DEFAULT_MODEL_DIR / "model.safetensors").is_file():
-        pytest.fail(f"{DEFAULT_MODEL_DIR} is missing: run scripts/setup.sh first")
     return DEFAULT_MODEL_DIR
 
 

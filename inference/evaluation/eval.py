@@ -15,14 +15,23 @@ import sys
 import time
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import shortuuid
 import torch
 from tqdm import tqdm
 
-from evaluation.answers import AnswerFileError, append_answer, check_resume, fingerprint, read_answers, reorganize_answers
+from evaluation.answers import (
+    AnswerFileError,
+    append_answer,
+    check_resume,
+    fingerprint,
+    read_answers,
+    reorganize_answers,
+)
+from evaluation.errors import EvalConfigError
+from evaluation.prompts import ChatPrompter, eos_token_ids
 from evaluation.questions import QuestionFileError, load_questions, task_of
 from sd2train.assets import DEFAULT_MODEL_DIR, REPO_ROOT
 from specdec.types import GenerationOutput
@@ -30,13 +39,8 @@ from specdec.types import GenerationOutput
 Forward = Callable[[list[int], int, set[int]], GenerationOutput]
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-# "vicuna" is the name Spec-Bench's users pass; FastChat calls the template vicuna_v1.1.
-FASTCHAT_ALIASES = {"vicuna": "vicuna_v1.1"}
-CHAT_TEMPLATE = "chat_template"  # the tokenizer's own chat template
 
 
-class EvalConfigError(ValueError):
-    """Bad harness input found before any generation (template, vocabularies, paths)."""
 
 
 def run_cli(main) -> None:
@@ -226,92 +230,6 @@ def check_model_folder(path: Path, flag: str) -> None:
         raise EvalConfigError(f"{flag} {path}: not a model folder (no config.json)")
 
 
-# ---------------------------------------------------------------- prompts
-
-@dataclass
-class ChatPrompter:
-    """Builds each turn's prompt ids and knows where an answer stops.
-
-    Either a FastChat conversation template (tokenised like FastChat/Spec-Bench: the prompt
-    text with the tokenizer's special tokens) or the tokenizer's own chat template.
-    """
-
-    tokenizer: object
-    name: str
-    fastchat_template: str | None = None  # None: the tokenizer's chat template
-    stop_token_ids: set[int] = field(default_factory=set)
-    stop_strings: list[str] = field(default_factory=list)
-
-    @staticmethod
-    def from_name(name: str | None, tokenizer) -> ChatPrompter:
-        stop_ids = _eos_ids(tokenizer)
-        if name in (None, CHAT_TEMPLATE):
-            if not getattr(tokenizer, "chat_template", None):
-                raise EvalConfigError(
-                    "the tokenizer has no chat template: pass --conv-template (e.g. 'vicuna' or another FastChat name)")
-            return ChatPrompter(tokenizer, CHAT_TEMPLATE, None, stop_ids, [])
-        from fastchat.conversation import conv_templates, get_conv_template
-
-        fc_name = FASTCHAT_ALIASES.get(name, name)
-        if fc_name not in conv_templates:
-            raise EvalConfigError(
-                f"unknown --conv-template {name!r}: use '{CHAT_TEMPLATE}', 'vicuna' or a FastChat template "
-                f"({', '.join(sorted(conv_templates)[:12])}, ...)")
-        conv = get_conv_template(fc_name)
-        stop_ids |= set(conv.stop_token_ids or [])
-        stops = [s for s in ([conv.stop_str] if isinstance(conv.stop_str, str) else conv.stop_str or []) if s]
-        # a stop string that is one token also stops generation itself, not just the decoded text
-        vocab = tokenizer.get_vocab()
-        stop_ids |= {vocab[s] for s in stops if s in vocab}
-        return ChatPrompter(tokenizer, fc_name, fc_name, stop_ids, stops)
-
-    def prompt_ids(self, user_turns: list[str], answers: list[str]) -> list[int]:
-        """Prompt for the last of ``user_turns``; ``answers`` are the model's earlier answers."""
-        assert len(answers) == len(user_turns) - 1
-        if self.fastchat_template is None:
-            messages = []
-            for i, turn in enumerate(user_turns):
-                messages.append({"role": "user", "content": turn})
-                if i < len(answers):
-                    messages.append({"role": "assistant", "content": answers[i]})
-            text = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
-            # the rendered template already holds its special tokens
-            return self.tokenizer(text, add_special_tokens=False).input_ids
-        from fastchat.conversation import get_conv_template
-
-        conv = get_conv_template(self.fastchat_template)
-        conv.messages = []  # some templates ship example messages
-        for i, turn in enumerate(user_turns):
-            conv.append_message(conv.roles[0], turn)
-            conv.append_message(conv.roles[1], answers[i] if i < len(answers) else None)
-        return self.tokenizer(conv.get_prompt()).input_ids
-
-    def answer_text(self, token_ids: list[int]) -> str:
-        """Decoded answer: cut at the first stop token and stop string, special tokens removed."""
-        for i, t in enumerate(token_ids):
-            if t in self.stop_token_ids:
-                token_ids = token_ids[:i]
-                break
-        text = self.tokenizer.decode(token_ids, spaces_between_special_tokens=False)
-        for stop in self.stop_strings:
-            cut = text.find(stop)
-            if cut >= 0:
-                text = text[:cut]
-        for special in self.tokenizer.all_special_tokens:
-            text = text.replace(special, "")
-        return text.strip()
-
-
-def _eos_ids(tokenizer, model=None) -> set[int]:
-    ids = set()
-    for source in (tokenizer.eos_token_id, getattr(getattr(model, "generation_config", None), "eos_token_id", None)):
-        if isinstance(source, int):
-            ids.add(source)
-        elif source:
-            ids.update(source)
-    return ids
-
-
 def context_length(model) -> int:
     cfg = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
     for name in ("max_position_embeddings", "n_positions", "max_sequence_length", "seq_length"):
@@ -387,7 +305,7 @@ def run_eval(args, model, tokenizer, forward: Forward) -> Path:
     are tried again. Each record is appended and flushed as it finishes.
     """
     prompter, questions = check_args(args, tokenizer)
-    prompter.stop_token_ids |= _eos_ids(tokenizer, model)
+    prompter.stop_token_ids |= eos_token_ids(tokenizer, model)
     path = answer_file(args)
     path.parent.mkdir(parents=True, exist_ok=True)
 

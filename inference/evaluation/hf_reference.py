@@ -25,15 +25,13 @@ Run directly for the references' answer files, e.g.::
 """
 from __future__ import annotations
 
-import argparse
 import copy
 
 import torch
 from transformers.generation.streamers import BaseStreamer
 
-from evaluation.eval import EvalConfigError, Forward, add_eval_args, load_target, run_cli, run_eval
+from evaluation.eval import EvalConfigError, Forward, run_cli
 from specdec.types import GenerationOutput
-from specdec.vocab import load_draft
 
 
 class StepRecorder(BaseStreamer):
@@ -118,33 +116,9 @@ def hf_prompt_lookup_forward(model, num_tokens: int = 10, max_ngram: int = 3,
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_eval_args(parser)
-    parser.add_argument("--method", choices=["generate", "assisted", "prompt_lookup"], default="generate")
-    parser.add_argument("--drafter-path", help="assistant model for --method assisted")
-    parser.add_argument("--num-assistant-tokens", type=int, default=20)
-    parser.add_argument("--assistant-schedule", default="constant",
-                        choices=["constant", "heuristic", "heuristic_transient"])
-    parser.add_argument("--assistant-confidence-threshold", type=float, default=0.4,
-                        help="HF ends a draft where the assistant's top probability is below this (0: never)")
-    parser.add_argument("--prompt-lookup-num-tokens", type=int, default=10)
-    parser.add_argument("--max-matching-ngram-size", type=int, default=3)
-    args = parser.parse_args(argv)
-    if args.method == "assisted" and not args.drafter_path:
-        parser.error("--method assisted needs --drafter-path")
+    from evaluation.methods import run_method
 
-    model, tokenizer = load_target(args)
-    if args.method == "generate":
-        forward = hf_generate_forward(model, args.temperature, args.top_p)
-    elif args.method == "assisted":
-        assistant, _ = load_draft(args.drafter_path, model, tokenizer)  # refuses another vocabulary
-        forward = hf_assisted_forward(model, assistant, args.temperature, args.top_p,
-                                      args.num_assistant_tokens, args.assistant_schedule,
-                                      args.assistant_confidence_threshold)
-    else:
-        forward = hf_prompt_lookup_forward(model, args.prompt_lookup_num_tokens, args.max_matching_ngram_size,
-                                           args.temperature, args.top_p)
-    return run_eval(args, model, tokenizer, forward)
+    return run_method("hf", argv, __doc__)
 
 
 if __name__ == "__main__":

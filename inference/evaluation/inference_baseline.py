@@ -8,25 +8,12 @@ the same forward, cache and accounting; ``--engine hf`` is the outside reference
 """
 from __future__ import annotations
 
-import argparse
-
-from evaluation.eval import add_eval_args, load_target, run_cli, run_eval
-from evaluation.hf_reference import hf_generate_forward
-from specdec.engine import SpeculativeEngine
+from evaluation.eval import run_cli
+from evaluation.methods import run_method
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_eval_args(parser)
-    parser.add_argument("--engine", choices=["specdec", "hf"], default="specdec",
-                        help="specdec: the shared engine; hf: Hugging Face generate (outside reference)")
-    args = parser.parse_args(argv)
-    model, tokenizer = load_target(args)
-    if args.engine == "hf":
-        forward = hf_generate_forward(model, args.temperature, args.top_p)
-    else:
-        forward = SpeculativeEngine(model, None, args.temperature, args.top_p).generate
-    return run_eval(args, model, tokenizer, forward)
+    return run_method("ar", argv, __doc__)
 
 
 if __name__ == "__main__":

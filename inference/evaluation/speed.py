@@ -30,6 +30,7 @@ from pathlib import Path
 from evaluation.answers import AnswerFileError, load_pair
 from evaluation.questions import report_tasks, task_of
 
+
 def split_errors(records: dict) -> tuple[dict, list]:
     """(answered records, ids recorded with an error)."""
     ok = {q: r for q, r in records.items() if "error" not in r}

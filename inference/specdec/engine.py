@@ -15,7 +15,7 @@ import torch
 from .drafters.ar import ARDrafter
 from .llama import LlamaRunner, causal_mask
 from .tree import ancestor_mask, depths
-from .types import DraftTree, Drafter, GenerationOutput
+from .types import Drafter, DraftTree, GenerationOutput
 from .verify import greedy_accept, sample_accept, target_probs
 
 # Cache rows reserved beyond prompt + max_new_tokens for the tree being verified.

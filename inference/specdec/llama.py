@@ -134,7 +134,7 @@ class LlamaRunner:
         if self.dtype != torch.bfloat16:
             raise ValueError(f"int8 weights run with bfloat16 activations: load the model in bfloat16, not {self.dtype}")
         if self.device.type != "cpu":
-            raise ValueError(f"int8 draft weights are for the CPU (here {self.device}): use --draft-dtype bfloat16")
+            raise ValueError(f"int8 draft weights are for the CPU (here {self.device}): use bfloat16 draft weights")
         modules = [self.lm_head]
         for layer in self.layers:
             attn, mlp = layer.self_attn, layer.mlp

@@ -12,6 +12,7 @@ from contextlib import contextmanager
 import torch
 from torch import nn
 
+
 def parse_int_list(text: str | list | tuple, what: str = "exits") -> list[int]:
     """'6,9,12' (or a list) -> [6, 9, 12], with a clear error for anything else."""
     if isinstance(text, (list, tuple)):

@@ -39,7 +39,7 @@ from specdec.types import DraftTree
 class LookaheadDrafter:
     def __init__(self, level: int = 5, window: int = 7, guess: int = 7, pool_from_prompt: bool = True,
                  seed: int = 0):
-        for name, value, low in (("--level", level, 2), ("--window", window, 1), ("--guess", guess, 1)):
+        for name, value, low in (("level", level, 2), ("window", window, 1), ("guess", guess, 1)):
             if not isinstance(value, int) or value < low:
                 raise ValueError(f"lookahead {name} must be an integer >= {low}, got {value!r}")
         self.ngram_size, self.window, self.guess = level, window, guess

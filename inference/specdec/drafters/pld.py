@@ -48,7 +48,7 @@ class PromptLookupDrafter:
     def __init__(self, max_ngram_size: int = 3, num_pred_tokens: int = 10, min_ngram_size: int = 1):
         check_ngram_sizes(min_ngram_size, max_ngram_size, "PLD n-gram sizes (--min-ngram-size/--max-ngram-size)")
         if not isinstance(num_pred_tokens, int) or num_pred_tokens < 1:
-            raise ValueError(f"PLD --num-pred-tokens must be a positive integer, got {num_pred_tokens}")
+            raise ValueError(f"PLD num_pred_tokens must be a positive integer, got {num_pred_tokens}")
         self.max_ngram_size, self.min_ngram_size = max_ngram_size, min_ngram_size
         self.num_pred_tokens = num_pred_tokens
 

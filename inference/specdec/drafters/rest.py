@@ -27,9 +27,9 @@ class RestDrafter:
         self.datastore = datastore if isinstance(datastore, Datastore) else Datastore.load(datastore)
         depth = self.datastore.sort_depth
         if not 1 <= min_token_span <= max_token_span <= depth:
-            raise ValueError(f"REST token spans: need 1 <= --min-token-span ({min_token_span}) <= "
-                             f"--max-token-span ({max_token_span}) <= the datastore's sort depth ({depth})")
-        for name, value in (("--num-draft", num_draft), ("draft_len", draft_len), ("max_matches", max_matches)):
+            raise ValueError(f"REST token spans: need 1 <= min_token_span ({min_token_span}) <= "
+                             f"max_token_span ({max_token_span}) <= the datastore's sort depth ({depth})")
+        for name, value in (("num_draft", num_draft), ("draft_len", draft_len), ("max_matches", max_matches)):
             if not isinstance(value, int) or value < 1:
                 raise ValueError(f"REST {name} must be a positive integer, got {value!r}")
         if tokenizer is not None:

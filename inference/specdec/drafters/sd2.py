@@ -29,14 +29,15 @@ import time
 from pathlib import Path
 
 import torch
+
 from sd2train.draft_spec import DraftSpec
 
 from ..llama import Int8Linear, LlamaRunner
-from .draft_length import AdaptiveDraftLength
-from .pld import prompt_lookup
 from ..types import DraftTree
 from ..verify import target_probs
 from ..vocab import load_draft
+from .draft_length import AdaptiveDraftLength
+from .pld import prompt_lookup
 
 # Tree sizes (nodes + root) timed for ``total_token="auto"``.
 # Up to 128: on a GPU a wide tree verifies nearly as fast as one token; on a CPU the timing rules it out.

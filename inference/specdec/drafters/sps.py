@@ -23,8 +23,8 @@ import torch
 from specdec.drafters.draft_length import AdaptiveDraftLength
 from specdec.kv_cache import KVCache
 from specdec.llama import LlamaRunner, causal_mask
-from specdec.verify import target_probs
 from specdec.types import DraftTree
+from specdec.verify import target_probs
 from specdec.vocab import check_same_vocabulary
 
 
@@ -33,8 +33,8 @@ class SpeculativeSamplingDrafter:
                  num_draft_tokens: int = 5, max_draft_tokens: int = 20):
         check_same_vocabulary(target_vocab_size, draft_model.config.vocab_size)
         if not 1 <= num_draft_tokens <= max_draft_tokens:
-            raise ValueError(f"SpS needs 1 <= --num-draft-tokens ({num_draft_tokens}) <= "
-                             f"--max-draft-tokens ({max_draft_tokens})")
+            raise ValueError(f"SpS needs 1 <= num_draft_tokens ({num_draft_tokens}) <= "
+                             f"max_draft_tokens ({max_draft_tokens})")
         self.draft_length = AdaptiveDraftLength(num_draft_tokens, max_draft_tokens)
         self.runner = LlamaRunner(draft_model)
         self.cache: KVCache = self.runner.new_cache(min(1024, self.runner.max_position))

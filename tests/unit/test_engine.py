@@ -3,12 +3,13 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import tiny_llama
 
 from specdec.engine import SpeculativeEngine
 from specdec.kv_cache import KVCache
 from specdec.llama import LlamaRunner, causal_mask
 from specdec.tree import ancestor_mask, depths
+
+from helpers import tiny_llama
 
 TOL = dict(atol=2e-5, rtol=1e-4)
 
@@ -178,21 +179,3 @@ def test_bad_input_is_rejected_before_generation():
         engine.generate([], 4, set())
     with pytest.raises(ValueError, match="temperature"):
         SpeculativeEngine(model, temperature=-1)
-
-
-@pytest.mark.integration
-def test_ar_engine_equals_hf_greedy_on_default_target(default_target):
-    from evaluation.questions import load_questions
-    from sd2train.assets import SPEC_BENCH_QUESTIONS
-
-    model, tokenizer = default_target
-    engine = SpeculativeEngine(model)
-    for question in load_questions(SPEC_BENCH_QUESTIONS)[::160]:  # mt_bench, qa, rag
-        prompt = tokenizer.apply_chat_template([{"role": "user", "content": question["turns"][0]}],
-                                               add_generation_prompt=True, tokenize=True, return_dict=False)
-        out = engine.generate(list(prompt), 40, {tokenizer.eos_token_id})
-        with torch.no_grad():
-            ref = model.generate(torch.tensor([prompt]), attention_mask=torch.ones(1, len(prompt), dtype=torch.long),
-                                 max_new_tokens=40, do_sample=False, eos_token_id=tokenizer.eos_token_id,
-                                 pad_token_id=tokenizer.eos_token_id)
-        assert out.token_ids == ref[0, len(prompt):].tolist(), question["question_id"]

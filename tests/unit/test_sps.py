@@ -2,9 +2,10 @@
 HF forward across rounds (cache crop and catch-up), adaptive length, vocabulary check."""
 import pytest
 import torch
-from conftest import tiny_llama
 
 from specdec.drafters.sps import SpeculativeSamplingDrafter
+
+from helpers import tiny_llama
 
 
 def hf_greedy(model, context: list[int], n: int) -> list[int]:
@@ -56,7 +57,7 @@ def test_sampled_tokens_come_with_the_distribution_they_were_drawn_from():
 def test_a_draft_with_another_vocabulary_is_refused():
     with pytest.raises(ValueError, match="vocabulary"):
         SpeculativeSamplingDrafter(tiny_llama(vocab_size=96), target_vocab_size=128)
-    with pytest.raises(ValueError, match="num-draft-tokens"):
+    with pytest.raises(ValueError, match="num_draft_tokens"):
         SpeculativeSamplingDrafter(tiny_llama(), target_vocab_size=128, num_draft_tokens=0)
 
 

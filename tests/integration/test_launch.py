@@ -8,9 +8,10 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import tiny_llama
 
-REPO = Path(__file__).resolve().parents[1]
+from helpers import tiny_llama
+
+REPO = Path(__file__).resolve().parents[2]
 SCRIPTS = REPO / "train" / "scripts"
 CONFIGS = REPO / "train" / "configs"
 
@@ -30,6 +31,7 @@ def tiny_setup(tmp_path_factory, default_model_dir):
     return root
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("mode", ["soft", "sft"])
 def test_launch_script_runs_end_to_end_on_cpu(tiny_setup, mode, tmp_path):
     from transformers import AutoModelForCausalLM
@@ -58,8 +60,9 @@ def test_launch_script_runs_end_to_end_on_cpu(tiny_setup, mode, tmp_path):
     assert AutoModelForCausalLM.from_pretrained(out).config.num_hidden_layers == 2
 
 
+@pytest.mark.slow
 def test_long_cpu_preset_generates_replies_trains_on_them_and_resumes(tiny_setup, tmp_path, default_model_dir):
-    from conftest import save_tiny_text_target
+    from helpers import save_tiny_text_target
 
     target = save_tiny_text_target(tmp_path / "target", default_model_dir, num_layers=4)
     out, replies = tmp_path / "draft", tmp_path / "replies.jsonl"

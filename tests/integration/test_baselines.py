@@ -4,9 +4,9 @@ the scripts refuse bad input before loading anything heavy."""
 import copy
 
 import pytest
-import torch
 
-from evaluation.eval import ChatPrompter, run_cli
+from evaluation.eval import run_cli
+from evaluation.prompts import ChatPrompter
 from evaluation.questions import TASKS, load_questions, task_of
 from sd2train.assets import SPEC_BENCH_QUESTIONS
 from sd2train.make_draft import truncate_to_first_layers
@@ -50,7 +50,6 @@ def make_drafter(method: str, model, tokenizer):
     raise ValueError(method)
 
 
-@pytest.mark.integration
 @pytest.mark.parametrize("method", ["pld", "lookahead", "rest", "sps"])
 def test_greedy_output_equals_ar_on_every_task(method, default_target, prompts, ar_outputs):
     model, tokenizer = default_target
@@ -68,7 +67,7 @@ def test_greedy_output_equals_ar_on_every_task(method, default_target, prompts, 
 @pytest.mark.parametrize("script, args, message", [
     ("inference_pld", ["--max-ngram-size", "0"], "n-gram sizes"),
     ("inference_pld", ["--max-ngram-size", "2", "--min-ngram-size", "3"], "n-gram sizes"),
-    ("inference_lookahead", ["--level", "1"], "--level"),
+    ("inference_lookahead", ["--level", "1"], "lookahead level must be an integer >= 2"),
     ("inference_rest", ["--datastore-path", "no/such/datastore.npz"], "REST datastore not found"),
     ("inference_sps", ["--drafter-path", "no/such/draft"], "--drafter-path no/such/draft: not found"),
     ("inference_sps", ["--drafter-path", ".", "--engine", "hf", "--draft-dtype", "bfloat16"], "--draft-dtype is for"),
@@ -80,12 +79,11 @@ def test_scripts_refuse_bad_input_early(script, args, message, capsys):
     assert exit_info.value.code == 2 and message in capsys.readouterr().err
 
 
-@pytest.mark.integration
 def test_sps_refuses_a_draft_with_another_vocabulary(tmp_path, capsys):
-    from conftest import tiny_llama
-
     from evaluation.inference_sps import main
     from specdec.vocab import VocabularyMismatch
+
+    from helpers import tiny_llama
 
     tiny_llama(vocab_size=128).save_pretrained(tmp_path / "draft")
     with pytest.raises(VocabularyMismatch, match=r"\(128 tokens\) differs from the target's \(49152"):

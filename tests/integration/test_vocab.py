@@ -1,12 +1,13 @@
 """The single draft/target vocabulary check and draft loading: mismatches are refused, by name,
 before any draft weights are read."""
 import pytest
-from conftest import tiny_llama
 from transformers import AutoTokenizer
 
 from sd2train.assets import DEFAULT_MODEL_DIR
 from specdec.drafters.sd2 import load_sd2_drafter
 from specdec.vocab import VocabularyMismatch, check_same_vocabulary, load_draft
+
+from helpers import tiny_llama
 
 
 @pytest.fixture(scope="module")

@@ -4,11 +4,12 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import tiny_llama
 
 from sd2train.draft_spec import validate_exits
 from sd2train.exits import all_exit_logits, parse_int_list
 from sd2train.loss import IGNORE_INDEX, sorted_loss
+
+from helpers import tiny_llama
 
 
 def batch(vocab=128, seed=1):

@@ -13,15 +13,15 @@ import pytest
 import torch
 from transformers import AutoTokenizer
 
+from evaluation.answers import AnswerFileError, read_answers, reorganize_answers
 from evaluation.eval import (
-    ChatPrompter,
     EvalConfigError,
     add_eval_args,
     load_target,
     run_eval,
 )
-from evaluation.answers import AnswerFileError, read_answers, reorganize_answers
 from evaluation.hf_reference import hf_generate_forward
+from evaluation.prompts import ChatPrompter
 from evaluation.questions import QuestionFileError
 from sd2train.assets import DEFAULT_MODEL_DIR, REPO_ROOT, SPEC_BENCH_QUESTIONS
 from specdec.types import GenerationOutput
@@ -178,7 +178,6 @@ def test_reorganize_sorts_and_keeps_the_last_record(tmp_path):
 
 # ---------------------------------------------------------------- runs on the real default target
 
-@pytest.mark.integration
 def test_schema_turns_warmup_and_stats(tmp_path, default_target):
     model, tok = default_target
     calls = []
@@ -215,7 +214,6 @@ def test_schema_turns_warmup_and_stats(tmp_path, default_target):
     assert [a["choices"][0]["turns"] for a in hf] == [a["choices"][0]["turns"] for a in answers]
 
 
-@pytest.mark.integration
 def test_prompt_too_long_is_recorded_and_the_batch_goes_on(tmp_path, default_target):
     model, tok = default_target
     qfile = tmp_path / "q.jsonl"
@@ -238,7 +236,6 @@ def test_prompt_too_long_is_recorded_and_the_batch_goes_on(tmp_path, default_tar
     assert len(calls) == 2 and [a["answer_id"] for a in again[::2]] == [a["answer_id"] for a in answers[::2]]
 
 
-@pytest.mark.integration
 def test_resume_after_interruption_loses_and_duplicates_nothing(tmp_path, default_target):
     model, tok = default_target
     forward = greedy_loop_forward(model)
@@ -269,7 +266,6 @@ def test_resume_after_interruption_loses_and_duplicates_nothing(tmp_path, defaul
         run_eval(eval_args(tmp_path, "--model-id", "another-method"), model, tok, forward)
 
 
-@pytest.mark.integration
 def test_killed_run_resumes(tmp_path, default_target):
     """A real SIGKILL mid-run: every record already written survives; the rerun completes the set."""
     model, tok = default_target

@@ -6,7 +6,6 @@ import copy
 
 import pytest
 import torch
-from conftest import greedy_gaps, tiny_llama
 
 from sd2train.exits import all_exit_logits
 from specdec.drafters.sd2 import SD2Drafter
@@ -14,6 +13,8 @@ from specdec.engine import SpeculativeEngine
 from specdec.llama import LlamaRunner, causal_mask
 from specdec.types import DraftTree
 from specdec.verify import target_probs
+
+from helpers import greedy_gaps, tiny_llama
 
 PROMPT = [5, 9, 3, 7, 1, 2]
 EXITS = [1, 2, 4]

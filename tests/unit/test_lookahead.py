@@ -105,9 +105,9 @@ def test_bad_sizes_are_rejected(kwargs):
 def test_window_updates_the_engine_cut_are_counted_and_output_stays_ar():
     """Near the context limit the engine cuts the tree; the window's outputs are then incomplete,
     the update is skipped, and the count says so."""
-    from conftest import tiny_llama
-
     from specdec.engine import SpeculativeEngine
+
+    from helpers import tiny_llama
 
     model = tiny_llama(num_layers=2, vocab_size=64, initializer_range=0.3)
     prompt = list(range(1, 9))

@@ -4,12 +4,12 @@ from __future__ import annotations
 import pytest
 from test_eval import greedy_loop_forward
 
-from evaluation.eval import ChatPrompter, EvalConfigError
+from evaluation.eval import EvalConfigError
 from evaluation.hf_reference import hf_assisted_forward, hf_generate_forward, hf_prompt_lookup_forward
+from evaluation.prompts import ChatPrompter
 from evaluation.questions import load_questions
 from sd2train.assets import SPEC_BENCH_QUESTIONS
 
-pytestmark = pytest.mark.integration
 NEW_TOKENS = 16
 
 

@@ -1,24 +1,14 @@
 """equal.py: per-question equality, the first differing token, extra/missing questions, --strict."""
 from __future__ import annotations
 
-import json
-
-from transformers import AutoTokenizer
-
 from evaluation.equal import compare_files, first_difference, main
-from sd2train.assets import DEFAULT_MODEL_DIR
+
+from helpers import answer_record
+from helpers import write_answers as write
 
 
 def answer(qid, category, turns, **extra):
-    return {"question_id": qid, "category": category, "answer_id": f"id{qid}", "model_id": "m",
-            "choices": [{"index": 0, "turns": turns, "decoding_steps": [1] * len(turns),
-                         "new_tokens": [1] * len(turns), "wall_time": [1.0] * len(turns),
-                         "accept_lengths": [1] * len(turns)}], "tstamp": 0.0, **extra}
-
-
-def write(path, records):
-    path.write_text("".join(json.dumps(r) + "\n" for r in records))
-    return path
+    return answer_record(qid, category, turns, **extra)
 
 
 SAME = "Paris is the capital of France."
@@ -45,18 +35,13 @@ def test_first_difference():
     assert first_difference([1, 2], [1, 2, 3]) == 2
 
 
-def test_differences_located_in_characters_and_tokens(tmp_path):
+def test_differences_located_in_characters(tmp_path):
     f1, f2 = pair(tmp_path)
     by_char = compare_files(f1, f2)
     d = by_char["differences"][161]
     assert (d["turn"], d["unit"], d["index"]) == (1, "char", A.index("fox"))
     assert "'The quick brown ' | 'fox" in d["detail"] and "| 'cat" in d["detail"]
 
-    tok = AutoTokenizer.from_pretrained(DEFAULT_MODEL_DIR)
-    by_token = compare_files(f1, f2, str(DEFAULT_MODEL_DIR))
-    d = by_token["differences"][161]
-    assert d["unit"] == "token" and d["index"] == len(tok("The quick brown", add_special_tokens=False).input_ids)
-    assert "' fox jumps over the lazy'" in d["detail"] and "' cat jumps over the lazy'" in d["detail"]
 
 
 def test_missing_extra_errored_and_missing_turns_are_all_reported(tmp_path):

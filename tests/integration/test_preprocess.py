@@ -5,8 +5,16 @@ import pytest
 import torch
 from transformers import AutoTokenizer
 
-from sd2train.preprocess import (IGNORE_INDEX, LazySupervisedDataset, PaddingCollator, SupervisedDataset,
-                                 TemplateError, chat_turns, get_format, preprocess)
+from sd2train.preprocess import (
+    IGNORE_INDEX,
+    LazySupervisedDataset,
+    PaddingCollator,
+    SupervisedDataset,
+    TemplateError,
+    chat_turns,
+    get_format,
+    preprocess,
+)
 
 CONV = {"id": "x", "messages": [
     {"role": "system", "content": "Be brief."},

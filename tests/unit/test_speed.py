@@ -8,21 +8,16 @@ import pytest
 
 from evaluation.answers import AnswerFileError
 from evaluation.speed import main, speed_report
-from sd2train.assets import DEFAULT_MODEL_DIR
+
+from helpers import answer_record, write_answers
 
 
 def answer(qid, category, new_tokens, wall_time, accept_lengths=None, turns=None, **extra):
-    return {"question_id": qid, "category": category, "answer_id": f"id{qid}", "model_id": "m",
-            "choices": [{"index": 0, "turns": turns or [f"answer {qid} turn {i}" for i in range(len(new_tokens))],
-                         "decoding_steps": [len(accept_lengths or [1] * n) for n in new_tokens],
-                         "new_tokens": new_tokens, "wall_time": wall_time,
-                         "accept_lengths": accept_lengths or [1] * sum(new_tokens)}],
-            "tstamp": 0.0, **extra}
+    return answer_record(qid, category, turns, new_tokens, wall_time, accept_lengths, **extra)
 
 
 def write(path, records):
-    path.write_text("".join(json.dumps(r) + "\n" for r in records))
-    return str(path)
+    return str(write_answers(path, records))
 
 
 @pytest.fixture
@@ -108,20 +103,6 @@ def test_malformed_and_duplicate_lines_are_named(files, tmp_path):
         speed_report([dup], [files[1]])
     with pytest.raises(AnswerFileError, match="not found"):
         speed_report([str(tmp_path / "absent.jsonl")], [files[1]])
-
-
-def test_tokenizer_counts_both_sides_the_same_way(tmp_path):
-    from transformers import AutoTokenizer
-
-    tok = AutoTokenizer.from_pretrained(DEFAULT_MODEL_DIR)
-    text = "The quick brown fox jumps over the lazy dog."
-    n = len(tok(text, add_special_tokens=False).input_ids)
-    # new_tokens disagree with the texts on purpose: the tokenizer, not new_tokens, must be used on both sides
-    method = write(tmp_path / "m.jsonl", [answer(1, "qa", [999], [1.0], turns=[text])])
-    base = write(tmp_path / "b.jsonl", [answer(1, "qa", [1], [2.0], turns=[text])])
-    overall = speed_report([method], [base], tokenizer_path=str(DEFAULT_MODEL_DIR))["summary"]["overall"]
-    assert overall["tok_s"]["mean"] == pytest.approx(n) and overall["tok_s_base"]["mean"] == pytest.approx(n / 2)
-    assert overall["speedup"]["mean"] == pytest.approx(2.0)
 
 
 def test_cli_table_and_json(files, tmp_path, capsys):

@@ -10,11 +10,12 @@ import copy
 
 import pytest
 import torch
-from conftest import greedy_gaps, tiny_llama
 
 from specdec.drafters.sd2 import SD2Drafter
 from specdec.engine import SpeculativeEngine
 from specdec.llama import LlamaRunner, causal_mask
+
+from helpers import greedy_gaps, tiny_llama
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 PROMPT = [5, 9, 3, 7, 1, 2]

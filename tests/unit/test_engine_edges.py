@@ -10,12 +10,13 @@ import copy
 
 import pytest
 import torch
-from conftest import tiny_llama
 
 from specdec.drafters.pld import PromptLookupDrafter
 from specdec.drafters.sd2 import SD2Drafter
 from specdec.engine import SpeculativeEngine
 from specdec.tree import depths
+
+from helpers import tiny_llama
 
 PROMPT = [5, 9, 3, 7, 1, 2]
 EXACT = dict(exits=[2, 4], thresholds=[1.0, 0.0])  # exit 2 is never sure enough: always the whole target

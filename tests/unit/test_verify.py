@@ -2,7 +2,6 @@
 (chain with a draft q, trees of siblings) leaves the target's distribution unchanged."""
 from __future__ import annotations
 
-
 import pytest
 import torch
 

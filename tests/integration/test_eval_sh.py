@@ -5,8 +5,6 @@ import json
 import os
 import subprocess
 
-import pytest
-
 from evaluation.hf_reference import main as hf_reference_main
 from sd2train.assets import REPO_ROOT
 
@@ -15,7 +13,6 @@ def test_eval_sh_is_valid_bash():
     subprocess.run(["bash", "-n", str(REPO_ROOT / "inference" / "eval.sh")], check=True)
 
 
-@pytest.mark.integration
 def test_eval_sh_runs_a_method_and_reports_against_ar(tmp_path):
     settings = ["--question-begin", "80", "--question-end", "82", "--max-new-tokens", "8", "--num-warmup", "0",
                 "--dtype", "float32", "--temperature", "0.0"]

@@ -4,11 +4,12 @@ from __future__ import annotations
 import json
 
 import pytest
-from conftest import save_tiny_text_target
 
 from sd2train.data import is_heldout, load_sharegpt
 from sd2train.generate_replies import generate_replies, meta_path, source_data_path
 from sd2train.train import DataArguments, training_conversations
+
+from helpers import save_tiny_text_target
 
 HELDOUT = 0.3
 

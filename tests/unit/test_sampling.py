@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import tiny_llama
 
 from specdec.drafters.sd2 import SD2Drafter
 from specdec.drafters.sps import SpeculativeSamplingDrafter
 from specdec.engine import SpeculativeEngine
 from specdec.types import DraftTree
 from specdec.verify import target_probs
+
+from helpers import tiny_llama
 
 V = 6
 PROMPT = [1, 4, 2]
@@ -87,7 +88,7 @@ CASES = {
 }
 
 
-@pytest.mark.parametrize("case", CASES)
+@pytest.mark.parametrize("case", [pytest.param(c, marks=pytest.mark.slow) if c == "sd2_chain" else c for c in CASES])
 def test_sd2_sampling_keeps_the_target_distribution(case):
     settings, temperature, top_p, lookup = CASES[case]
     target, draft = models()
@@ -127,6 +128,7 @@ class ReportsTemperatureOne:
         self.inner.accepted(context, num_new, num_drafted)
 
 
+@pytest.mark.slow
 def test_the_test_catches_a_subtly_wrong_draft_distribution():
     target, draft = models()
     drafter = SD2Drafter(draft, exits=[1, 2], thresholds=[0.6, 0.0], temperature=0.9)

@@ -11,14 +11,13 @@ import subprocess
 import sys
 
 import pytest
-from conftest import save_tiny_text_target
 
 from evaluation import inference_baseline, inference_sd2
 from evaluation.answers import AnswerFileError, check_resume
 from evaluation.eval import run_cli
 from sd2train.assets import DEFAULT_MODEL_DIR, REPO_ROOT
 
-pytestmark = pytest.mark.integration  # the default target's tokenizer
+from helpers import save_tiny_text_target
 
 
 @pytest.fixture(scope="module")
@@ -73,14 +72,9 @@ def test_a_resume_with_other_settings_is_refused(tiny, tmp_path, capsys, change,
 def test_a_resume_with_another_draft_is_refused(tiny, tmp_path):
     """Drafts are told apart by what their folder holds, not by their path."""
     from evaluation.eval import run_settings
-    from evaluation.inference_sd2 import add_sd2_args
+    from evaluation.methods import REGISTRY, parser_for
 
-    import argparse
-    from evaluation.eval import add_eval_args
-
-    parser = argparse.ArgumentParser()
-    add_eval_args(parser)
-    add_sd2_args(parser)
+    parser = parser_for(REGISTRY["sd2"])
     first = run_settings(parser.parse_args(["--model-id", "m", "--drafter-path", str(tiny[1])]))
     other = run_settings(parser.parse_args(["--model-id", "m", "--drafter-path", str(tiny[0])]))
     assert first["drafter_fingerprint"] != other["drafter_fingerprint"]

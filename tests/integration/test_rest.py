@@ -78,7 +78,6 @@ def test_save_and_load_round_trip(tmp_path, random_store):
     assert np.array_equal(loaded.suffixes, random_store.suffixes) and loaded.meta == random_store.meta
 
 
-@pytest.mark.integration
 def test_sharegpt_build_with_the_targets_tokenizer_and_vocabulary_check(tmp_path):
     from transformers import AutoTokenizer, LlamaTokenizerFast
 

@@ -5,9 +5,10 @@ from __future__ import annotations
 import json
 
 import pytest
-from conftest import tiny_llama
 
 from evaluation import inference_baseline, inference_sd2
+
+from helpers import tiny_llama
 
 
 @pytest.fixture(scope="module")

@@ -6,14 +6,13 @@ import copy
 
 import pytest
 
-from evaluation.eval import ChatPrompter
+from evaluation.prompts import ChatPrompter
 from evaluation.questions import TASKS, load_questions
 from sd2train.assets import SPEC_BENCH_QUESTIONS
 from sd2train.make_draft import truncate_to_first_layers
 from specdec.drafters.sd2 import SD2Drafter
 from specdec.engine import SpeculativeEngine
 
-pytestmark = pytest.mark.integration
 MAX_NEW = 32
 
 

@@ -5,9 +5,10 @@ import json
 
 import pytest
 import torch
-from conftest import tiny_llama
 
 from sd2train.exit_quality import cascade, choose_thresholds, evaluate_exits
+
+from helpers import tiny_llama
 
 
 def test_an_exit_at_the_targets_depth_agrees_everywhere():
@@ -42,7 +43,6 @@ def test_thresholds_pick_where_an_early_exit_is_as_good_as_the_last():
     assert result["agreement"] == pytest.approx((4 + 3) / 10)
 
 
-@pytest.mark.integration
 def test_report_command_on_the_default_target(tmp_path, default_model_dir):
     from sd2train.exit_quality import main
 

@@ -5,8 +5,6 @@ import torch
 from sd2train import assets
 from sd2train.default_model import CHECK_MESSAGES, check_prompt_ids, is_prepared
 
-pytestmark = pytest.mark.integration
-
 
 def greedy(model, ids, n=24):
     with torch.no_grad():

@@ -1,0 +1,317 @@
+"""The method registry: each Spec-Bench method's flags, its checks and how it builds its forward,
+in one place. A new method is one ``register(Method(...))`` here plus a two-line entry point.
+
+    python -m evaluation.inference_<method> --model-id ID [flags]     (Spec-Bench's entry points)
+
+Every method runs the same way (``run_method``): the harness's flags and the method's, the
+method's own checks (before the target loads), the target, the method's forward, ``run_eval``.
+Flags keep Spec-Bench's names; where methods share a meaning they share a name, with the original
+spelling kept as an alias (``--draft-tokens`` for PLD's ``--num-pred-tokens``, SpS's
+``--num-draft-tokens`` and REST's ``--num-draft``). Bad settings end as ``EvalConfigError``.
+"""
+from __future__ import annotations
+
+import argparse
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from evaluation.eval import (
+    INT8,
+    EvalConfigError,
+    Forward,
+    add_draft_dtype_arg,
+    add_eval_args,
+    check_model_folder,
+    draft_dtype,
+    load_target,
+    run_eval,
+)
+from sd2train.assets import REPO_ROOT
+
+DEFAULT_DATASTORE = REPO_ROOT / "models" / "rest" / "sharegpt-smollm2.npz"
+
+
+@dataclass(frozen=True)
+class Method:
+    name: str
+    description: str
+    add_args: Callable[[argparse._ArgumentGroup], None]
+    build: Callable[[argparse.Namespace, object, object], Forward]  # (args, target, tokenizer) -> forward
+    check: Callable[[argparse.Namespace], None] = lambda args: None  # before the target loads
+
+
+REGISTRY: dict[str, Method] = {}
+
+
+def register(method: Method) -> Method:
+    if method.name in REGISTRY:
+        raise ValueError(f"method {method.name!r} is registered twice")
+    REGISTRY[method.name] = method
+    return method
+
+
+def parser_for(method: Method, description: str | None = None) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=description or method.description,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_eval_args(parser)
+    method.add_args(parser.add_argument_group(method.name))
+    return parser
+
+
+def run_method(name: str, argv=None, description: str | None = None):
+    """Parse, check, load the target, build the forward, answer the questions."""
+    method = REGISTRY[name]
+    args = parser_for(method, description).parse_args(argv)
+    try:
+        method.check(args)
+    except ValueError as exc:
+        raise EvalConfigError(str(exc)) from None
+    model, tokenizer = load_target(args)
+    try:
+        forward = method.build(args, model, tokenizer)
+    except ValueError as exc:  # settings the method's library refused (a draft's exits, a vocabulary, ...)
+        raise EvalConfigError(str(exc)) from None
+    return run_eval(args, model, tokenizer, forward)
+
+
+def _engine_flag(group, reference: str) -> None:
+    group.add_argument("--engine", choices=["specdec", "hf"], default="specdec",
+                       help=f"specdec: the shared engine; hf: {reference} (outside reference)")
+
+
+def _engine(model, drafter, args) -> Forward:
+    from specdec.engine import SpeculativeEngine
+
+    return SpeculativeEngine(model, drafter, args.temperature, args.top_p).generate
+
+
+# ---------------------------------------------------------------- AR
+
+def _ar_build(args, model, tokenizer):
+    from evaluation.hf_reference import hf_generate_forward
+
+    return hf_generate_forward(model, args.temperature, args.top_p) if args.engine == "hf" else _engine(model, None, args)
+
+
+register(Method("ar", "Vanilla autoregressive decoding, the baseline every speed-up is measured against.",
+                lambda g: _engine_flag(g, "Hugging Face generate"), _ar_build))
+
+
+# ---------------------------------------------------------------- SD2
+
+def _floats(text: str) -> list[float]:
+    return [float(x) for x in text.split(",") if x.strip()]
+
+
+def _ints(text: str) -> list[int]:
+    return [int(x) for x in text.split(",") if x.strip()]
+
+
+def _total_token(text: str):
+    return text if text == "auto" else int(text)
+
+
+def add_sd2_args(g) -> None:
+    g.add_argument("--drafter-path", required=True, help="the sorted draft (HF checkpoint)")
+    g.add_argument("--submodels", "--exits", dest="submodels", type=_ints, default=None,
+                   help="exits, e.g. 6,9,12 (default: the draft's config)")
+    g.add_argument("--thresholds", type=_floats, default=None,
+                   help="one confidence threshold per exit, the last 0, e.g. 0.5,0.5,0 (default: the draft's config)")
+    g.add_argument("--tree", action="store_true", help="draft a dynamic top-k tree instead of a chain")
+    g.add_argument("--total-token", type=_total_token, default=60,
+                   help="tree size incl. the root, or 'auto': chosen each step from timed verification costs")
+    g.add_argument("--depth", type=int, default=4, help="tree expansion steps")
+    g.add_argument("--top-k", type=int, default=10, help="children per expanded node and frontier width")
+    g.add_argument("--draft-vocab-size", type=int, default=None,
+                   help="use only the first N ids of the draft's draft_vocab_file (0: the full head)")
+    g.add_argument("--lookup-tokens", type=int, default=0,
+                   help="add prompt lookup's continuation (PLD, up to N tokens) to every round as a free branch")
+    add_draft_dtype_arg(g, int8=True)
+
+
+def build_sd2(args, model, tokenizer) -> Forward:
+    """The engine with an SD2 drafter; for ``--total-token auto`` the target's verification
+    passes are timed on this hardware first."""
+    from specdec.drafters.sd2 import AUTO_SIZES, load_sd2_drafter
+    from specdec.engine import SpeculativeEngine
+
+    costs, started = None, time.perf_counter()
+    if args.tree and args.total_token == "auto":
+        costs = SpeculativeEngine(model).time_verification(list(AUTO_SIZES))
+    timing_seconds = round(time.perf_counter() - started, 2) if costs else None
+    drafter = load_sd2_drafter(args.drafter_path, model, tokenizer, draft_vocab_size=args.draft_vocab_size,
+                               dtype=draft_dtype(args), int8_weights=args.draft_dtype == INT8,
+                               exits=args.submodels, thresholds=args.thresholds, tree=args.tree,
+                               total_token=args.total_token, depth=args.depth, top_k=args.top_k,
+                               temperature=args.temperature, top_p=args.top_p, verify_costs=costs,
+                               lookup_tokens=args.lookup_tokens)
+    drafter.verify_timing_seconds = timing_seconds  # reported in every answer's stats, outside its wall_time
+    return _engine(model, drafter, args)
+
+
+register(Method("sd2", "SD2: a sorted draft with adaptive exits, drafting a chain or (--tree) a dynamic tree.",
+                add_sd2_args, build_sd2, lambda args: check_model_folder(Path(args.drafter_path), "--drafter-path")))
+
+
+# ---------------------------------------------------------------- SpS
+
+def _sps_args(g) -> None:
+    g.add_argument("--drafter-path", required=True, help="draft causal LM (HF checkpoint) with the target's vocabulary")
+    _engine_flag(g, "Hugging Face assisted generation")
+    g.add_argument("--draft-tokens", "--num-draft-tokens", dest="num_draft_tokens", type=int, default=5,
+                   help="first draft length (then +2 / -1 per round)")
+    g.add_argument("--max-draft-tokens", type=int, default=20, help="longest draft")
+    add_draft_dtype_arg(g)
+
+
+def _sps_check(args) -> None:
+    if args.engine == "hf" and args.draft_dtype:
+        raise ValueError("--draft-dtype is for --engine specdec (HF assisted generation runs both models in one dtype)")
+    if not 1 <= args.num_draft_tokens <= args.max_draft_tokens:
+        raise ValueError(f"need 1 <= --draft-tokens ({args.num_draft_tokens}) <= --max-draft-tokens "
+                         f"({args.max_draft_tokens})")
+    check_model_folder(Path(args.drafter_path), "--drafter-path")
+
+
+def _sps_build(args, model, tokenizer) -> Forward:
+    from evaluation.hf_reference import hf_assisted_forward
+    from specdec.drafters.sps import SpeculativeSamplingDrafter
+    from specdec.vocab import load_draft
+
+    draft, _ = load_draft(args.drafter_path, model, tokenizer, draft_dtype(args))  # refuses another vocabulary
+    if args.engine == "hf":
+        # heuristic_transient: HF's +2/-1 schedule, restarted every generate call like our drafter
+        return hf_assisted_forward(model, draft, args.temperature, args.top_p, args.num_draft_tokens,
+                                   "heuristic_transient")
+    drafter = SpeculativeSamplingDrafter(draft, model.config.vocab_size, args.temperature, args.top_p,
+                                         args.num_draft_tokens, args.max_draft_tokens)
+    return _engine(model, drafter, args)
+
+
+register(Method("sps", "SpS: speculative sampling with a separate draft model of the target's vocabulary.",
+                _sps_args, _sps_build, _sps_check))
+
+
+# ---------------------------------------------------------------- PLD
+
+def _pld_args(g) -> None:
+    _engine_flag(g, "Hugging Face prompt lookup")
+    g.add_argument("--max-ngram-size", type=int, default=3, help="longest n-gram matched (tries n..1)")
+    g.add_argument("--min-ngram-size", type=int, default=1, help="shortest n-gram matched")
+    g.add_argument("--draft-tokens", "--num-pred-tokens", dest="num_pred_tokens", type=int, default=10,
+                   help="tokens copied after a match")
+
+
+def _pld_drafter(args):
+    from specdec.drafters.pld import PromptLookupDrafter
+
+    return PromptLookupDrafter(args.max_ngram_size, args.num_pred_tokens, args.min_ngram_size)
+
+
+def _pld_check(args) -> None:
+    _pld_drafter(args)  # its own checks
+    if args.engine == "hf" and args.min_ngram_size != 1:
+        raise ValueError("--engine hf always tries n-grams down to 1 token: --min-ngram-size must be 1")
+
+
+def _pld_build(args, model, tokenizer) -> Forward:
+    from evaluation.hf_reference import hf_prompt_lookup_forward
+
+    if args.engine == "hf":
+        return hf_prompt_lookup_forward(model, args.num_pred_tokens, args.max_ngram_size, args.temperature, args.top_p)
+    return _engine(model, _pld_drafter(args), args)
+
+
+register(Method("pld", "PLD: prompt lookup decoding (drafts copied from the context).", _pld_args, _pld_build,
+                _pld_check))
+
+
+# ---------------------------------------------------------------- Lookahead
+
+def _lookahead_args(g) -> None:
+    g.add_argument("--level", type=int, default=5, help="n-gram size N (the window has N-1 levels)")
+    g.add_argument("--window", type=int, default=7, help="Jacobi window width W")
+    g.add_argument("--guess", type=int, default=7, help="n-grams verified per step (pool entries per key)")
+    g.add_argument("--no-pool-from-prompt", action="store_true",
+                   help="start with an empty n-gram pool (the original's default) instead of the prompt's n-grams")
+
+
+def _lookahead_drafter(args):
+    from specdec.drafters.lookahead import LookaheadDrafter
+
+    return LookaheadDrafter(args.level, args.window, args.guess, not args.no_pool_from_prompt, args.seed)
+
+
+register(Method("lookahead", "Lookahead decoding: a Jacobi window and its n-gram pool in one verified tree.",
+                _lookahead_args, lambda args, model, tokenizer: _engine(model, _lookahead_drafter(args), args),
+                _lookahead_drafter))
+
+
+# ---------------------------------------------------------------- REST
+
+def _rest_args(g) -> None:
+    g.add_argument("--datastore-path", default=str(DEFAULT_DATASTORE),
+                   help="datastore built by scripts/build_rest_datastore.py with the target's tokenizer")
+    g.add_argument("--draft-tokens", "--num-draft", dest="num_draft", type=int, default=64,
+                   help="most draft tokens (tree nodes) per step")
+    g.add_argument("--max-token-span", type=int, default=16, help="longest context suffix searched")
+    g.add_argument("--min-token-span", type=int, default=2, help="shortest context suffix searched")
+    g.add_argument("--draft-len", type=int, default=10, help="tokens read after each match")
+    g.add_argument("--max-matches", type=int, default=5000, help="occurrences whose continuations are counted")
+
+
+def _rest_check(args) -> None:
+    if not Path(args.datastore_path).is_file():
+        raise ValueError(f"REST datastore not found: {args.datastore_path} (build it with scripts/build_rest_datastore.py)")
+
+
+def _rest_build(args, model, tokenizer) -> Forward:
+    from specdec.drafters.rest import RestDrafter
+
+    drafter = RestDrafter(args.datastore_path, args.num_draft, args.max_token_span, args.min_token_span,
+                          args.draft_len, args.max_matches, tokenizer=tokenizer)
+    return _engine(model, drafter, args)
+
+
+register(Method("rest", "REST: retrieval-based drafts from a datastore of ShareGPT replies.", _rest_args,
+                _rest_build, _rest_check))
+
+
+# ---------------------------------------------------------------- Hugging Face's own, as outside references
+
+def _hf_args(g) -> None:
+    g.add_argument("--method", choices=["generate", "assisted", "prompt_lookup"], default="generate")
+    g.add_argument("--drafter-path", help="assistant model for --method assisted")
+    g.add_argument("--num-assistant-tokens", type=int, default=20)
+    g.add_argument("--assistant-schedule", default="constant", choices=["constant", "heuristic", "heuristic_transient"])
+    g.add_argument("--assistant-confidence-threshold", type=float, default=0.4,
+                   help="HF ends a draft where the assistant's top probability is below this (0: never)")
+    g.add_argument("--prompt-lookup-num-tokens", type=int, default=10)
+    g.add_argument("--max-matching-ngram-size", type=int, default=3)
+
+
+def _hf_check(args) -> None:
+    if args.method == "assisted":
+        if not args.drafter_path:
+            raise ValueError("--method assisted needs --drafter-path")
+        check_model_folder(Path(args.drafter_path), "--drafter-path")
+
+
+def _hf_build(args, model, tokenizer) -> Forward:
+    from evaluation.hf_reference import hf_assisted_forward, hf_generate_forward, hf_prompt_lookup_forward
+    from specdec.vocab import load_draft
+
+    if args.method == "generate":
+        return hf_generate_forward(model, args.temperature, args.top_p)
+    if args.method == "assisted":
+        assistant, _ = load_draft(args.drafter_path, model, tokenizer)  # refuses another vocabulary
+        return hf_assisted_forward(model, assistant, args.temperature, args.top_p, args.num_assistant_tokens,
+                                   args.assistant_schedule, args.assistant_confidence_threshold)
+    return hf_prompt_lookup_forward(model, args.prompt_lookup_num_tokens, args.max_matching_ngram_size,
+                                    args.temperature, args.top_p)
+
+
+register(Method("hf", "Hugging Face's generate, assisted generation and prompt lookup (outside references).",
+                _hf_args, _hf_build, _hf_check))

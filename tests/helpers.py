@@ -1,0 +1,63 @@
+"""Helpers the tests share: a tiny random Llama built in a few lines, a tiny model that writes text
+with the default target's tokenizer, and the near-greedy check for half-precision output."""
+from __future__ import annotations
+
+import copy
+import json
+
+import torch
+
+
+def tiny_llama(num_layers: int = 4, vocab_size: int = 128, hidden: int = 64, seed: int = 0, **overrides):
+    """A random LlamaForCausalLM small enough for unit tests (float32, eval mode)."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(seed)
+    settings = dict(vocab_size=vocab_size, hidden_size=hidden, intermediate_size=2 * hidden,
+                    num_hidden_layers=num_layers, num_attention_heads=4, num_key_value_heads=2,
+                    max_position_embeddings=512, tie_word_embeddings=True)
+    config = LlamaConfig(**{**settings, **overrides})
+    return LlamaForCausalLM(config).eval()
+
+
+def save_tiny_text_target(path, tokenizer_dir, num_layers: int = 2, seed: int = 0):
+    """A tiny random Llama with the default target's tokenizer, saved to ``path``, that writes
+    visible text: a random model's favourite tokens are often special or blank ones (which decode
+    to nothing, and a blank reply is skipped), so their (tied) embedding rows are zeroed."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
+    model = tiny_llama(num_layers=num_layers, vocab_size=len(tokenizer), hidden=32, seed=seed)
+    blank = [i for i in range(len(tokenizer)) if not tokenizer.decode([i], skip_special_tokens=True).strip()]
+    model.get_input_embeddings().weight.data[blank] = 0
+    model.save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path
+
+
+def greedy_gaps(model, prompt: list[int], tokens: list[int]) -> list[float]:
+    """For each generated token, how far its float32 logit lies below the best one at that
+    position (0 where it is the float32 argmax). Half-precision decoding may flip near-ties, so
+    its gaps are small but not all zero; a wrong token (bad cache, bad verification) has a large one."""
+    reference = copy.deepcopy(model).float()
+    ids = torch.tensor([prompt + tokens], device=next(reference.parameters()).device)
+    with torch.no_grad():
+        logits = reference(ids).logits[0, len(prompt) - 1:-1].float()
+    chosen = logits.gather(1, ids[0, len(prompt):, None])[:, 0]
+    return (logits.max(dim=-1).values - chosen).tolist()
+
+
+def answer_record(qid, category, turns=None, new_tokens=None, wall_time=None, accept_lengths=None, **extra) -> dict:
+    """A Spec-Bench answer record for report tests; unspecified figures are one token per step."""
+    new_tokens = new_tokens if new_tokens is not None else [1] * len(turns)
+    turns = turns if turns is not None else [f"answer {qid} turn {i}" for i in range(len(new_tokens))]
+    accept_lengths = accept_lengths or [1] * sum(new_tokens)
+    return {"question_id": qid, "category": category, "answer_id": f"id{qid}", "model_id": "m",
+            "choices": [{"index": 0, "turns": turns, "decoding_steps": [len(accept_lengths)] * len(turns),
+                         "new_tokens": new_tokens, "wall_time": wall_time or [1.0] * len(turns),
+                         "accept_lengths": accept_lengths}], "tstamp": 0.0, **extra}
+
+
+def write_answers(path, records):
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    return path
