@@ -20,6 +20,30 @@ def tiny_llama(num_layers: int = 4, vocab_size: int = 128, hidden: int = 64, see
     return LlamaForCausalLM(config).eval()
 
 
+def varied_llama(**overrides):
+    """A tiny model whose greedy output is not one repeated token (larger init scale)."""
+    return tiny_llama(**{"num_layers": 4, "vocab_size": 64, "initializer_range": 0.3, **overrides})
+
+
+class WrappedDrafter:
+    """A drafter that hands everything to ``inner``; tests override one method to change or watch it."""
+
+    def __init__(self, inner):
+        self.inner = inner
+
+    def reset(self, prompt_ids):
+        self.inner.reset(prompt_ids)
+
+    def propose(self, context, max_depth=None):
+        return self.inner.propose(context, max_depth)
+
+    def accepted(self, context, num_new, num_drafted):
+        self.inner.accepted(context, num_new, num_drafted)
+
+    def stats(self):
+        return getattr(self.inner, "stats", dict)()
+
+
 def save_tiny_text_target(path, tokenizer_dir, num_layers: int = 2, seed: int = 0):
     """A tiny random Llama with the default target's tokenizer, saved to ``path``, that writes
     visible text: a random model's favourite tokens are often special or blank ones (which decode

@@ -16,15 +16,11 @@ from specdec.drafters.sd2 import SD2Drafter
 from specdec.engine import SpeculativeEngine
 from specdec.tree import depths
 
-from helpers import tiny_llama
+from helpers import WrappedDrafter, varied_llama
 
 PROMPT = [5, 9, 3, 7, 1, 2]
 EXACT = dict(exits=[2, 4], thresholds=[1.0, 0.0])  # exit 2 is never sure enough: always the whole target
 MODES = {"chain": dict(tree=False), "tree": dict(tree=True, total_token=20, depth=4, top_k=3)}
-
-
-def varied_llama(**kw):
-    return tiny_llama(num_layers=4, vocab_size=64, initializer_range=0.3, **kw)
 
 
 @pytest.fixture(scope="module")
@@ -53,23 +49,11 @@ def test_a_stop_token_inside_an_accepted_run_ends_the_answer_there(target, ar_to
     assert out.accept_lengths[-1] > 1 and out.accept_lengths[-1] < max(out.accept_lengths)
 
 
-class IgnoresBudget:
+class IgnoresBudget(WrappedDrafter):
     """A drafter that drafts its full length whatever budget it is told: the engine must cut."""
-
-    def __init__(self, inner):
-        self.inner = inner
-
-    def reset(self, prompt_ids):
-        self.inner.reset(prompt_ids)
 
     def propose(self, context, max_depth=None):
         return self.inner.propose(context)
-
-    def stats(self):
-        return self.inner.stats()
-
-    def accepted(self, context, num_new, num_drafted):
-        self.inner.accepted(context, num_new, num_drafted)
 
 
 @pytest.mark.parametrize("mode", MODES)
@@ -115,23 +99,18 @@ def test_a_draft_buffer_that_grows_past_its_first_allocation_stays_lossless(mode
     assert after and sum(after) / len(after) > 4, after
 
 
-class RecordingDrafter:
-    """Wraps a drafter and records, per step, the budget it was told and the depth it drafted."""
+class RecordingDrafter(WrappedDrafter):
+    """Records, per step, the budget the drafter was told and the depth it drafted."""
 
     def __init__(self, inner):
-        self.inner, self.calls = inner, []
-
-    def reset(self, prompt_ids):
-        self.inner.reset(prompt_ids)
+        super().__init__(inner)
+        self.calls = []
 
     def propose(self, context, max_depth=None):
         tree = self.inner.propose(context, max_depth)
         deepest = max(depths(tree.parents.tolist()), default=0)
         self.calls.append((len(context), max_depth, deepest))
         return tree
-
-    def accepted(self, context, num_new, num_drafted):
-        self.inner.accepted(context, num_new, num_drafted)
 
 
 @pytest.mark.parametrize("make", [

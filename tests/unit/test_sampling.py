@@ -18,7 +18,7 @@ from specdec.engine import SpeculativeEngine
 from specdec.types import DraftTree
 from specdec.verify import target_probs
 
-from helpers import tiny_llama
+from helpers import WrappedDrafter, tiny_llama
 
 V = 6
 PROMPT = [1, 4, 2]
@@ -108,14 +108,8 @@ def test_sps_sampling_keeps_the_target_distribution():
     assert kept > 0.05 and p_value > 1e-3
 
 
-class ReportsTemperatureOne:
+class ReportsTemperatureOne(WrappedDrafter):
     """A broken drafter: samples its chain at temperature 0.9 but reports q at temperature 1."""
-
-    def __init__(self, inner):
-        self.inner = inner
-
-    def reset(self, prompt_ids):
-        self.inner.reset(prompt_ids)
 
     def propose(self, context, max_depth=None):
         tree = self.inner.propose(context, max_depth)
@@ -123,9 +117,6 @@ class ReportsTemperatureOne:
             return tree
         q_at_one = tree.draft_probs.clamp(min=1e-30) ** 0.9  # softmax(l / 0.9) ** 0.9 ∝ softmax(l)
         return DraftTree(tree.tokens, tree.parents, q_at_one / q_at_one.sum(-1, keepdim=True))
-
-    def accepted(self, context, num_new, num_drafted):
-        self.inner.accepted(context, num_new, num_drafted)
 
 
 @pytest.mark.slow

@@ -14,16 +14,11 @@ from specdec.llama import LlamaRunner, causal_mask
 from specdec.types import DraftTree
 from specdec.verify import target_probs
 
-from helpers import greedy_gaps, tiny_llama
+from helpers import greedy_gaps, varied_llama
 
 PROMPT = [5, 9, 3, 7, 1, 2]
 EXITS = [1, 2, 4]
 MIXED = [0.3, 0.5, 0.0]  # on this model every exit gets used
-
-
-def varied_llama(**kw):
-    """A tiny model whose greedy output is not one repeated token (larger init scale)."""
-    return tiny_llama(num_layers=4, vocab_size=64, initializer_range=0.3, **kw)
 
 
 @pytest.fixture(scope="module")
