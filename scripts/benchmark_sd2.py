@@ -50,8 +50,8 @@ def parse_args(argv=None):
                    help="extra SD2 trees to compare, TOTAL:DEPTH:TOPK[:LOOKUP_TOKENS[:DRAFT_DTYPE]] comma-separated, "
                         "e.g. auto:4:4,16:3:4,auto:4:10:8:int8")
     p.add_argument("--chain-variants", default=None,
-                   help="extra SD2 chains to compare, EXITS:THRESHOLDS with '+' between values, comma-separated, "
-                        "e.g. 6:0,6+9+12:0.5+0.5+0")
+                   help="extra SD2 chains to compare, EXITS:THRESHOLDS[:LOOKUP_TOKENS[:first]] with '+' between "
+                        "values, comma-separated, e.g. 6:0,6+9+12:0.5+0.5+0,6:0:4:first (first: lookup-first)")
     p.add_argument("--submodels", default=None, help="exits (default: the draft's config)")
     p.add_argument("--thresholds", default=None, help="thresholds (default: the draft's config)")
     p.add_argument("--draft-vocab-size", type=int, default=None, help="0: full draft head")
@@ -82,10 +82,11 @@ def build_methods(args, model, tokenizer) -> dict:
         drafter = load_sd2_drafter(args.drafter_path, model, tokenizer, **sd2_kwargs)
         methods["sd2_chain"] = SpeculativeEngine(model, drafter).generate
     for variant in (args.chain_variants.split(",") if args.chain_variants else []):
-        exits, thresholds = variant.split(":")
+        exits, thresholds, *lookup = variant.split(":")
         drafter = load_sd2_drafter(args.drafter_path, model, tokenizer, **dict(
-            sd2_kwargs, exits=[int(x) for x in exits.split("+")], thresholds=[float(x) for x in thresholds.split("+")]))
-        methods[f"chain_{exits}_{thresholds}"] = SpeculativeEngine(model, drafter).generate
+            sd2_kwargs, exits=[int(x) for x in exits.split("+")], thresholds=[float(x) for x in thresholds.split("+")],
+            lookup_tokens=int(lookup[0]) if lookup else args.lookup_tokens, lookup_first=lookup[1:] == ["first"]))
+        methods["chain_" + variant.replace(":", "_")] = SpeculativeEngine(model, drafter).generate
     trees = [("sd2_tree", args.total_token, args.depth, args.top_k, {})] if "sd2_tree" in wanted else []
     for variant in (args.tree_variants.split(",") if args.tree_variants else []):
         total, depth, top_k, *extra = variant.split(":")
@@ -216,7 +217,7 @@ def summarize(runs: dict) -> dict:
                     split[key[5:]] += value
             for e, count in r["stats"].get("exit_tokens", {}).items():
                 exits[int(e)] += count
-        skipped = sum(r["stats"].get("skipped_rounds", 0) for r in records)
+        skipped = sum(r["stats"].get("skipped_rounds", 0) + r["stats"].get("lookup_rounds", 0) for r in records)
         lookup = [sum(r["stats"].get(k, 0) for r in records) for k in ("lookup_tokens", "lookup_accepted")]
         summary[name] = {"tasks": rows, "ms_per_step": {k: 1000 * v / steps for k, v in split.items()},
                          "exit_tokens": dict(sorted(exits.items())), "drafted_share": 1 - skipped / steps,

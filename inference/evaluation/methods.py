@@ -128,6 +128,9 @@ def add_sd2_args(g) -> None:
                    help="use only the first N ids of the draft's draft_vocab_file (0: the full head)")
     g.add_argument("--lookup-tokens", type=int, default=0,
                    help="add prompt lookup's continuation (PLD, up to N tokens) to every round as a free branch")
+    g.add_argument("--lookup-first", action="store_true",
+                   help="with --lookup-tokens: verify the lookup continuation alone where one is found, and run "
+                        "the draft only where the context offers nothing to copy")
     add_draft_dtype_arg(g, int8=True)
 
 
@@ -146,7 +149,7 @@ def build_sd2(args, model, tokenizer) -> Forward:
                                exits=args.submodels, thresholds=args.thresholds, tree=args.tree,
                                total_token=args.total_token, depth=args.depth, top_k=args.top_k,
                                temperature=args.temperature, top_p=args.top_p, verify_costs=costs,
-                               lookup_tokens=args.lookup_tokens)
+                               lookup_tokens=args.lookup_tokens, lookup_first=args.lookup_first)
     drafter.verify_timing_seconds = timing_seconds  # reported in every answer's stats, outside its wall_time
     return _engine(model, drafter, args)
 

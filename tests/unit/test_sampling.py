@@ -85,6 +85,8 @@ CASES = {
     "sd2_tree_top_p": (dict(tree=True, total_token=8, depth=2, top_k=2), 1.0, 0.8, 0),
     # a lookup branch beside the chain: its tokens are one-hot proposals
     "sd2_chain_lookup": (dict(tree=False), 0.9, 1.0, 3),
+    # lookup-first: a round with a lookup continuation verifies it alone, the others sample a chain
+    "sd2_chain_lookup_first": (dict(tree=False, lookup_first=True), 0.9, 1.0, 3),
 }
 
 

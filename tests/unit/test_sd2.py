@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import copy
 
+import numpy as np
 import pytest
 import torch
 
 from sd2train.exits import all_exit_logits
+from specdec.drafters.pld import prompt_lookup
 from specdec.drafters.sd2 import SD2Drafter
 from specdec.engine import SpeculativeEngine
 from specdec.llama import LlamaRunner, causal_mask
@@ -237,7 +239,8 @@ def test_the_lookup_branch_shares_the_drafts_nodes_where_they_agree(target):
     # The draft proposed 7 then 9; lookup finds (5, 6) earlier, followed by 7, 8, 5, 6.
     drafter.proposed, drafter.node_parents, drafter.node_rows, drafter.node_exits = [7, 9], [-1, 0], [10, -1], [1, 2]
     model_tree = DraftTree(torch.tensor([7, 9]), torch.tensor([-1, 0]))
-    tree = drafter._with_lookup_branch(model_tree, torch.tensor([5, 6, 7, 8, 5, 6]), max_depth=8)
+    found = prompt_lookup(np.array([5, 6, 7, 8, 5, 6]), 1, 3, 4)
+    tree = drafter._with_lookup_branch(model_tree, found)
     assert tree.tokens.tolist() == [7, 9, 8, 5, 6] and tree.parents.tolist() == [-1, 0, 0, 2, 3]
     assert drafter.node_rows == [10, -1, -1, -1, -1] and drafter.node_exits == [1, 2, None, None, None]
     assert drafter.model_nodes == 2 and drafter.stats_acc["lookup_tokens"] == 3
@@ -253,3 +256,18 @@ def test_a_bfloat16_target_emits_only_near_greedy_tokens(tree):
     out = SpeculativeEngine(target, drafter).generate(PROMPT, 40, set())
     gaps = greedy_gaps(target, PROMPT, out.token_ids)
     assert max(gaps) < 0.3 and sum(g == 0 for g in gaps) >= 36, gaps
+
+
+@pytest.mark.parametrize("tree", [False, True], ids=["chain", "tree"])
+def test_lookup_first_copies_where_it_can_and_drafts_elsewhere(target, tree):
+    prompt = PROMPT * 3  # repeated n-grams: prompt lookup finds continuations
+    ar = SpeculativeEngine(target).generate(prompt, 40, set()).token_ids
+    drafter = SD2Drafter(copy.deepcopy(target), exits=EXITS, thresholds=MIXED, tree=tree, total_token=12, depth=3,
+                         top_k=3, lookup_tokens=6, lookup_first=True)
+    out = SpeculativeEngine(target, drafter).generate(prompt, 40, set())
+    assert out.token_ids == ar
+    stats = out.stats
+    assert 0 < stats["lookup_rounds"] < out.decoding_steps  # some rounds copied, the others drafted
+    assert sum(stats["exit_tokens"].values()) > 0 and stats["lookup_tokens"] > 0
+    with pytest.raises(ValueError, match="lookup_first needs lookup_tokens"):
+        SD2Drafter(copy.deepcopy(target), exits=EXITS, thresholds=MIXED, lookup_first=True)

@@ -20,7 +20,9 @@ Lookup branch. With ``lookup_tokens`` > 0, prompt lookup's continuation (PLD: wh
 last repeated n-gram of the context) joins the tree as one more branch, sharing the nodes where it
 agrees with the draft. It costs no draft compute and wins where text is copied (translation,
 summarisation, RAG), while the draft wins where it agrees. Rounds in which drafting does not pay
-(auto mode) still verify the lookup branch.
+(auto mode) still verify the lookup branch. With ``lookup_first`` a round whose lookup finds a
+continuation verifies that alone and the draft does not run (``stats["lookup_rounds"]``); the
+draft drafts only where the context offers nothing to copy.
 """
 from __future__ import annotations
 
@@ -49,7 +51,8 @@ class SD2Drafter:
                  total_token: int | str = 60, depth: int = 4, top_k: int = 10,
                  draft_vocab: list[int] | None = None, temperature: float = 0.0, top_p: float = 1.0,
                  verify_costs: dict[int, float] | None = None, max_draft_len: int = 16,
-                 int8_weights: bool = False, lookup_tokens: int = 0, lookup_ngram: tuple[int, int] = (1, 3)):
+                 int8_weights: bool = False, lookup_tokens: int = 0, lookup_ngram: tuple[int, int] = (1, 3),
+                 lookup_first: bool = False):
         spec = DraftSpec.from_config(draft.config, exits, thresholds)  # the checkpoint's unless overridden
         self.runner = LlamaRunner(draft)
         if int8_weights:
@@ -87,7 +90,9 @@ class SD2Drafter:
             raise ValueError(f"need temperature >= 0 and 0 < top_p <= 1, got {temperature}, {top_p}")
         if lookup_tokens < 0:
             raise ValueError(f"lookup_tokens must be >= 0, got {lookup_tokens}")
-        self.lookup_tokens, self.lookup_ngram = lookup_tokens, lookup_ngram
+        if lookup_first and not lookup_tokens:
+            raise ValueError("lookup_first needs lookup_tokens > 0")
+        self.lookup_tokens, self.lookup_ngram, self.lookup_first = lookup_tokens, lookup_ngram, lookup_first
         self.capacity = 0
         self.stats_acc: dict = {}
 
@@ -107,7 +112,7 @@ class SD2Drafter:
         self.level_time = 0.0  # EMA of one tree level's drafting time (auto mode)
         self.stats_acc = {"exit_tokens": {e: 0 for e in self.exits},
                           "exit_accepted": {e: 0 for e in self.exits}, "draft_tree_sizes": [],
-                          "skipped_rounds": 0, "lookup_tokens": 0, "lookup_accepted": 0}
+                          "skipped_rounds": 0, "lookup_tokens": 0, "lookup_accepted": 0, "lookup_rounds": 0}
 
     def stats(self) -> dict:
         sizes = self.stats_acc.get("draft_tree_sizes", [])
@@ -216,24 +221,28 @@ class SD2Drafter:
     @torch.inference_mode()
     def propose(self, context: torch.Tensor, max_depth: int | None = None) -> DraftTree:
         max_depth = max_depth or self.max_rows()
-        self.skipping = self.skip_rounds > 0
-        if self.skipping:  # auto mode found drafting slower than plain target steps lately
-            self.skip_rounds -= 1
-            self.stats_acc["skipped_rounds"] += 1
+        found = None
+        if self.lookup_tokens:
+            found = prompt_lookup(context.cpu().numpy(), *self.lookup_ngram, min(self.lookup_tokens, max_depth))
+        copying = self.lookup_first and found is not None
+        self.skipping = self.skip_rounds > 0 or copying
+        if self.skipping:  # nothing for the draft to do this round: lookup found text to copy, or auto
+            if copying:    # mode found drafting slower than plain target steps lately
+                self.stats_acc["lookup_rounds"] += 1
+            else:
+                self.skip_rounds -= 1
+                self.stats_acc["skipped_rounds"] += 1
             self.proposed, self.node_parents, self.node_rows, self.node_exits = [], [], [], []
-            return self._with_lookup_branch(DraftTree.empty(context.device), context, max_depth)
+            return self._with_lookup_branch(DraftTree.empty(context.device), found)
         start = time.perf_counter()
         tree = self._propose_tree(context, max_depth) if self.tree else self._propose_chain(context, max_depth)
         self.draft_time = time.perf_counter() - start
-        return self._with_lookup_branch(tree, context, max_depth)
+        return self._with_lookup_branch(tree, found)
 
-    def _with_lookup_branch(self, tree: DraftTree, context: torch.Tensor, max_depth: int) -> DraftTree:
-        """Add prompt lookup's continuation as a branch: follow the draft's nodes while they agree,
-        then new nodes (no draft row, no exit) for the rest."""
+    def _with_lookup_branch(self, tree: DraftTree, found) -> DraftTree:
+        """Add prompt lookup's continuation ``found`` (None: nothing found) as a branch: follow the
+        draft's nodes while they agree, then new nodes (no draft row, no exit) for the rest."""
         self.model_nodes = len(self.proposed)
-        if not self.lookup_tokens:
-            return tree
-        found = prompt_lookup(context.cpu().numpy(), *self.lookup_ngram, min(self.lookup_tokens, max_depth))
         if found is None:
             return tree
         child = {(p, t): i for i, (p, t) in enumerate(zip(self.node_parents, self.proposed))}
@@ -251,7 +260,7 @@ class SD2Drafter:
         if not added:
             return tree
         self.stats_acc["lookup_tokens"] += added
-        device = context.device
+        device = tree.tokens.device
         new = torch.tensor(self.proposed[-added:], dtype=torch.long, device=device)
         parents = torch.tensor(self.node_parents[-added:], dtype=torch.long, device=device)
         probs = tree.draft_probs
