@@ -21,6 +21,9 @@ DRAFT_DTYPE=${DRAFT_DTYPE-bfloat16}                      # SpS draft dtype ('' =
                                                          # verifies in DTYPE, so output is unchanged
 SD2_DRAFT_DTYPE=${SD2_DRAFT_DTYPE-}                      # SD2 draft dtype; empty: int8 on a CPU, bfloat16 on CUDA
 LOOKUP_TOKENS=${LOOKUP_TOKENS:-0}                        # SD2 tree: prompt lookup branch of up to N tokens (0: none)
+LOOKUP_FIRST=${LOOKUP_FIRST:-0}                          # 1: SD2 verifies the lookup continuation alone where one is found
+SD2_EXITS=${SD2_EXITS:-}                                 # SD2 exits, e.g. 6 or 6,9,12 (empty: the draft's own)
+SD2_THRESHOLDS=${SD2_THRESHOLDS:-}                       # one per exit, the last 0 (empty: the draft's, or defaults)
 DEVICE=${DEVICE:-auto}                                   # auto | cpu | cuda
 BENCH=${BENCH:-spec_bench}                               # questions: data/$BENCH/question.jsonl
 TEMP=${TEMP:-0.0}                                        # 0 = greedy (then outputs must all be equal)
@@ -62,11 +65,16 @@ one_of "$DTYPE" float32 bfloat16 float16 || fail "DTYPE '$DTYPE': use float32, b
 [ -z "$SD2_DRAFT_DTYPE" ] || one_of "$SD2_DRAFT_DTYPE" int8 float32 bfloat16 float16 \
     || fail "SD2_DRAFT_DTYPE '$SD2_DRAFT_DTYPE': use int8, float32, bfloat16, float16 or '' (int8 on a CPU, bfloat16 on CUDA)"
 one_of "$DEVICE" auto cpu cuda || fail "DEVICE '$DEVICE': use auto, cpu or cuda"
+one_of "$LOOKUP_FIRST" 0 1 || fail "LOOKUP_FIRST '$LOOKUP_FIRST': use 0 or 1"
+if [ "$LOOKUP_FIRST" = 1 ] && [ "$LOOKUP_TOKENS" = 0 ]; then fail "LOOKUP_FIRST=1 needs LOOKUP_TOKENS > 0"; fi
 for name in MAX_NEW_TOKENS WARMUP LOOKUP_TOKENS QUESTION_BEGIN QUESTION_END PER_TASK; do
     value=${!name}
     [ -z "$value" ] || [[ "$value" =~ ^[0-9]+$ ]] || fail "$name '$value': not a whole number"
 done
 [[ "$TEMP" =~ ^[0-9]*\.?[0-9]+$ ]] || fail "TEMP '$TEMP': not a number >= 0"
+[[ -z "$SD2_EXITS" || "$SD2_EXITS" =~ ^[0-9]+(,[0-9]+)*$ ]] || fail "SD2_EXITS '$SD2_EXITS': use comma-separated layer counts, e.g. 6,9,12"
+[[ -z "$SD2_THRESHOLDS" || "$SD2_THRESHOLDS" =~ ^[0-9.]+(,[0-9.]+)*$ ]] \
+    || fail "SD2_THRESHOLDS '$SD2_THRESHOLDS': use comma-separated numbers, e.g. 0.5,0.5,0"
 cd "$ROOT/inference"
 SUFFIX="$DTYPE-temp-$TEMP"
 COMMON=(--model-path "$TARGET" --bench-name "$BENCH" --dtype "$DTYPE" --device "$DEVICE" --temperature "$TEMP"
@@ -93,9 +101,12 @@ DRAFT_ARGS=(--drafter-path "$DRAFT" ${DRAFT_DTYPE:+--draft-dtype "$DRAFT_DTYPE"}
 if [ -z "$SD2_DRAFT_DTYPE" ]; then
     SD2_DRAFT_DTYPE=$("$PYTHON" -c "import torch; print('bfloat16' if torch.cuda.is_available() and '$DEVICE' != 'cpu' else 'int8')")
 fi
-SD2_ARGS=(--drafter-path "$DRAFT" --draft-dtype "$SD2_DRAFT_DTYPE")
+SD2_ARGS=(--drafter-path "$DRAFT" --draft-dtype "$SD2_DRAFT_DTYPE" ${SD2_EXITS:+--submodels "$SD2_EXITS"}
+          ${SD2_THRESHOLDS:+--thresholds "$SD2_THRESHOLDS"})
 run sd2_chain inference_sd2       "${SD2_ARGS[@]}"                 # exits/thresholds from the draft's config
-run sd2_tree  inference_sd2       "${SD2_ARGS[@]}" --tree --total-token auto --lookup-tokens "$LOOKUP_TOKENS"
+LOOKUP_ARGS=(--lookup-tokens "$LOOKUP_TOKENS")
+[ "$LOOKUP_FIRST" = 1 ] && LOOKUP_ARGS+=(--lookup-first)
+run sd2_tree  inference_sd2       "${SD2_ARGS[@]}" --tree --total-token auto "${LOOKUP_ARGS[@]}"
 run sps       inference_sps       "${DRAFT_ARGS[@]}"               # the draft at its deepest exit
 run sps_hf    inference_sps       --drafter-path "$DRAFT" --engine hf   # HF assisted generation
 run pld       inference_pld
