@@ -21,7 +21,7 @@ DRAFT_DTYPE=${DRAFT_DTYPE-bfloat16}                      # SpS draft dtype ('' =
                                                          # verifies in DTYPE, so output is unchanged
 SD2_DRAFT_DTYPE=${SD2_DRAFT_DTYPE-}                      # SD2 draft dtype; empty: int8 on a CPU, bfloat16 on CUDA
 LOOKUP_TOKENS=${LOOKUP_TOKENS:-0}                        # SD2 tree: prompt lookup branch of up to N tokens (0: none)
-LOOKUP_FIRST=${LOOKUP_FIRST:-0}                          # 1: SD2 verifies the lookup continuation alone where one is found
+LOOKUP_FIRST=${LOOKUP_FIRST:-0}                          # 1: SD2 tree verifies the lookup continuation alone where found
 SD2_EXITS=${SD2_EXITS:-}                                 # SD2 exits, e.g. 6 or 6,9,12 (empty: the draft's own)
 SD2_THRESHOLDS=${SD2_THRESHOLDS:-}                       # one per exit, the last 0 (empty: the draft's, or defaults)
 DEVICE=${DEVICE:-auto}                                   # auto | cpu | cuda

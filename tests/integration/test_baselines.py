@@ -80,12 +80,12 @@ def test_scripts_refuse_bad_input_early(script, args, message, capsys):
 
 
 def test_sps_refuses_a_draft_with_another_vocabulary(tmp_path, capsys):
+    from evaluation.eval import EvalConfigError
     from evaluation.inference_sps import main
-    from specdec.vocab import VocabularyMismatch
 
     from helpers import tiny_llama
 
     tiny_llama(vocab_size=128).save_pretrained(tmp_path / "draft")
-    with pytest.raises(VocabularyMismatch, match=r"\(128 tokens\) differs from the target's \(49152"):
+    with pytest.raises(EvalConfigError, match=r"\(128 tokens\) differs from the target's \(49152"):
         main(["--model-id", "t", "--drafter-path", str(tmp_path / "draft"), "--question-end", "1",
               "--answer-file", str(tmp_path / "a.jsonl")])

@@ -63,11 +63,11 @@ def test_bad_input_is_rejected_early(tmp_path, random_store):
     (tmp_path / "junk.npz").write_bytes(b"not a datastore")
     with pytest.raises(ValueError, match="not a REST datastore"):
         RestDrafter(tmp_path / "junk.npz")
-    with pytest.raises(ValueError, match="max-token-span"):
+    with pytest.raises(ValueError, match="max_token_span"):
         RestDrafter(random_store, max_token_span=9)  # deeper than the suffix array is sorted
     with pytest.raises(ValueError, match="token spans"):
         RestDrafter(random_store, min_token_span=3, max_token_span=2)
-    with pytest.raises(ValueError, match="num-draft"):
+    with pytest.raises(ValueError, match="num_draft must be a positive integer"):
         RestDrafter(random_store, num_draft=0, max_token_span=8)
 
 
