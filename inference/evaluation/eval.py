@@ -154,7 +154,17 @@ def selected_questions(args) -> list[dict]:
     return questions
 
 
-def check_args(args, tokenizer) -> tuple[ChatPrompter, list[dict]]:
+@dataclass
+class CheckedRun:
+    """What check_args resolved once: the prompter, the questions, the answers so far, the settings."""
+
+    prompter: ChatPrompter
+    questions: list[dict]
+    existing: list[dict]
+    settings: dict
+
+
+def check_args(args, tokenizer) -> CheckedRun:
     """Everything that can be wrong with the input, checked before any model weights or generation."""
     if args.max_new_tokens < 1:
         raise EvalConfigError(f"--max-new-tokens must be >= 1, got {args.max_new_tokens}")
@@ -166,8 +176,8 @@ def check_args(args, tokenizer) -> tuple[ChatPrompter, list[dict]]:
         raise EvalConfigError(f"--num-warmup must be >= 0, got {args.num_warmup}")
     prompter = ChatPrompter.from_name(args.conv_template, tokenizer)
     questions = selected_questions(args)
-    existing_answers(args, repair=True)
-    return prompter, questions
+    settings = run_settings(args)
+    return CheckedRun(prompter, questions, existing_answers(args, settings, repair=True), settings)
 
 
 # What selects questions or names files, rather than how answers are made: a resumed run may change these.
@@ -192,12 +202,12 @@ def run_settings(args) -> dict:
     return settings
 
 
-def existing_answers(args, repair: bool = False) -> list[dict]:
+def existing_answers(args, settings: dict, repair: bool = False) -> list[dict]:
     """The answer file's records so far; an error if another model_id or other settings made them."""
     path = answer_file(args)
     try:
         records = read_answers(path, repair=repair)
-        check_resume(path, records, args.model_id, run_settings(args))
+        check_resume(path, records, args.model_id, settings)
     except AnswerFileError as exc:
         raise EvalConfigError(str(exc)) from None
     return records
@@ -304,14 +314,13 @@ def run_eval(args, model, tokenizer, forward: Forward) -> Path:
     Questions already answered (without error) in the answer file are skipped; errored ones
     are tried again. Each record is appended and flushed as it finishes.
     """
-    prompter, questions = check_args(args, tokenizer)
+    run = check_args(args, tokenizer)  # load_target checked too, before the weights; the file may have changed
+    prompter, questions, settings = run.prompter, run.questions, run.settings
     prompter.stop_token_ids |= eos_token_ids(tokenizer, model)
     path = answer_file(args)
     path.parent.mkdir(parents=True, exist_ok=True)
 
-    existing = existing_answers(args)
-    settings = run_settings(args)
-    done = {r["question_id"] for r in existing if "error" not in r}
+    done = {r["question_id"] for r in run.existing if "error" not in r}
     pending = [q for q in questions if q["question_id"] not in done]
     print(f"{len(questions)} questions from {question_file(args)}; {len(questions) - len(pending)} already "
           f"answered in {path}; {len(pending)} to go")
