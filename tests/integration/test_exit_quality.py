@@ -52,3 +52,16 @@ def test_report_command_on_the_default_target(tmp_path, default_model_dir):
     report = json.loads(out.read_text())
     assert report["exits"] == [3, 4, 6] and report["prompts"] == 2 and report["positions"] > 0
     assert set(report["per_exit"]) == {"3", "4", "6"}
+
+
+def test_held_out_prompts_of_a_length_range(default_target):
+    from sd2train.exit_quality import heldout_prompts
+    from sd2train.preprocess import get_format
+
+    _, tokenizer = default_target
+    fmt = get_format(None, tokenizer)
+    long = heldout_prompts(tokenizer, fmt, 3, 1024, min_prompt_tokens=256)
+    assert len(long) == 3 and all(256 <= len(p) <= 1024 for p in long)
+    assert all(len(p) <= 192 for p in heldout_prompts(tokenizer, fmt, 3, 192))
+    with pytest.raises(ValueError, match="no held-out prompt has 5 to 6 tokens"):
+        heldout_prompts(tokenizer, fmt, 3, 6, min_prompt_tokens=5)

@@ -95,6 +95,31 @@ def test_another_target_or_other_settings_are_refused(target_dir, sharegpt_file,
         run(tmp_path / "absent", tmp_path / "new.jsonl", sharegpt_file)
 
 
+def test_a_prompt_length_range_answers_only_prompts_inside_it(target_dir, tmp_path):
+    # Long-context replies (summaries, RAG-style answers) come from the long prompts alone.
+    records = [conversation(f"s{i}", f"short {i}?", "a") for i in range(12)] + \
+        [conversation(f"l{i}", f"a long document {i}: " + "words of it " * 40 + "Summarise it.", "b")
+         for i in range(12)]
+    data = tmp_path / "mixed_lengths.json"
+    data.write_text(json.dumps(records))
+    out = tmp_path / "long.jsonl"
+    counts = run(target_dir, out, data, min_prompt_tokens=60, max_prompt_tokens=400, max_conversations=3)
+    written = read(out)
+    assert counts["written"] == 3 and all(r["id"].startswith("l") for r in written)
+    training_short = sum(not is_heldout(r["id"], HELDOUT) for r in records[:12])
+    assert counts["out_of_range"] >= training_short  # every short training prompt left out
+    assert json.loads(meta_path(out).read_text())["settings"]["min_prompt_tokens"] == 60
+    with pytest.raises(ValueError, match="other settings.*min_prompt_tokens"):
+        run(target_dir, out, data, min_prompt_tokens=10, max_prompt_tokens=400)
+    # A file written before the setting existed was written with its default (0) and resumes.
+    old = tmp_path / "old.jsonl"
+    run(target_dir, old, data, max_conversations=1)
+    meta = json.loads(meta_path(old).read_text())
+    del meta["settings"]["min_prompt_tokens"]
+    meta_path(old).write_text(json.dumps(meta))
+    assert run(target_dir, old, data, max_conversations=2)["written"] == 1
+
+
 class CountingGenerator:
     """Stands in for the model in answer_batch's turn logic: reply k to the k-th prompt it sees."""
 

@@ -32,8 +32,9 @@ THRESHOLD_GRID = [round(0.05 * i, 2) for i in range(1, 20)]
 
 
 def heldout_prompts(tokenizer, fmt, num_prompts: int, max_prompt_tokens: int, data_path=None,
-                    heldout_fraction: float = 0.02) -> list[list[int]]:
-    """Token ids of the first user turn of held-out conversations, as generation prompts."""
+                    heldout_fraction: float = 0.02, min_prompt_tokens: int = 0) -> list[list[int]]:
+    """Token ids of the first user turn of held-out conversations, as generation prompts, those of
+    ``min_prompt_tokens`` to ``max_prompt_tokens`` tokens."""
     from sd2train.data import load_sharegpt, split_train_heldout
     from sd2train.preprocess import chat_turns
 
@@ -46,12 +47,12 @@ def heldout_prompts(tokenizer, fmt, num_prompts: int, max_prompt_tokens: int, da
             continue
         text = fmt.prompt(shaped[0], shaped[1][:1])
         ids = tokenizer(text, add_special_tokens=fmt.add_special_tokens)["input_ids"]
-        if len(ids) <= max_prompt_tokens:
+        if min_prompt_tokens <= len(ids) <= max_prompt_tokens:
             prompts.append(ids)
         if len(prompts) == num_prompts:
             break
     if not prompts:
-        raise ValueError(f"no held-out prompt fits in {max_prompt_tokens} tokens")
+        raise ValueError(f"no held-out prompt has {min_prompt_tokens} to {max_prompt_tokens} tokens")
     return prompts
 
 
@@ -175,7 +176,7 @@ def evaluate_exits(draft, target, sequences, prompt_lengths, exits, vocab_ids=No
 
 def format_table(report: dict) -> str:
     lines = [f"exit quality of {report['draft']} vs {report['target']} "
-             f"({report['prompts']} held-out prompts, {report['positions']} positions)",
+             f"({report['prompts']} held-out prompts of {report.get('prompt_tokens', [0, '?'])[0]}-{report.get('prompt_tokens', [0, '?'])[1]} tokens, {report['positions']} positions)",
              f"{'exit':>4} {'top-1 agree':>11} {'top-4 recall':>12} {'p(top1)|right':>13} {'p(top1)|wrong':>13} "
              f"{'CE to target':>12} {'NLL tgt tok':>11} {'agree / top-4 (draft vocab)':>27}"]
     fmt = lambda v: f"{v:.3f}" if v is not None else "-"  # noqa: E731
@@ -212,7 +213,7 @@ def load_draft(draft_path, layers: int | None) -> tuple[torch.nn.Module, DraftSp
 def exit_quality(draft_path, target_path=None, exits=None, layers=None, num_prompts: int = 32,
                  new_tokens: int = 64, max_prompt_tokens: int = 192, data_path=None,
                  conv_template=None, write: bool = True, update_thresholds: bool = False,
-                 heldout_fraction: float = 0.02) -> dict:
+                 heldout_fraction: float = 0.02, min_prompt_tokens: int = 0) -> dict:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from sd2train.preprocess import get_format
@@ -225,10 +226,10 @@ def exit_quality(draft_path, target_path=None, exits=None, layers=None, num_prom
     target = AutoModelForCausalLM.from_pretrained(target_path, dtype=torch.float32).eval()
     tokenizer = AutoTokenizer.from_pretrained(target_path)
     prompts = heldout_prompts(tokenizer, get_format(conv_template, tokenizer), num_prompts, max_prompt_tokens,
-                              data_path, heldout_fraction)
+                              data_path, heldout_fraction, min_prompt_tokens)
     sequences = cached_continuations(target_path, target, tokenizer, prompts, new_tokens)
     report = {"draft": str(draft_path), "target": str(target_path), "exits": exits, "prompts": len(prompts),
-              "new_tokens": new_tokens}
+              "prompt_tokens": [min_prompt_tokens, max_prompt_tokens], "new_tokens": new_tokens}
     vocab = spec.load_vocab(draft_path) if spec else None
     vocab_ids = torch.tensor(vocab) if vocab is not None else None
     report.update(evaluate_exits(draft, target, sequences, [len(p) for p in prompts], exits, vocab_ids))
@@ -237,8 +238,10 @@ def exit_quality(draft_path, target_path=None, exits=None, layers=None, num_prom
     report["seconds"] = round(time.time() - started, 1)
     print(format_table(report))
     if write and layers is None:
-        Path(draft_path, REPORT_FILE).write_text(json.dumps(report, indent=2))
-        if update_thresholds and exits == draft_exits:
+        # The standard prompt set's report is the draft's own; another prompt set's goes beside it.
+        name = REPORT_FILE if min_prompt_tokens == 0 else f"exit_quality-prompts-{min_prompt_tokens}-{max_prompt_tokens}.json"
+        Path(draft_path, name).write_text(json.dumps(report, indent=2))
+        if update_thresholds and exits == draft_exits and min_prompt_tokens == 0:
             write_thresholds(draft_path, report["suggested_thresholds"])
     return report
 
@@ -261,6 +264,9 @@ def main(argv=None):
     parser.add_argument("--prompts", type=int, default=32, help="number of held-out prompts")
     parser.add_argument("--new-tokens", type=int, default=64, help="greedy tokens generated per prompt")
     parser.add_argument("--max-prompt-tokens", type=int, default=192)
+    parser.add_argument("--min-prompt-tokens", type=int, default=0,
+                        help="only prompts at least this long (e.g. 256 with --max-prompt-tokens 1024: the "
+                             "long-context tasks of Spec-Bench, summarisation and RAG)")
     parser.add_argument("--data-path", default=None, help="ShareGPT JSON (default: the package's)")
     parser.add_argument("--conv-template", default=None, help="'vicuna' or the tokenizer's chat template (default)")
     parser.add_argument("--output", default=None, help="write the JSON here too")
@@ -269,7 +275,8 @@ def main(argv=None):
     args = parser.parse_args(argv)
     report = exit_quality(args.draft, args.target, parse_int_list(args.exits) if args.exits else None, args.layers,
                           args.prompts, args.new_tokens, args.max_prompt_tokens, args.data_path,
-                          args.conv_template, update_thresholds=args.update_thresholds)
+                          args.conv_template, update_thresholds=args.update_thresholds,
+                          min_prompt_tokens=args.min_prompt_tokens)
     if args.output:
         Path(args.output).write_text(json.dumps(report, indent=2))
 
