@@ -143,7 +143,7 @@ def time_draft_tokens(args, model, tokenizer, past: int = 256, repeats: int = 20
         def token_at(exit_: int):
             cache.crop(past)
             h = runner.run_layers(runner.embed(ids[past:]), cache, range(exit_), position, None)
-            drafter._logits(h)
+            drafter.draft.logits(h)
 
         rows[name] = {e: best_time(lambda e=e: token_at(e)) for e in drafter.exits}
     return {"target_step_ms": 1000 * target,

@@ -20,6 +20,9 @@ def tiny_llama(num_layers: int = 4, vocab_size: int = 128, hidden: int = 64, see
     return LlamaForCausalLM(config).eval()
 
 
+PROMPT = [5, 9, 3, 7, 1, 2]  # the prompt tests/unit/conftest.py's ar_tokens continue
+
+
 def varied_llama(**overrides):
     """A tiny model whose greedy output is not one repeated token (larger init scale)."""
     return tiny_llama(**{"num_layers": 4, "vocab_size": 64, "initializer_range": 0.3, **overrides})

@@ -149,8 +149,8 @@ def build_sd2(args, model, tokenizer) -> Forward:
                                exits=args.submodels, thresholds=args.thresholds, tree=args.tree,
                                total_token=args.total_token, depth=args.depth, top_k=args.top_k,
                                temperature=args.temperature, top_p=args.top_p, verify_costs=costs,
-                               lookup_tokens=args.lookup_tokens, lookup_first=args.lookup_first)
-    drafter.verify_timing_seconds = timing_seconds  # reported in every answer's stats, outside its wall_time
+                               verify_timing_seconds=timing_seconds,  # reported in every answer's stats,
+                               lookup_tokens=args.lookup_tokens, lookup_first=args.lookup_first)  # not its wall_time
     return _engine(model, drafter, args)
 
 

@@ -16,21 +16,10 @@ from specdec.drafters.sd2 import SD2Drafter
 from specdec.engine import SpeculativeEngine
 from specdec.tree import depths
 
-from helpers import WrappedDrafter, varied_llama
+from helpers import PROMPT, WrappedDrafter, varied_llama
 
-PROMPT = [5, 9, 3, 7, 1, 2]
 EXACT = dict(exits=[2, 4], thresholds=[1.0, 0.0])  # exit 2 is never sure enough: always the whole target
 MODES = {"chain": dict(tree=False), "tree": dict(tree=True, total_token=20, depth=4, top_k=3)}
-
-
-@pytest.fixture(scope="module")
-def target():
-    return varied_llama()
-
-
-@pytest.fixture(scope="module")
-def ar_tokens(target):
-    return SpeculativeEngine(target).generate(PROMPT, 60, set()).token_ids
 
 
 def exact_engine(target, mode, **engine_kw):
@@ -86,9 +75,9 @@ def test_a_draft_buffer_that_grows_past_its_first_allocation_stays_lossless(mode
     drafter = SD2Drafter(copy.deepcopy(target), **EXACT, **MODES[mode])
     engine = SpeculativeEngine(target, drafter)
     drafter.reset(torch.tensor(PROMPT))
-    first = drafter.capacity  # allocated for the prompt + 512 rows
+    first = drafter.draft.capacity  # allocated for the prompt + 512 rows
     out = engine.generate(PROMPT, 600, set())
-    assert drafter.capacity > first >= len(PROMPT) + 512
+    assert drafter.draft.capacity > first >= len(PROMPT) + 512
     assert out.token_ids == reference and out.new_tokens == 600
     # the exact draft stays exact after the growth: its cache kept every row
     done, after = 0, []

@@ -10,27 +10,15 @@ import torch
 
 from sd2train.exits import all_exit_logits
 from specdec.drafters.pld import prompt_lookup
-from specdec.drafters.sd2 import SD2Drafter
+from specdec.drafters.sd2 import Proposal, SD2Drafter, SortedDraft
 from specdec.engine import SpeculativeEngine
 from specdec.llama import LlamaRunner, causal_mask
-from specdec.types import DraftTree
 from specdec.verify import target_probs
 
-from helpers import greedy_gaps, varied_llama
+from helpers import PROMPT, greedy_gaps, varied_llama
 
-PROMPT = [5, 9, 3, 7, 1, 2]
 EXITS = [1, 2, 4]
 MIXED = [0.3, 0.5, 0.0]  # on this model every exit gets used
-
-
-@pytest.fixture(scope="module")
-def target():
-    return varied_llama()
-
-
-@pytest.fixture(scope="module")
-def ar_tokens(target):
-    return SpeculativeEngine(target).generate(PROMPT, 40, set()).token_ids
 
 
 def generate(target, **kw):
@@ -42,7 +30,7 @@ def generate(target, **kw):
 @pytest.mark.parametrize("thresholds", [[0.0, 0.0, 0.0], MIXED, [0.99, 0.99, 0.0]], ids=["exit1", "mixed", "exit4"])
 def test_greedy_output_equals_ar(target, ar_tokens, tree, thresholds):
     _, out = generate(target, thresholds=thresholds, tree=tree, total_token=30, depth=3, top_k=4)
-    assert out.token_ids == ar_tokens
+    assert out.token_ids == ar_tokens[:40]
     assert sum(out.accept_lengths) == 40 and out.decoding_steps == len(out.accept_lengths)
     # every step adds one target token, except a last step cut short by max_new_tokens (all drafts)
     assert 0 <= sum(out.stats["exit_accepted"].values()) - (40 - out.decoding_steps) <= 1
@@ -57,19 +45,20 @@ def test_deferred_kv_equals_a_fresh_forward(target, tree):
     # A tree level leaves early only when all its rows are sure: lower thresholds keep exits mixed.
     drafter, out = generate(target, thresholds=[0.1, 0.2, 0.0] if tree else MIXED, tree=tree, total_token=30,
                             depth=3, top_k=4)
-    c = drafter.context_rows
-    drafter._keep_rows([], c)  # drop the last round's unverified draft rows
+    draft = drafter.draft
+    c = draft.context_rows
+    draft.keep_rows([], c)  # drop the last round's unverified draft rows
     context = PROMPT + out.token_ids
-    assert drafter.tok[:c].tolist() == context[:c]
-    lengths = drafter.cache.lengths
+    assert draft.tok[:c].tolist() == context[:c]
+    lengths = draft.cache.lengths
     assert lengths[0] == c and lengths[-1] < c, lengths  # the deepest group really lags behind
     fresh_runner = LlamaRunner(drafter.runner.model)
     fresh = fresh_runner.new_cache(c)
     with torch.inference_mode():
         fresh_runner.forward(torch.tensor(context[:c]), fresh, torch.arange(c), causal_mask(c, 0, "cpu"), logits=False)
     for layer, n in enumerate(lengths):
-        torch.testing.assert_close(drafter.cache.k[layer, :, :n], fresh.k[layer, :, :n], atol=1e-4, rtol=1e-3)
-        torch.testing.assert_close(drafter.cache.v[layer, :, :n], fresh.v[layer, :, :n], atol=1e-4, rtol=1e-3)
+        torch.testing.assert_close(draft.cache.k[layer, :, :n], fresh.k[layer, :, :n], atol=1e-4, rtol=1e-3)
+        torch.testing.assert_close(draft.cache.v[layer, :, :n], fresh.v[layer, :, :n], atol=1e-4, rtol=1e-3)
 
 
 def test_chain_draft_length_adapts(target):
@@ -92,7 +81,7 @@ def test_reduced_draft_vocabulary_is_lossless_and_only_proposes_its_tokens(targe
     drafter.reset(torch.tensor(PROMPT))
     proposal = drafter.propose(torch.tensor(PROMPT))
     assert set(proposal.tokens.tolist()) <= set(vocab)
-    assert engine.generate(PROMPT, 40, set()).token_ids == ar_tokens
+    assert engine.generate(PROMPT, 40, set()).token_ids == ar_tokens[:40]
 
 
 @pytest.mark.parametrize("tree", [False, True], ids=["chain", "tree"])
@@ -101,7 +90,7 @@ def test_a_bfloat16_draft_under_a_float32_target_is_lossless(target, ar_tokens, 
     drafter = SD2Drafter(copy.deepcopy(target).bfloat16(), exits=EXITS, thresholds=[0.99, 0.99, 0.0], tree=tree,
                          total_token=20, depth=3, top_k=4)
     out = SpeculativeEngine(target, drafter).generate(PROMPT, 40, set())
-    assert drafter.runner.dtype == torch.bfloat16 and out.token_ids == ar_tokens
+    assert drafter.runner.dtype == torch.bfloat16 and out.token_ids == ar_tokens[:40]
     assert sum(out.accept_lengths) / out.decoding_steps > 2  # exit 4 is a bf16 copy of the target: it mostly agrees
 
 
@@ -112,7 +101,7 @@ def test_an_int8_draft_under_a_float32_target_is_lossless(target, ar_tokens, tre
                          total_token=20, depth=3, top_k=4, draft_vocab=list(range(0, 64, 2)), int8_weights=True)
     assert len(drafter.runner.int8) == 1 + 7 * 4  # the full head and every projection of every layer
     out = SpeculativeEngine(target, drafter).generate(PROMPT, 40, set())
-    assert out.token_ids == ar_tokens
+    assert out.token_ids == ar_tokens[:40]
     assert out.stats["exit_accepted"] and sum(out.stats["exit_accepted"].values()) > 0
 
 
@@ -148,7 +137,7 @@ def test_auto_tree_size_follows_the_verification_costs(target, ar_tokens, costs,
     maximises tokens per second is set by the costs alone."""
     _, out = generate(target, thresholds=[0.99, 0.99, 0.0], tree=True, total_token="auto", depth=3, top_k=4,
                       verify_costs=costs)
-    assert out.token_ids == ar_tokens
+    assert out.token_ids == ar_tokens[:40]
     assert out.stats["mean_draft_size"] == size
     assert out.stats["verify_costs_ms"] == {n: round(1000 * t, 2) for n, t in costs.items()}  # what it came from
 
@@ -161,11 +150,11 @@ def test_auto_mode_skips_drafting_that_does_not_pay_and_stays_lossless(target, a
     drafter = SD2Drafter(useless, exits=EXITS, thresholds=MIXED, tree=True, total_token="auto", depth=3, top_k=4,
                          verify_costs=costs)
     out = SpeculativeEngine(target, drafter).generate(PROMPT, 40, set())
-    assert out.token_ids == ar_tokens
+    assert out.token_ids == ar_tokens[:40]
     assert out.stats["skipped_rounds"] >= out.decoding_steps // 2, out.stats  # mostly plain target steps
     _, exact = generate(target, thresholds=[0.99, 0.99, 0.0], tree=True, total_token="auto", depth=3, top_k=4,
                         verify_costs=costs)
-    assert exact.token_ids == ar_tokens and exact.stats["skipped_rounds"] == 0
+    assert exact.token_ids == ar_tokens[:40] and exact.stats["skipped_rounds"] == 0
 
 
 def test_a_sampled_chain_reports_the_distribution_its_exit_drew_from(target):
@@ -174,7 +163,7 @@ def test_a_sampled_chain_reports_the_distribution_its_exit_drew_from(target):
     drafter.reset(torch.tensor(PROMPT))
     proposal = drafter.propose(torch.tensor(PROMPT))
     # the first token's q: the draft's own forward to the exit it drafted at, at T = 0.8, top-p 0.9
-    exit_ = drafter.node_exits[0]
+    exit_ = drafter.round.exits[0]
     with torch.no_grad():
         logits = all_exit_logits(draft, [exit_], torch.tensor([PROMPT]))[exit_][0, -1]
     expected = target_probs(logits[None], 0.8, 0.9)[0]
@@ -201,22 +190,28 @@ def test_exits_default_to_the_checkpoint_config(target):
     draft.config.sd2 = {"exits": [2, 4], "thresholds": [0.4, 0.0]}
     drafter = SD2Drafter(draft)
     assert drafter.exits == [2, 4] and drafter.thresholds == [0.4, 0.0]
-    assert [list(g) for g in drafter.groups] == [[0, 1], [2, 3]]
+    assert [list(g) for g in drafter.draft.groups] == [[0, 1], [2, 3]]
 
 
 def test_a_tree_level_leaves_at_an_exit_only_when_every_row_is_confident(target):
     """One confident row must not send a whole level to the shallow exit."""
-    drafter = SD2Drafter(copy.deepcopy(target), exits=EXITS, thresholds=[0.5, 0.5, 0.0], tree=True)
     sure, unsure = torch.full((64,), -10.0), torch.zeros(64)
     sure[3] = 10.0  # p(top-1) ~ 1 against 1/64 for the flat row
     rows_at_group = {0: [sure, unsure], 1: [sure, sure], 2: [unsure, unsure]}
-    drafter._advance = lambda g, upto: torch.stack(rows_at_group[g])[None]
-    drafter._logits = lambda h: h[0]
-    assert drafter._cascade(upto=2, last=2)[1] == EXITS[1]
+
+    class TwoRowLevel(SortedDraft):  # each group's exit gives the two rows above as logits
+        def advance(self, g, upto):
+            return torch.stack(rows_at_group[g])[None]
+
+        def logits(self, h):
+            return h[0]
+
+    draft = TwoRowLevel(LlamaRunner(copy.deepcopy(target)), EXITS, [0.5, 0.5, 0.0], branching=True)
+    assert draft.cascade(upto=2, last=2)[1] == EXITS[1]
     rows_at_group[0] = [sure, sure]
-    assert drafter._cascade(upto=2, last=2)[1] == EXITS[0]
+    assert draft.cascade(upto=2, last=2)[1] == EXITS[0]
     rows_at_group[0] = rows_at_group[1] = [unsure, sure]
-    assert drafter._cascade(upto=2, last=2)[1] == EXITS[2]  # the last exit always drafts
+    assert draft.cascade(upto=2, last=2)[1] == EXITS[2]  # the last exit always drafts
 
 
 @pytest.mark.parametrize("tree", [False, True], ids=["chain", "tree"])
@@ -232,18 +227,19 @@ def test_a_lookup_branch_is_lossless_and_used(target, tree):
     assert 0 <= drafted - (40 - out.decoding_steps) <= 1  # as in test_greedy_output_equals_ar
 
 
-def test_the_lookup_branch_shares_the_drafts_nodes_where_they_agree(target):
-    drafter = SD2Drafter(copy.deepcopy(target), exits=EXITS, thresholds=MIXED, tree=True, lookup_tokens=4)
-    drafter.reset(torch.tensor(PROMPT))
-    drafter.stats_acc["lookup_tokens"] = 0
+def test_the_lookup_branch_shares_the_drafts_nodes_where_they_agree():
     # The draft proposed 7 then 9; lookup finds (5, 6) earlier, followed by 7, 8, 5, 6.
-    drafter.proposed, drafter.node_parents, drafter.node_rows, drafter.node_exits = [7, 9], [-1, 0], [10, -1], [1, 2]
-    model_tree = DraftTree(torch.tensor([7, 9]), torch.tensor([-1, 0]))
+    drafted = Proposal(tokens=[7, 9], parents=[-1, 0], rows=[10, -1], exits=[1, 2])
     found = prompt_lookup(np.array([5, 6, 7, 8, 5, 6]), 1, 3, 4)
-    tree = drafter._with_lookup_branch(model_tree, found)
+    proposal, added = drafted.with_branch(found.tolist())
+    tree = proposal.as_tree("cpu")
     assert tree.tokens.tolist() == [7, 9, 8, 5, 6] and tree.parents.tolist() == [-1, 0, 0, 2, 3]
-    assert drafter.node_rows == [10, -1, -1, -1, -1] and drafter.node_exits == [1, 2, None, None, None]
-    assert drafter.model_nodes == 2 and drafter.stats_acc["lookup_tokens"] == 3
+    assert proposal.rows == [10, -1, -1, -1, -1] and proposal.exits == [1, 2, None, None, None]
+    assert proposal.drafted_nodes == 2 and added == 3
+    assert proposal.accepted_path([7, 8, 5]) == [0, 2, 3]
+    # A round the draft sat out: every node is lookup's.
+    copied, added = Proposal.empty().with_branch([4, 4])
+    assert copied.drafted_nodes == 0 and added == 2 and copied.parents == [-1, 0]
 
 
 @pytest.mark.parametrize("tree", [False, True], ids=["chain", "tree"])

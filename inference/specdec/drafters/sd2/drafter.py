@@ -1,0 +1,151 @@
+"""SD2: a sorted draft (the target's first N layers, SoFT-trained so that several exits work)
+that drafts each token, or each tree level, with the shallowest confident exit.
+
+The parts: ``SortedDraft`` (the draft's rows and deferred-exit KV), a proposer (``ChainProposer``
+or ``TreeProposer``, the tree with a ``FixedTreeBudget`` or ``AutoTreeBudget``), and this class,
+which runs a round, adds prompt lookup's branch and counts what was drafted and kept.
+
+Lookup branch. With ``lookup_tokens`` > 0, prompt lookup's continuation (PLD: what followed the
+last repeated n-gram of the context) joins the tree as one more branch, sharing the nodes where it
+agrees with the draft. It costs no draft compute and wins where text is copied (translation,
+summarisation, RAG), while the draft wins where it agrees. Rounds in which drafting does not pay
+(auto mode) still verify the lookup branch. With ``lookup_first`` a round whose lookup finds a
+continuation verifies that alone and the draft does not run (``stats["lookup_rounds"]``); the
+draft drafts only where the context offers nothing to copy.
+"""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import torch
+
+from sd2train.draft_spec import DraftSpec
+
+from ...llama import LlamaRunner
+from ...types import DraftTree
+from ...vocab import load_draft
+from ..pld import prompt_lookup
+from .budget import AutoTreeBudget, FixedTreeBudget
+from .proposers import ChainProposer, Proposal, TreeProposer
+from .sorted_draft import SortedDraft
+
+
+class SD2Drafter:
+    def __init__(self, draft: torch.nn.Module, exits=None, thresholds=None, tree: bool = False,
+                 total_token: int | str = 60, depth: int = 4, top_k: int = 10,
+                 draft_vocab: list[int] | None = None, temperature: float = 0.0, top_p: float = 1.0,
+                 verify_costs: dict[int, float] | None = None, verify_timing_seconds: float | None = None,
+                 max_draft_len: int = 16, int8_weights: bool = False, lookup_tokens: int = 0,
+                 lookup_ngram: tuple[int, int] = (1, 3), lookup_first: bool = False):
+        spec = DraftSpec.from_config(draft.config, exits, thresholds)  # the checkpoint's unless overridden
+        if temperature < 0 or not 0 < top_p <= 1:
+            raise ValueError(f"need temperature >= 0 and 0 < top_p <= 1, got {temperature}, {top_p}")
+        if lookup_tokens < 0:
+            raise ValueError(f"lookup_tokens must be >= 0, got {lookup_tokens}")
+        if lookup_first and not lookup_tokens:
+            raise ValueError("lookup_first needs lookup_tokens > 0")
+        runner = LlamaRunner(draft)
+        if int8_weights:
+            runner.quantize_int8()
+        self.exits, self.thresholds = spec.exits, spec.thresholds
+        self.draft = SortedDraft(runner, spec.exits, spec.thresholds, draft_vocab, branching=tree)
+        if not tree:
+            self.proposer = ChainProposer(self.draft, temperature, top_p, max_draft_len)
+        else:
+            budget = AutoTreeBudget(verify_costs, verify_timing_seconds) if total_token == "auto" \
+                else FixedTreeBudget(total_token)
+            self.proposer = TreeProposer(self.draft, budget, depth, top_k)
+        self.lookup_tokens, self.lookup_ngram, self.lookup_first = lookup_tokens, lookup_ngram, lookup_first
+        self.round = Proposal.empty()
+        self.drafted_this_round = False
+        self.draft_seconds = 0.0
+        self.counts: dict = {}
+
+    @property
+    def runner(self) -> LlamaRunner:
+        return self.draft.runner
+
+    @torch.inference_mode()
+    def reset(self, prompt_ids: torch.Tensor) -> None:
+        self.draft.reset(len(prompt_ids))
+        self.proposer.reset()
+        self.counts = {"exit_tokens": {e: 0 for e in self.exits}, "exit_accepted": {e: 0 for e in self.exits},
+                       "draft_tree_sizes": [], "skipped_rounds": 0, "lookup_tokens": 0, "lookup_accepted": 0,
+                       "lookup_rounds": 0}
+
+    def stats(self) -> dict:
+        sizes = self.counts.get("draft_tree_sizes", [])
+        out = {k: v for k, v in self.counts.items() if k != "draft_tree_sizes"}
+        out["mean_draft_size"] = sum(sizes) / len(sizes) if sizes else 0.0
+        budget = getattr(self.proposer, "budget", None)
+        return {**out, **(budget.stats() if budget else {})}
+
+    @torch.inference_mode()
+    def propose(self, context: torch.Tensor, max_depth: int | None = None) -> DraftTree:
+        max_depth = max_depth or self.proposer.max_rows
+        found = None
+        if self.lookup_tokens:
+            found = prompt_lookup(context.cpu().numpy(), *self.lookup_ngram, min(self.lookup_tokens, max_depth))
+        if self.lookup_first and found is not None:  # copy what the context offers; the draft rests
+            self.counts["lookup_rounds"] += 1
+            proposal, self.drafted_this_round = Proposal.empty(), False
+        elif self.proposer.skip_round():  # auto mode found drafting slower than plain target steps lately
+            self.counts["skipped_rounds"] += 1
+            proposal, self.drafted_this_round = Proposal.empty(), False
+        else:
+            start = time.perf_counter()
+            proposal, self.drafted_this_round = self.proposer.propose(context, max_depth), True
+            self.draft_seconds = time.perf_counter() - start
+            for exit_ in proposal.exits:
+                self.counts["exit_tokens"][exit_] += 1
+            self.counts["draft_tree_sizes"].append(len(proposal.tokens))
+        if found is not None:
+            proposal, added = proposal.with_branch(found.tolist())
+            self.counts["lookup_tokens"] += added
+        self.round = proposal
+        return proposal.as_tree(context.device)
+
+    @torch.inference_mode()
+    def accepted(self, context: torch.Tensor, num_new: int, num_drafted: int) -> None:
+        """Keep the accepted path's draft rows next to the context; adapt length or budget."""
+        proposal = self.round
+        path = proposal.accepted_path(context[len(context) - num_new:][:num_drafted].tolist())
+        for node in path:
+            exit_ = proposal.exits[node]
+            if exit_ is None:
+                self.counts["lookup_accepted"] += 1
+            else:
+                self.counts["exit_accepted"][exit_] += 1
+        if not self.drafted_this_round:
+            return  # the draft ran nothing: accepted tokens reach its cache next round
+        self.draft.keep_rows([proposal.rows[i] for i in path if proposal.rows[i] >= 0], len(context) - num_new)
+        drafted = sum(i < proposal.drafted_nodes for i in path)  # accepted tokens the draft proposed
+        self.proposer.round_done(proposal, drafted, self.draft_seconds)
+
+
+def load_sd2_drafter(drafter_path: str | Path, target: torch.nn.Module, target_tokenizer=None,
+                     dtype: torch.dtype | None = None, draft_vocab_size: int | None = None, **kwargs) -> SD2Drafter:
+    """Load a draft checkpoint (an HF folder), check it against the target, and build the drafter.
+
+    ``kwargs`` go to :class:`SD2Drafter` (exits, thresholds, tree, int8_weights, ...); exits and
+    thresholds default to the checkpoint's ``config.sd2``. ``int8_weights`` loads the draft in
+    bfloat16 and quantises its layers and head to int8 (weight-only). ``draft_vocab_size`` keeps only that many of the
+    checkpoint's draft vocabulary (0 = the full head).
+    """
+    path = Path(drafter_path)
+    if draft_vocab_size is not None and draft_vocab_size < 0:
+        raise ValueError(f"draft_vocab_size must be >= 0 (0: the full head), got {draft_vocab_size}")
+    if kwargs.get("int8_weights"):
+        if dtype not in (None, torch.bfloat16):
+            raise ValueError(f"int8 draft weights run with bfloat16 activations, not {dtype}")
+        dtype = torch.bfloat16
+    spec = None
+
+    def check_spec(config):  # before any weights load
+        nonlocal spec
+        spec = DraftSpec.from_config(config, kwargs.get("exits"), kwargs.get("thresholds"))
+
+    draft, _ = load_draft(path, target, target_tokenizer, dtype, check_spec)
+    vocab = spec.load_vocab(path, draft_vocab_size) if draft_vocab_size != 0 else None
+    return SD2Drafter(draft, draft_vocab=vocab, **kwargs)
