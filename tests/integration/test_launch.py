@@ -91,8 +91,7 @@ def test_fsdp_config_is_valid_for_accelerate():
     from sd2train.train import SortedTrainingArguments
 
     args = SortedTrainingArguments(output_dir="unused", fsdp=True, fsdp_config=str(CONFIGS / "fsdp.json"), use_cpu=True)
-    plugin_args = args._process_fsdp_args()
-    plugin = FullyShardedDataParallelPlugin(**plugin_args)
+    plugin = FullyShardedDataParallelPlugin(**args.fsdp_plugin_args)  # what the Trainer hands accelerate
     assert plugin.fsdp_version == 2 and plugin.reshard_after_forward is True  # full_shard
     assert plugin.transformer_cls_names_to_wrap == ["LlamaDecoderLayer"]  # auto_wrap on the decoder layer
     assert plugin.state_dict_type.name == "FULL_STATE_DICT"

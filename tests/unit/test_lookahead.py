@@ -78,7 +78,7 @@ def test_pool_keeps_the_most_recent_guesses_per_key():
     d = LookaheadDrafter(level=2, window=1, guess=2, pool_from_prompt=False)
     d.reset(torch.tensor([0]))
     for ngram in ([1, 2], [1, 3], [1, 2], [1, 4]):
-        d._remember(ngram)
+        d.remember(ngram)
     assert list(d.pool[1]) == [(2,), (4,)]
 
 

@@ -61,12 +61,12 @@ class LookaheadDrafter:
         if self.pool_from_prompt:
             n = self.ngram_size
             for i in range(len(prompt) - n + 1):
-                self._remember(prompt[i: i + n])
+                self.remember(prompt[i: i + n])
 
     def stats(self) -> dict:
         return {"skipped_window_updates": self.skipped_window_updates}
 
-    def _remember(self, ngram: list[int]) -> None:
+    def remember(self, ngram: list[int]) -> None:
         """Pool entry keyed by the n-gram's first token; each key keeps its ``guess`` most recent."""
         entries = self.pool.setdefault(ngram[0], {})
         continuation = tuple(ngram[1:])
@@ -95,7 +95,7 @@ class LookaheadDrafter:
         outputs = target_argmax[columns].tolist()
         if len(self.levels) == self.ngram_size - 1:
             for i in range(self.window):
-                self._remember([level[i] for level in self.levels] + [outputs[i]])
+                self.remember([level[i] for level in self.levels] + [outputs[i]])
             self.levels = self.levels[1:] + [outputs]
         else:  # still filling the window's levels
             self.levels.append(outputs)
