@@ -25,7 +25,7 @@ from evaluation.eval import DTYPES, INT8, add_draft_dtype_arg, draft_dtype
 from evaluation.hf_reference import hf_generate_forward
 from evaluation.prompts import ChatPrompter, eos_token_ids
 from evaluation.questions import TASKS, load_questions, task_of
-from sd2train.assets import DEFAULT_MODEL_DIR, SPEC_BENCH_QUESTIONS
+from sd2.paths import DEFAULT_MODEL_DIR, SPEC_BENCH_QUESTIONS
 from specdec.drafters.pld import PromptLookupDrafter
 from specdec.drafters.sd2 import AUTO_SIZES, load_sd2_drafter
 from specdec.engine import SpeculativeEngine

@@ -11,8 +11,9 @@ import argparse
 import sys
 from pathlib import Path
 
-from sd2train.assets import DEFAULT_MODEL_DIR, REPO_ROOT
-from specdec.rest_datastore import build_from_sharegpt
+from sd2.paths import DEFAULT_MODEL_DIR, REPO_ROOT
+from sd2train.data import load_sharegpt
+from specdec.rest_datastore import build_from_chats
 
 DEFAULT_OUTPUT = REPO_ROOT / "models" / "rest" / "sharegpt-smollm2.npz"
 
@@ -32,8 +33,9 @@ def main(argv=None) -> int:
 
     tokenizer = AutoTokenizer.from_pretrained(args.model_path)
     roles = ("user", "assistant") if args.all_turns else ("assistant",)
-    store, seconds = build_from_sharegpt(tokenizer, Path(args.model_path).name, args.sharegpt_path,
-                                         args.max_conversations, roles, args.sort_depth)
+    conversations, report = load_sharegpt(args.sharegpt_path)
+    store, seconds = build_from_chats(tokenizer, Path(args.model_path).name,
+                                      conversations[:args.max_conversations], report.path, roles, args.sort_depth)
     path = store.save(args.output)
     print(f"[rest] built in {seconds:.1f} s: {store.summary()}")
     print(f"[rest] wrote {path} ({path.stat().st_size / 2**20:.1f} MiB on disk)")

@@ -9,7 +9,7 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 PY=${PYTHON:-$ROOT/.venv/bin/python}
 [ -x "$PY" ] || PY=python3
-export PYTHONPATH="$ROOT/train:$ROOT/inference${PYTHONPATH:+:$PYTHONPATH}"
+export PYTHONPATH="$ROOT:$ROOT/train:$ROOT/inference${PYTHONPATH:+:$PYTHONPATH}"
 MODEL=${MODEL:-$ROOT/models/smollm2-135m-instruct}
 DRAFT=${DRAFT:-$ROOT/models/sd2-draft-soft-12}
 "$PY" -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 'gpu_check: no CUDA device')"

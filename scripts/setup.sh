@@ -12,7 +12,7 @@ VPY="$VENV/bin/python"
 
 # The stamp records what was installed; it changes whenever a requirements file or this script does.
 STAMP="$VENV/.sd2-installed"
-WANT="$(cat train/requirements.txt inference/requirements.txt scripts/setup.sh | sha256sum | cut -c1-16)"
+WANT="$(cat train/requirements.txt inference/requirements.txt scripts/setup.sh pyproject.toml | sha256sum | cut -c1-16)"
 if [ "$(cat "$STAMP" 2>/dev/null)" != "$WANT" ]; then
   "$VPY" -m pip install -q --upgrade pip
   if "$VPY" -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)" 2>/dev/null; then
@@ -32,9 +32,12 @@ else
   echo "[setup] packages up to date (.venv)"
 fi
 
-# Make the project's packages importable from anywhere in the venv (train/ and inference/).
-SITE="$("$VPY" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')"
-printf '%s\n%s\n' "$ROOT/train" "$ROOT/inference" > "$SITE/sd2.pth"
+# The project itself, editable (pyproject.toml): sd2, sd2train, specdec, evaluation.
+if ! (cd / && "$VPY" -c "import sd2, sd2train, specdec.drafters.sd2, evaluation.methods" 2>/dev/null); then
+  SITE="$("$VPY" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')"
+  rm -f "$SITE/sd2.pth"  # the path file earlier set-ups wrote
+  "$VPY" -m pip install -q --no-deps -e "$ROOT"
+fi
 
 # Embedded default target as an ordinary HF checkpoint (skipped when present and valid).
 "$VPY" scripts/prepare_default_model.py

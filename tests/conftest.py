@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from sd2train.assets import DEFAULT_MODEL_DIR
+from sd2.paths import DEFAULT_MODEL_DIR
 
 from helpers import tiny_llama
 

@@ -33,7 +33,7 @@ from evaluation.answers import (
 from evaluation.errors import EvalConfigError
 from evaluation.prompts import ChatPrompter, eos_token_ids
 from evaluation.questions import QuestionFileError, load_questions, task_of
-from sd2train.assets import DEFAULT_MODEL_DIR, REPO_ROOT
+from sd2.paths import DEFAULT_MODEL_DIR, REPO_ROOT
 from specdec.types import GenerationOutput
 
 Forward = Callable[[list[int], int, set[int]], GenerationOutput]

@@ -4,7 +4,7 @@
     python -m evaluation.inference_sd2 --drafter-path models/sd2-draft-soft-12 --model-id smollm2-sd2-tree \\
         --tree --total-token auto --depth 4 --top-k 10
 
-Exits and thresholds default to the draft's spec (``config.sd2``, ``sd2train.draft_spec``); new
+Exits and thresholds default to the draft's spec (``config.sd2``, ``sd2.draft_spec``); new
 exits without thresholds get the default ones; the draft's reduced head (``draft_vocab_file``) is
 used when present.
 Each answer's ``stats`` carry ``exit_tokens`` (drafted tokens per exit), ``exit_accepted`` and

@@ -28,7 +28,7 @@ from evaluation.eval import (
     load_target,
     run_eval,
 )
-from sd2train.assets import REPO_ROOT
+from sd2.paths import REPO_ROOT
 
 DEFAULT_DATASTORE = REPO_ROOT / "models" / "rest" / "sharegpt-smollm2.npz"
 

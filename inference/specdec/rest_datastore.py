@@ -183,20 +183,15 @@ def sharegpt_documents(conversations: list[dict], roles: tuple[str, ...] = ("ass
             if m["role"] in roles and m["content"].strip()]
 
 
-def build_from_sharegpt(tokenizer, tokenizer_name: str, sharegpt_path: str | None = None,
-                        max_conversations: int | None = None, roles: tuple[str, ...] = ("assistant",),
-                        sort_depth: int = 32, progress: bool = True) -> tuple[Datastore, float]:
-    """Datastore over ShareGPT (the default data package, or a file). Returns it and the seconds taken."""
-    from sd2train.data import load_sharegpt
-
+def build_from_chats(tokenizer, tokenizer_name: str, conversations: list[dict], source: str,
+                     roles: tuple[str, ...] = ("assistant",), sort_depth: int = 32,
+                     progress: bool = True) -> tuple[Datastore, float]:
+    """Datastore over chats (``{"messages": [{"role", "content"}, ...]}``, as ``sd2train.data``
+    loads ShareGPT). Returns it and the seconds taken."""
     t0 = time.perf_counter()
-    conversations, report = load_sharegpt(sharegpt_path, verbose=progress)
-    if max_conversations is not None:
-        conversations = conversations[:max_conversations]
     texts = sharegpt_documents(conversations, roles)
     docs = tokenize_documents(texts, tokenizer, progress=progress)
     store = Datastore.build(docs, vocab_size=len(tokenizer), sort_depth=sort_depth, progress=progress,
                             meta={"tokenizer": tokenizer_name, "vocab_fingerprint": vocab_fingerprint(tokenizer),
-                                  "source": report.path,
-                                  "conversations": len(conversations), "roles": list(roles)})
+                                  "source": source, "conversations": len(conversations), "roles": list(roles)})
     return store, time.perf_counter() - t0

@@ -8,14 +8,15 @@ import pytest
 from evaluation.eval import run_cli
 from evaluation.prompts import ChatPrompter
 from evaluation.questions import TASKS, load_questions, task_of
-from sd2train.assets import SPEC_BENCH_QUESTIONS
+from sd2.paths import SPEC_BENCH_QUESTIONS
+from sd2train.data import load_sharegpt
 from sd2train.make_draft import truncate_to_first_layers
 from specdec.drafters.lookahead import LookaheadDrafter
 from specdec.drafters.pld import PromptLookupDrafter
 from specdec.drafters.rest import RestDrafter
 from specdec.drafters.sps import SpeculativeSamplingDrafter
 from specdec.engine import SpeculativeEngine
-from specdec.rest_datastore import build_from_sharegpt
+from specdec.rest_datastore import build_from_chats
 
 MAX_NEW_TOKENS = 32
 STOP = {2}  # <|im_end|>
@@ -42,7 +43,7 @@ def make_drafter(method: str, model, tokenizer):
     if method == "lookahead":
         return LookaheadDrafter(level=5, window=7, guess=7)
     if method == "rest":  # a small datastore, built here in seconds
-        store, _ = build_from_sharegpt(tokenizer, "smollm2", max_conversations=300, progress=False)
+        store, _ = build_from_chats(tokenizer, "smollm2", load_sharegpt(verbose=False)[0][:300], "sharegpt", progress=False)
         return RestDrafter(store, num_draft=64, max_token_span=16, tokenizer=tokenizer)
     if method == "sps":  # an untrained truncated copy: accepts little, must still be exact
         draft = truncate_to_first_layers(copy.deepcopy(model), 6)

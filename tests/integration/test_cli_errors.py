@@ -15,7 +15,7 @@ import pytest
 from evaluation import inference_baseline, inference_sd2
 from evaluation.answers import AnswerFileError, check_resume
 from evaluation.eval import run_cli
-from sd2train.assets import DEFAULT_MODEL_DIR, REPO_ROOT
+from sd2.paths import DEFAULT_MODEL_DIR, REPO_ROOT
 
 from helpers import save_tiny_text_target
 

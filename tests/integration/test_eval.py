@@ -23,7 +23,7 @@ from evaluation.eval import (
 from evaluation.hf_reference import hf_generate_forward
 from evaluation.prompts import ChatPrompter
 from evaluation.questions import QuestionFileError
-from sd2train.assets import DEFAULT_MODEL_DIR, REPO_ROOT, SPEC_BENCH_QUESTIONS
+from sd2.paths import DEFAULT_MODEL_DIR, REPO_ROOT, SPEC_BENCH_QUESTIONS
 from specdec.types import GenerationOutput
 
 RECORD_KEYS = {"question_id", "category", "answer_id", "model_id", "choices", "tstamp", "settings"}

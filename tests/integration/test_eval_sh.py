@@ -6,7 +6,7 @@ import os
 import subprocess
 
 from evaluation.hf_reference import main as hf_reference_main
-from sd2train.assets import REPO_ROOT
+from sd2.paths import REPO_ROOT
 
 
 def test_eval_sh_is_valid_bash():

@@ -8,7 +8,7 @@ from evaluation.eval import EvalConfigError
 from evaluation.hf_reference import hf_assisted_forward, hf_generate_forward, hf_prompt_lookup_forward
 from evaluation.prompts import ChatPrompter
 from evaluation.questions import load_questions
-from sd2train.assets import SPEC_BENCH_QUESTIONS
+from sd2.paths import SPEC_BENCH_QUESTIONS
 
 NEW_TOKENS = 16
 

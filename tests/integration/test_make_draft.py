@@ -6,7 +6,7 @@ import json
 import pytest
 import torch
 
-from sd2train.draft_spec import DRAFT_VOCAB_FILE
+from sd2.draft_spec import DRAFT_VOCAB_FILE
 from sd2train.exits import all_exit_logits
 from sd2train.make_draft import draft_vocab, make_draft, truncate_to_first_layers
 

@@ -7,7 +7,7 @@ from transformers import AutoTokenizer
 
 from evaluation.equal import compare_files
 from evaluation.speed import speed_report
-from sd2train.assets import DEFAULT_MODEL_DIR
+from sd2.paths import DEFAULT_MODEL_DIR
 from specdec.engine import SpeculativeEngine
 
 from helpers import answer_record, write_answers
@@ -38,7 +38,7 @@ def test_tokenizer_counts_both_sides_the_same_way(tmp_path):
 
 def test_ar_engine_equals_hf_greedy_on_default_target(default_target):
     from evaluation.questions import load_questions
-    from sd2train.assets import SPEC_BENCH_QUESTIONS
+    from sd2.paths import SPEC_BENCH_QUESTIONS
 
     model, tokenizer = default_target
     engine = SpeculativeEngine(model)

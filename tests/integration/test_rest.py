@@ -3,9 +3,10 @@ import numpy as np
 import pytest
 import torch
 
-from sd2train.assets import DEFAULT_MODEL_DIR
+from sd2.paths import DEFAULT_MODEL_DIR
+from sd2train.data import load_sharegpt
 from specdec.drafters.rest import RestDrafter
-from specdec.rest_datastore import SEPARATOR, Datastore, build_from_sharegpt
+from specdec.rest_datastore import SEPARATOR, Datastore, build_from_chats
 
 
 @pytest.fixture(scope="module")
@@ -82,7 +83,7 @@ def test_sharegpt_build_with_the_targets_tokenizer_and_vocabulary_check(tmp_path
     from transformers import AutoTokenizer, LlamaTokenizerFast
 
     tokenizer = AutoTokenizer.from_pretrained(DEFAULT_MODEL_DIR)
-    store, seconds = build_from_sharegpt(tokenizer, "smollm2", max_conversations=200, progress=False)
+    store, seconds = build_from_chats(tokenizer, "smollm2", load_sharegpt(verbose=False)[0][:200], "sharegpt", progress=False)
     assert store.meta["documents"] > 200 and store.meta["tokens"] > 50_000
     path = store.save(tmp_path / "sharegpt.npz")
     drafter = RestDrafter(path, tokenizer=tokenizer)

@@ -8,7 +8,7 @@ import pytest
 
 from evaluation.prompts import ChatPrompter
 from evaluation.questions import TASKS, load_questions
-from sd2train.assets import SPEC_BENCH_QUESTIONS
+from sd2.paths import SPEC_BENCH_QUESTIONS
 from sd2train.make_draft import truncate_to_first_layers
 from specdec.drafters.sd2 import SD2Drafter
 from specdec.engine import SpeculativeEngine

@@ -3,7 +3,7 @@ before any draft weights are read."""
 import pytest
 from transformers import AutoTokenizer
 
-from sd2train.assets import DEFAULT_MODEL_DIR
+from sd2.paths import DEFAULT_MODEL_DIR
 from specdec.drafters.sd2 import load_sd2_drafter
 from specdec.vocab import VocabularyMismatch, check_same_vocabulary, load_draft
 

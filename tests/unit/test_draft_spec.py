@@ -7,7 +7,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from sd2train.draft_spec import DraftSpec, default_exits
+from sd2.draft_spec import DraftSpec, default_exits
 
 
 def config(num_layers, sd2=None):

@@ -4,7 +4,7 @@ import json
 import pytest
 
 from evaluation.questions import TASKS, QuestionFileError, load_questions, task_of
-from sd2train.assets import SPEC_BENCH_QUESTIONS
+from sd2.paths import SPEC_BENCH_QUESTIONS
 
 
 def test_spec_bench_has_480_questions_in_six_tasks():

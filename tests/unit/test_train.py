@@ -5,7 +5,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from sd2train.draft_spec import validate_exits
+from sd2.draft_spec import validate_exits
 from sd2train.exits import all_exit_logits, parse_int_list
 from sd2train.loss import IGNORE_INDEX, sorted_loss
 

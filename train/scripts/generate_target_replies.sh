@@ -14,7 +14,7 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 if [[ -z "${PYTHON:-}" ]]; then
   if [[ -x "$ROOT/.venv/bin/python" ]]; then PYTHON="$ROOT/.venv/bin/python"; else PYTHON=python3; fi
 fi
-export PYTHONPATH="$ROOT/train${PYTHONPATH:+:$PYTHONPATH}"
+export PYTHONPATH="$ROOT:$ROOT/train${PYTHONPATH:+:$PYTHONPATH}"  # works without the editable install too
 TARGET=${TARGET:-$ROOT/models/smollm2-135m-instruct}
 HAS_GPU=$("$PYTHON" -c "import torch; print(int(torch.cuda.is_available()))")
 # CPU: bfloat16, batch 64 (fastest measured on 2 cores, train/README.md), short prompts and replies

@@ -5,7 +5,7 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 if [[ -z "${PYTHON:-}" ]]; then
   if [[ -x "$ROOT/.venv/bin/python" ]]; then PYTHON="$ROOT/.venv/bin/python"; else PYTHON=python3; fi
 fi
-export PYTHONPATH="$ROOT/train${PYTHONPATH:+:$PYTHONPATH}"
+export PYTHONPATH="$ROOT:$ROOT/train${PYTHONPATH:+:$PYTHONPATH}"  # works without the editable install too
 
 TARGET=${TARGET:-$ROOT/models/smollm2-135m-instruct}   # target checkpoint
 DRAFT_LAYERS=${DRAFT_LAYERS:-12}                        # N: the draft is the target's first N layers

@@ -12,7 +12,7 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from sd2train.assets import default_sharegpt
+from sd2.paths import default_sharegpt
 
 ROLE_OF_SPEAKER = {
     "human": "user", "user": "user",

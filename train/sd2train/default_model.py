@@ -14,7 +14,7 @@ import shutil
 import time
 from pathlib import Path
 
-from sd2train.assets import DEFAULT_MODEL_DIR, default_gguf
+from sd2.paths import DEFAULT_MODEL_DIR, default_gguf
 
 STAMP = "sd2_prepared.json"
 STAMP_VERSION = 2  # bump when the conversion changes, so old folders are rebuilt

@@ -22,8 +22,8 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from sd2train.assets import REPO_ROOT
-from sd2train.draft_spec import DraftSpec, validate_exits
+from sd2.draft_spec import DraftSpec, validate_exits
+from sd2.paths import REPO_ROOT
 from sd2train.exits import all_exit_logits, parse_int_list
 
 REPORT_FILE = "exit_quality.json"

@@ -5,7 +5,7 @@
 
 The draft is a plain Hugging Face checkpoint (``AutoModelForCausalLM`` loads it) with
 ``num_hidden_layers = N`` and an ``sd2`` entry in its config that the inference side reads (the
-draft spec, ``sd2train.draft_spec``).
+draft spec, ``sd2.draft_spec``).
 ``draft_vocab_file`` names a JSON list of the most frequent token ids in ShareGPT assistant text
 (special and stop tokens first), for a draft head over a reduced vocabulary.
 """
@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from sd2train.draft_spec import DRAFT_VOCAB_FILE, DraftSpec, default_exits, validate_exits
+from sd2.draft_spec import DRAFT_VOCAB_FILE, DraftSpec, default_exits, validate_exits
 from sd2train.exits import decoder_layers, parse_int_list
 
 

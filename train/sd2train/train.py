@@ -24,7 +24,7 @@ import torch
 import transformers
 from transformers import AutoModelForCausalLM, AutoTokenizer, Trainer, TrainerCallback
 
-from sd2train.draft_spec import DraftSpec, validate_exits
+from sd2.draft_spec import DraftSpec, validate_exits
 from sd2train.exits import parse_int_list
 from sd2train.loss import exit_weights, sorted_loss
 from sd2train.make_draft import truncate_to_first_layers

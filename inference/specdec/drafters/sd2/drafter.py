@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from sd2train.draft_spec import DraftSpec
+from sd2.draft_spec import DraftSpec
 
 from ...llama import LlamaRunner
 from ...types import DraftTree

@@ -1,5 +1,5 @@
 """The draft spec: what makes a Hugging Face checkpoint an SD2 draft. Training writes it, inference
-reads it; both use this module (the one import the inference side takes from the trainer).
+reads it; both import this module.
 
 It lives in the checkpoint's ``config.json`` under ``sd2``::
 
