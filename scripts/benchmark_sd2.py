@@ -35,7 +35,9 @@ from specdec.llama import causal_mask
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model-path", default=str(DEFAULT_MODEL_DIR))
-    p.add_argument("--drafter-path", required=True, help="SD2 draft checkpoint (the best one available)")
+    p.add_argument("--drafter-path", required=True,
+                   help="SD2 draft checkpoint (the best one available); several, comma-separated, run every SD2 "
+                        "method once per draft (named <method>@<draft folder>), interleaved with the rest")
     p.add_argument("--question-file", default=str(SPEC_BENCH_QUESTIONS))
     p.add_argument("--questions-per-task", type=int, default=2)
     p.add_argument("--max-new-tokens", type=int, default=128)
@@ -65,11 +67,6 @@ def parse_args(argv=None):
 def build_methods(args, model, tokenizer) -> dict:
     methods = {}
     wanted = args.methods.split(",")
-    sd2_kwargs = dict(draft_vocab_size=args.draft_vocab_size, depth=args.depth, top_k=args.top_k,
-                      dtype=draft_dtype(args), int8_weights=args.draft_dtype == INT8,
-                      lookup_tokens=args.lookup_tokens,
-                      exits=[int(x) for x in args.submodels.split(",")] if args.submodels else None,
-                      thresholds=[float(x) for x in args.thresholds.split(",")] if args.thresholds else None)
     if "ar" in wanted:
         methods["ar"] = SpeculativeEngine(model).generate
     if "hf" in wanted:
@@ -78,12 +75,27 @@ def build_methods(args, model, tokenizer) -> dict:
         methods["hf_static"] = hf_generate_forward(model, static_cache=True)
     if "pld" in wanted:
         methods["pld"] = SpeculativeEngine(model, PromptLookupDrafter()).generate
+    drafts = args.drafter_path.split(",")
+    for draft in drafts:
+        suffix = f"@{Path(draft).name}" if len(drafts) > 1 else ""
+        for name, forward in build_sd2_methods(args, draft, model, tokenizer, wanted).items():
+            methods[name + suffix] = forward
+    return methods
+
+
+def build_sd2_methods(args, drafter_path: str, model, tokenizer, wanted: list[str]) -> dict:
+    methods = {}
+    sd2_kwargs = dict(draft_vocab_size=args.draft_vocab_size, depth=args.depth, top_k=args.top_k,
+                      dtype=draft_dtype(args), int8_weights=args.draft_dtype == INT8,
+                      lookup_tokens=args.lookup_tokens,
+                      exits=[int(x) for x in args.submodels.split(",")] if args.submodels else None,
+                      thresholds=[float(x) for x in args.thresholds.split(",")] if args.thresholds else None)
     if "sd2_chain" in wanted:
-        drafter = load_sd2_drafter(args.drafter_path, model, tokenizer, **sd2_kwargs)
+        drafter = load_sd2_drafter(drafter_path, model, tokenizer, **sd2_kwargs)
         methods["sd2_chain"] = SpeculativeEngine(model, drafter).generate
     for variant in (args.chain_variants.split(",") if args.chain_variants else []):
         exits, thresholds, *lookup = variant.split(":")
-        drafter = load_sd2_drafter(args.drafter_path, model, tokenizer, **dict(
+        drafter = load_sd2_drafter(drafter_path, model, tokenizer, **dict(
             sd2_kwargs, exits=[int(x) for x in exits.split("+")], thresholds=[float(x) for x in thresholds.split("+")],
             lookup_tokens=int(lookup[0]) if lookup else args.lookup_tokens, lookup_first=lookup[1:] == ["first"]))
         methods["chain_" + variant.replace(":", "_")] = SpeculativeEngine(model, drafter).generate
@@ -105,7 +117,7 @@ def build_methods(args, model, tokenizer) -> dict:
         costs = SpeculativeEngine(model).time_verification(list(AUTO_SIZES))
         print("target verification cost (ms) by tokens:", " ".join(f"{n}:{1000 * t:.1f}" for n, t in costs.items()))
     for name, total, depth, top_k, overrides in trees:
-        drafter = load_sd2_drafter(args.drafter_path, model, tokenizer, tree=True,
+        drafter = load_sd2_drafter(drafter_path, model, tokenizer, tree=True,
                                    total_token=total if total == "auto" else int(total), verify_costs=costs,
                                    **dict(sd2_kwargs, depth=depth, top_k=top_k, **overrides))
         methods[name] = SpeculativeEngine(model, drafter).generate
@@ -130,7 +142,8 @@ def time_draft_tokens(args, model, tokenizer, past: int = 256, repeats: int = 20
     target = SpeculativeEngine(model).time_verification([1], past=past, repeats=repeats)[1]
     rows = {}
     for name in dict.fromkeys([str(model.dtype).removeprefix("torch."), "bfloat16", INT8]):
-        drafter = load_sd2_drafter(args.drafter_path, model, tokenizer, draft_vocab_size=args.draft_vocab_size,
+        drafter = load_sd2_drafter(args.drafter_path.split(",")[0], model, tokenizer,
+                                   draft_vocab_size=args.draft_vocab_size,
                                    dtype=torch.bfloat16 if name in ("bfloat16", INT8) else None,
                                    int8_weights=name == INT8)
         runner = drafter.runner
