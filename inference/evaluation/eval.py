@@ -1,7 +1,9 @@
 """The Spec-Bench harness every ``inference_*.py`` script shares.
 
-A method script adds these arguments, loads the target, and hands ``run_eval`` a *forward*
-function ``forward(prompt_ids, max_new_tokens, stop_token_ids) -> GenerationOutput``. Everything
+A method script adds these arguments; ``load_target`` checks them into an ``EvalPlan`` (questions,
+answer file, settings: resolved once, before any weights load) and loads the target; ``run_eval``
+takes the plan and a *forward* function ``forward(prompt_ids, max_new_tokens, stop_token_ids) ->
+GenerationOutput``. Everything
 else is done here, identically for every method: prompts from the conversation template (turn 2
 contains the model's own turn-1 answer), warm-up, timing with device synchronisation, stop
 tokens/strings, Spec-Bench's answer schema (``evaluation.answers``), resume with the same
@@ -155,16 +157,23 @@ def selected_questions(args) -> list[dict]:
 
 
 @dataclass
-class CheckedRun:
-    """What check_args resolved once: the prompter, the questions, the answers so far, the settings."""
+class EvalPlan:
+    """Everything a run needs, resolved and checked once, before any weights load: the run loop
+    takes this, not the command line."""
 
-    prompter: ChatPrompter
+    model_id: str
+    question_path: Path
+    answer_path: Path
     questions: list[dict]
-    existing: list[dict]
-    settings: dict
+    existing: list[dict]  # the answer file's records so far
+    prompter: ChatPrompter
+    settings: dict  # recorded in every answer; a resumed run must match them
+    max_new_tokens: int
+    num_warmup: int
+    seed: int
 
 
-def check_args(args, tokenizer) -> CheckedRun:
+def plan_eval(args, tokenizer) -> EvalPlan:
     """Everything that can be wrong with the input, checked before any model weights or generation."""
     if args.max_new_tokens < 1:
         raise EvalConfigError(f"--max-new-tokens must be >= 1, got {args.max_new_tokens}")
@@ -177,7 +186,9 @@ def check_args(args, tokenizer) -> CheckedRun:
     prompter = ChatPrompter.from_name(args.conv_template, tokenizer)
     questions = selected_questions(args)
     settings = run_settings(args)
-    return CheckedRun(prompter, questions, existing_answers(args, settings, repair=True), settings)
+    return EvalPlan(args.model_id, question_file(args), answer_file(args), questions,
+                    existing_answers(args, settings, repair=True), prompter, settings, args.max_new_tokens,
+                    args.num_warmup, args.seed)
 
 
 # What selects questions or names files, rather than how answers are made: a resumed run may change these.
@@ -214,10 +225,9 @@ def existing_answers(args, settings: dict, repair: bool = False) -> list[dict]:
 
 
 def load_target(args):
-    """(model, tokenizer) of ``--model-path`` on ``--device`` in ``--dtype``, eval mode.
-
-    The template, question file and settings are checked first, so bad input fails in
-    seconds, before the weights are read.
+    """(model, tokenizer, plan): ``--model-path`` on ``--device`` in ``--dtype``, eval mode, and
+    the run's plan. The template, question file, answer file and settings are checked first, so
+    bad input fails in seconds, before the weights are read.
     """
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -226,9 +236,9 @@ def load_target(args):
     device = resolve_device(args.device)
     dtype = resolve_dtype(args.dtype, device)
     tokenizer = AutoTokenizer.from_pretrained(path)
-    check_args(args, tokenizer)
+    plan = plan_eval(args, tokenizer)
     model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype).to(device).eval()
-    return model, tokenizer
+    return model, tokenizer, plan
 
 
 def check_model_folder(path: Path, flag: str) -> None:
@@ -308,37 +318,35 @@ class Harness:
 # ---------------------------------------------------------------- the run
 
 @torch.inference_mode()
-def run_eval(args, model, tokenizer, forward: Forward) -> Path:
-    """Answer the selected questions with ``forward``; returns the answer file.
+def run_eval(plan: EvalPlan, model, forward: Forward) -> Path:
+    """Answer the plan's questions with ``forward``; returns the answer file.
 
     Questions already answered (without error) in the answer file are skipped; errored ones
     are tried again. Each record is appended and flushed as it finishes.
     """
-    run = check_args(args, tokenizer)  # load_target checked too, before the weights; the file may have changed
-    prompter, questions, settings = run.prompter, run.questions, run.settings
-    prompter.stop_token_ids |= eos_token_ids(tokenizer, model)
-    path = answer_file(args)
+    path = plan.answer_path
     path.parent.mkdir(parents=True, exist_ok=True)
+    done = {r["question_id"] for r in plan.existing if "error" not in r}
+    pending = [q for q in plan.questions if q["question_id"] not in done]
+    print(f"{len(plan.questions)} questions from {plan.question_path}; {len(plan.questions) - len(pending)} "
+          f"already answered in {path}; {len(pending)} to go")
 
-    done = {r["question_id"] for r in run.existing if "error" not in r}
-    pending = [q for q in questions if q["question_id"] not in done]
-    print(f"{len(questions)} questions from {question_file(args)}; {len(questions) - len(pending)} already "
-          f"answered in {path}; {len(pending)} to go")
-
+    prompter = plan.prompter
+    prompter.stop_token_ids |= eos_token_ids(prompter.tokenizer, model)
     device = next(model.parameters()).device
-    harness = Harness(forward, prompter, device, args.max_new_tokens, context_length(model), args.seed)
-    if pending and args.num_warmup:
-        for _ in tqdm(range(args.num_warmup), desc="warm-up", leave=False):
+    harness = Harness(forward, prompter, device, plan.max_new_tokens, context_length(model), plan.seed)
+    if pending and plan.num_warmup:
+        for _ in tqdm(range(plan.num_warmup), desc="warm-up", leave=False):
             harness.answer(pending[0])
 
     accepted, errors, tokens, seconds = [], 0, 0, 0.0
-    progress = tqdm(pending, desc=args.model_id)
+    progress = tqdm(pending, desc=plan.model_id)
     for question in progress:
         choice = harness.answer(question)
         error = choice.pop("error", None)
         record = {"question_id": question["question_id"], "category": question["category"],
-                  "answer_id": shortuuid.uuid(), "model_id": args.model_id, "choices": [choice],
-                  "tstamp": time.time(), "settings": settings}
+                  "answer_id": shortuuid.uuid(), "model_id": plan.model_id, "choices": [choice],
+                  "tstamp": time.time(), "settings": plan.settings}
         if error:
             record["error"] = error
             errors += 1

@@ -68,12 +68,12 @@ def run_method(name: str, argv=None, description: str | None = None):
         method.check(args)
     except ValueError as exc:
         raise EvalConfigError(str(exc)) from None
-    model, tokenizer = load_target(args)
+    model, tokenizer, plan = load_target(args)
     try:
         forward = method.build(args, model, tokenizer)
     except ValueError as exc:  # settings the method's library refused (a draft's exits, a vocabulary, ...)
         raise EvalConfigError(str(exc)) from None
-    return run_eval(args, model, tokenizer, forward)
+    return run_eval(plan, model, forward)
 
 
 def _engine_flag(group, reference: str) -> None:

@@ -18,6 +18,7 @@ from evaluation.eval import (
     EvalConfigError,
     add_eval_args,
     load_target,
+    plan_eval,
     run_eval,
 )
 from evaluation.hf_reference import hf_generate_forward
@@ -185,7 +186,7 @@ def test_schema_turns_warmup_and_stats(tmp_path, default_target):
     lines = SPEC_BENCH_QUESTIONS.read_text().splitlines()
     qfile.write_text(lines[0] + "\n" + lines[80] + "\n")
     args = eval_args(tmp_path, "--question-file", str(qfile), "--num-warmup", "1")
-    path = run_eval(args, model, tok, greedy_loop_forward(model, calls))
+    path = run_eval(plan_eval(args, tok), model, greedy_loop_forward(model, calls))
 
     answers = lines_of(path)
     assert [a["question_id"] for a in answers] == [81, 161]
@@ -210,7 +211,7 @@ def test_schema_turns_warmup_and_stats(tmp_path, default_target):
 
     # HF generate through the same harness gives the same greedy texts (the harness is forward-agnostic)
     hf_args = eval_args(tmp_path, "--question-file", str(qfile), "--answer-file", str(tmp_path / "hf.jsonl"))
-    hf = lines_of(run_eval(hf_args, model, tok, hf_generate_forward(model)))
+    hf = lines_of(run_eval(plan_eval(hf_args, tok), model, hf_generate_forward(model)))
     assert [a["choices"][0]["turns"] for a in hf] == [a["choices"][0]["turns"] for a in answers]
 
 
@@ -224,14 +225,15 @@ def test_prompt_too_long_is_recorded_and_the_batch_goes_on(tmp_path, default_tar
         {"question_id": 3, "category": "qa", "turns": ["Name a prime number."]},
     ]) + "\n")
     calls = []
-    path = run_eval(eval_args(tmp_path, "--question-file", str(qfile)), model, tok, greedy_loop_forward(model, calls))
+    args = eval_args(tmp_path, "--question-file", str(qfile))
+    path = run_eval(plan_eval(args, tok), model, greedy_loop_forward(model, calls))
     answers = lines_of(path)
     assert [a["question_id"] for a in answers] == [1, 2, 3] and len(calls) == 2
     assert "error" not in answers[0] and "error" not in answers[2]
     assert "does not fit the model's context of 8192" in answers[1]["error"]
     assert answers[1]["choices"][0]["turns"] == []
     # resuming retries only the errored question (still too long), leaving the answered ones alone
-    run_eval(eval_args(tmp_path, "--question-file", str(qfile)), model, tok, greedy_loop_forward(model, calls))
+    run_eval(plan_eval(args, tok), model, greedy_loop_forward(model, calls))
     again = lines_of(path)
     assert len(calls) == 2 and [a["answer_id"] for a in again[::2]] == [a["answer_id"] for a in answers[::2]]
 
@@ -250,20 +252,20 @@ def test_resume_after_interruption_loses_and_duplicates_nothing(tmp_path, defaul
     # translation questions 161..165 (one turn each)
     args = eval_args(tmp_path, "--question-begin", "80", "--question-end", "85")
     with pytest.raises(KeyboardInterrupt):
-        run_eval(args, model, tok, interrupted)
+        run_eval(plan_eval(args, tok), model, interrupted)
     first = lines_of(tmp_path / "answers.jsonl")
     assert [a["question_id"] for a in first] == [161, 162]
 
     with (tmp_path / "answers.jsonl").open("a") as f:  # and a write cut off by a crash
         f.write('{"question_id": 163, "category": "transl')
     calls = []
-    path = run_eval(args, model, tok, greedy_loop_forward(model, calls))
+    path = run_eval(plan_eval(args, tok), model, greedy_loop_forward(model, calls))
     final = lines_of(path)
     assert [a["question_id"] for a in final] == [161, 162, 163, 164, 165] and len(calls) == 3
     assert [a["answer_id"] for a in final[:2]] == [a["answer_id"] for a in first]
 
     with pytest.raises(EvalConfigError, match="model_id"):
-        run_eval(eval_args(tmp_path, "--model-id", "another-method"), model, tok, forward)
+        run_eval(plan_eval(eval_args(tmp_path, "--model-id", "another-method"), tok), model, forward)
 
 
 def test_killed_run_resumes(tmp_path, default_target):
