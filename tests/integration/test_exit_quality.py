@@ -65,3 +65,34 @@ def test_held_out_prompts_of_a_length_range(default_target):
     assert all(len(p) <= 192 for p in heldout_prompts(tokenizer, fmt, 3, 192))
     with pytest.raises(ValueError, match="no held-out prompt has 5 to 6 tokens"):
         heldout_prompts(tokenizer, fmt, 3, 6, min_prompt_tokens=5)
+
+
+def test_answer_sequences_follow_the_harness_answers_per_task(default_target, tmp_path):
+    from sd2train.exit_quality import answer_sequences
+    from sd2train.preprocess import get_format
+
+    _, tokenizer = default_target
+    fmt = get_format(None, tokenizer)
+    questions = tmp_path / "question.jsonl"
+    questions.write_text(json.dumps({"question_id": 1, "category": "writing", "turns": ["Write a poem.", "More."]})
+                         + "\n" + json.dumps({"question_id": 2, "category": "translation", "turns": ["Hallo"]}) + "\n")
+
+    def answer(qid, category, ids, temperature=0.0, **extra):
+        return json.dumps({"question_id": qid, "category": category, "settings": {"temperature": temperature},
+                           "choices": [{"token_ids": [ids]}], **extra}) + "\n"
+
+    answers = tmp_path / "ar.jsonl"
+    answers.write_text(answer(1, "writing", [11, 12, 13]) + answer(2, "translation", [21])
+                       + answer(2, "translation", [], error="too long"))
+    by_task = answer_sequences(answers, questions, tokenizer, fmt)
+    assert set(by_task) == {"mt_bench", "translation"}  # MT-bench's categories are one task; errors left out
+    (sequence,), (prompt_len,) = by_task["mt_bench"]
+    prompt = tokenizer(fmt.prompt(None, [{"role": "user", "content": "Write a poem."}]),
+                       add_special_tokens=False)["input_ids"]
+    assert sequence == prompt + [11, 12, 13] and prompt_len == len(prompt)
+    answers.write_text(answer(1, "writing", [11], temperature=0.7))
+    with pytest.raises(ValueError, match="sampled"):
+        answer_sequences(answers, questions, tokenizer, fmt)
+    answers.write_text(answer(3, "qa", [11]))
+    with pytest.raises(ValueError, match="question 3 is not in"):
+        answer_sequences(answers, questions, tokenizer, fmt)

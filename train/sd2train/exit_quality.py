@@ -29,6 +29,8 @@ from sd2train.exits import all_exit_logits, parse_int_list
 REPORT_FILE = "exit_quality.json"
 CACHE_DIR = REPO_ROOT / "outputs" / "exit_quality_cache"
 THRESHOLD_GRID = [round(0.05 * i, 2) for i in range(1, 20)]
+# Spec-Bench's tasks; any other category is one of MT-bench's eight.
+SPEC_BENCH_TASKS = ("mt_bench", "translation", "summarization", "qa", "math_reasoning", "rag")
 
 
 def heldout_prompts(tokenizer, fmt, num_prompts: int, max_prompt_tokens: int, data_path=None,
@@ -89,6 +91,39 @@ def cached_continuations(target_name: str, target, tokenizer, prompts, new_token
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(sequences))
     return sequences
+
+
+def answer_sequences(answer_file, question_file, tokenizer, fmt) -> dict[str, tuple[list, list]]:
+    """Per task: (prompt + greedy answer token ids, prompt lengths) of the first turns in a float32
+    greedy answer file of the evaluation harness (e.g. AR's). Measures the exits on the text they
+    will draft at evaluation time; nothing is trained on it."""
+    questions = {}
+    for line in Path(question_file).read_text().splitlines():
+        if line.strip():
+            q = json.loads(line)
+            questions[q["question_id"]] = q
+    by_task: dict[str, tuple[list, list]] = {}
+    for line in Path(answer_file).read_text().splitlines():
+        if not line.strip():
+            continue
+        record = json.loads(line)
+        choice = record["choices"][0]
+        if "error" in record or not choice.get("token_ids"):
+            continue
+        if record.get("settings", {}).get("temperature", 0) != 0:
+            raise ValueError(f"{answer_file}: answers were sampled; the report needs greedy ones (AR, float32)")
+        question = questions.get(record["question_id"])
+        if question is None:
+            raise ValueError(f"{answer_file}: question {record['question_id']} is not in {question_file}")
+        text = fmt.prompt(None, [{"role": "user", "content": question["turns"][0]}])
+        prompt = tokenizer(text, add_special_tokens=fmt.add_special_tokens)["input_ids"]
+        task = record["category"] if record["category"] in SPEC_BENCH_TASKS else "mt_bench"
+        sequences, lengths = by_task.setdefault(task, ([], []))
+        sequences.append(prompt + choice["token_ids"][0])
+        lengths.append(len(prompt))
+    if not by_task:
+        raise ValueError(f"{answer_file}: no answered question with token ids")
+    return by_task
 
 
 def choose_thresholds(top1_prob: dict[int, torch.Tensor], right: dict[int, torch.Tensor]) -> list[float]:
@@ -246,6 +281,44 @@ def exit_quality(draft_path, target_path=None, exits=None, layers=None, num_prom
     return report
 
 
+def exit_quality_on_answers(draft_path, answer_file, question_file=None, exits=None, conv_template=None) -> dict:
+    """Per Spec-Bench task: each exit's agreement with (and top-4 recall of) the target's greedy
+    tokens in an answer file, teacher-forced along those answers."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from sd2.paths import SPEC_BENCH_QUESTIONS
+    from sd2train.preprocess import get_format
+
+    draft, spec = load_draft(draft_path, None)
+    exits = validate_exits(exits or spec.exits, draft.config.num_hidden_layers)
+    target = AutoModelForCausalLM.from_pretrained(spec.target, dtype=torch.float32).eval()
+    tokenizer = AutoTokenizer.from_pretrained(spec.target)
+    by_task = answer_sequences(answer_file, question_file or SPEC_BENCH_QUESTIONS, tokenizer,
+                               get_format(conv_template, tokenizer))
+    vocab = spec.load_vocab(draft_path)
+    vocab_ids = torch.tensor(vocab) if vocab is not None else None
+    tasks = [t for t in SPEC_BENCH_TASKS if t in by_task]
+    report = {"draft": str(draft_path), "answer_file": str(answer_file), "exits": exits, "tasks": {}}
+    for task in tasks:
+        sequences, lengths = by_task[task]
+        result = evaluate_exits(draft, target, sequences, lengths, exits, vocab_ids)
+        key = "_draft_vocab" if vocab_ids is not None else ""
+        report["tasks"][task] = {"answers": len(sequences), "positions": result["positions"],
+                                 "top1_agreement": {k: r[f"top1_agreement{key}"] for k, r in result["per_exit"].items()},
+                                 "top4_recall": {k: r[f"top4_recall{key}"] for k, r in result["per_exit"].items()}}
+    positions = sum(r["positions"] for r in report["tasks"].values())
+    report["overall"] = {m: {k: sum(r[m][k] * r["positions"] for r in report["tasks"].values()) / positions
+                             for k in exits} for m in ("top1_agreement", "top4_recall")}
+    lines = [f"exit agreement of {draft_path} along {answer_file} (first turns, teacher-forced; "
+             f"{'draft' if vocab_ids is not None else 'full'}-vocabulary head): top-1 / top-4 per exit"]
+    lines.append(f"{'task':<16}{'answers':>8}{'positions':>10}  " + "  ".join(f"{'exit ' + str(k):>13}" for k in exits))
+    for task, r in [*report["tasks"].items(), ("overall", {**report["overall"], "answers": "", "positions": positions})]:
+        cells = "  ".join(f"{r['top1_agreement'][k]:6.1%} /{r['top4_recall'][k]:6.1%}" for k in exits)
+        lines.append(f"{task:<16}{r['answers']!s:>8}{r['positions']!s:>10}  {cells}")
+    print("\n".join(lines))
+    return report
+
+
 def write_thresholds(draft_path, thresholds: list[float]) -> None:
     """Record thresholds in the draft's config.json (config.sd2.thresholds)."""
     path = Path(draft_path, "config.json")
@@ -272,7 +345,17 @@ def main(argv=None):
     parser.add_argument("--output", default=None, help="write the JSON here too")
     parser.add_argument("--update-thresholds", action="store_true",
                         help="write the suggested thresholds into the draft's config.sd2")
+    parser.add_argument("--answer-file", default=None,
+                        help="instead of held-out prompts: a float32 greedy answer file of the evaluation "
+                             "harness (e.g. AR's on Spec-Bench); reports each exit's agreement per task along it")
+    parser.add_argument("--question-file", default=None, help="with --answer-file (default: Spec-Bench's)")
     args = parser.parse_args(argv)
+    if args.answer_file:
+        report = exit_quality_on_answers(args.draft, args.answer_file, args.question_file,
+                                         parse_int_list(args.exits) if args.exits else None, args.conv_template)
+        if args.output:
+            Path(args.output).write_text(json.dumps(report, indent=2))
+        return
     report = exit_quality(args.draft, args.target, parse_int_list(args.exits) if args.exits else None, args.layers,
                           args.prompts, args.new_tokens, args.max_prompt_tokens, args.data_path,
                           args.conv_template, update_thresholds=args.update_thresholds,
