@@ -20,8 +20,8 @@ DTYPE=${DTYPE:-float32}                                  # float32 | bfloat16 | 
 DRAFT_DTYPE=${DRAFT_DTYPE-bfloat16}                      # SpS draft dtype ('' = the target's); the target
                                                          # verifies in DTYPE, so output is unchanged
 SD2_DRAFT_DTYPE=${SD2_DRAFT_DTYPE-}                      # SD2 draft dtype; empty: int8 on a CPU, bfloat16 on CUDA
-LOOKUP_TOKENS=${LOOKUP_TOKENS:-0}                        # SD2 tree: prompt lookup branch of up to N tokens (0: none)
-LOOKUP_FIRST=${LOOKUP_FIRST:-0}                          # 1: SD2 tree verifies the lookup continuation alone where found
+LOOKUP_TOKENS=${LOOKUP_TOKENS:-0}                        # SD2 (chain and tree): prompt lookup branch of up to N tokens (0: none)
+LOOKUP_FIRST=${LOOKUP_FIRST:-0}                          # 1: SD2 verifies the lookup continuation alone where found
 SD2_EXITS=${SD2_EXITS:-}                                 # SD2 exits, e.g. 6 or 6,9,12 (empty: the draft's own)
 SD2_THRESHOLDS=${SD2_THRESHOLDS:-}                       # one per exit, the last 0 (empty: the draft's, or defaults)
 DEVICE=${DEVICE:-auto}                                   # auto | cpu | cuda
@@ -102,11 +102,10 @@ if [ -z "$SD2_DRAFT_DTYPE" ]; then
     SD2_DRAFT_DTYPE=$("$PYTHON" -c "import torch; print('bfloat16' if torch.cuda.is_available() and '$DEVICE' != 'cpu' else 'int8')")
 fi
 SD2_ARGS=(--drafter-path "$DRAFT" --draft-dtype "$SD2_DRAFT_DTYPE" ${SD2_EXITS:+--submodels "$SD2_EXITS"}
-          ${SD2_THRESHOLDS:+--thresholds "$SD2_THRESHOLDS"})
+          ${SD2_THRESHOLDS:+--thresholds "$SD2_THRESHOLDS"} --lookup-tokens "$LOOKUP_TOKENS")
+[ "$LOOKUP_FIRST" = 1 ] && SD2_ARGS+=(--lookup-first)
 run sd2_chain inference_sd2       "${SD2_ARGS[@]}"                 # exits/thresholds from the draft's config
-LOOKUP_ARGS=(--lookup-tokens "$LOOKUP_TOKENS")
-[ "$LOOKUP_FIRST" = 1 ] && LOOKUP_ARGS+=(--lookup-first)
-run sd2_tree  inference_sd2       "${SD2_ARGS[@]}" --tree --total-token auto "${LOOKUP_ARGS[@]}"
+run sd2_tree  inference_sd2       "${SD2_ARGS[@]}" --tree --total-token auto
 run sps       inference_sps       "${DRAFT_ARGS[@]}"               # the draft at its deepest exit
 run sps_hf    inference_sps       --drafter-path "$DRAFT" --engine hf   # HF assisted generation
 run pld       inference_pld

@@ -287,6 +287,19 @@ class Harness:
     context: int
     seed: int
 
+    def record(self, question: dict, model_id: str, settings: dict | None = None) -> dict:
+        """The question's answer record in Spec-Bench's schema (``error`` set, at the top, when a
+        turn's prompt does not fit)."""
+        choice = self.answer(question)
+        error = choice.pop("error", None)
+        record = {"question_id": question["question_id"], "category": question["category"],
+                  "answer_id": shortuuid.uuid(), "model_id": model_id, "choices": [choice], "tstamp": time.time()}
+        if settings is not None:
+            record["settings"] = settings
+        if error:
+            record["error"] = error
+        return record
+
     def answer(self, question: dict) -> dict:
         """One choice in Spec-Bench's form, with ``error`` set when a turn's prompt does not fit."""
         random.seed(self.seed)
@@ -342,15 +355,11 @@ def run_eval(plan: EvalPlan, model, forward: Forward) -> Path:
     accepted, errors, tokens, seconds = [], 0, 0, 0.0
     progress = tqdm(pending, desc=plan.model_id)
     for question in progress:
-        choice = harness.answer(question)
-        error = choice.pop("error", None)
-        record = {"question_id": question["question_id"], "category": question["category"],
-                  "answer_id": shortuuid.uuid(), "model_id": plan.model_id, "choices": [choice],
-                  "tstamp": time.time(), "settings": plan.settings}
-        if error:
-            record["error"] = error
+        record = harness.record(question, plan.model_id, plan.settings)
+        choice = record["choices"][0]
+        if "error" in record:
             errors += 1
-            tqdm.write(f"question {question['question_id']}: {error}")
+            tqdm.write(f"question {question['question_id']}: {record['error']}")
         accepted.extend(choice["accept_lengths"])
         tokens, seconds = tokens + sum(choice["new_tokens"]), seconds + sum(choice["wall_time"])
         if accepted and seconds:

@@ -293,6 +293,8 @@ def _hf_args(g) -> None:
                    help="HF ends a draft where the assistant's top probability is below this (0: never)")
     g.add_argument("--prompt-lookup-num-tokens", type=int, default=10)
     g.add_argument("--max-matching-ngram-size", type=int, default=3)
+    g.add_argument("--static-cache", action="store_true",
+                   help="--method generate with a static KV cache (what torch.compile needs on a GPU)")
 
 
 def _hf_check(args) -> None:
@@ -307,7 +309,7 @@ def _hf_build(args, model, tokenizer) -> Forward:
     from specdec.vocab import load_draft
 
     if args.method == "generate":
-        return hf_generate_forward(model, args.temperature, args.top_p)
+        return hf_generate_forward(model, args.temperature, args.top_p, static_cache=args.static_cache)
     if args.method == "assisted":
         assistant, _ = load_draft(args.drafter_path, model, tokenizer)  # refuses another vocabulary
         return hf_assisted_forward(model, assistant, args.temperature, args.top_p, args.num_assistant_tokens,
