@@ -186,8 +186,8 @@ def sharegpt_documents(conversations: list[dict], roles: tuple[str, ...] = ("ass
 def build_from_chats(tokenizer, tokenizer_name: str, conversations: list[dict], source: str,
                      roles: tuple[str, ...] = ("assistant",), sort_depth: int = 32,
                      progress: bool = True) -> tuple[Datastore, float]:
-    """Datastore over chats (``{"messages": [{"role", "content"}, ...]}``, as ``sd2train.data``
-    loads ShareGPT). Returns it and the seconds taken."""
+    """Datastore over chats (``{"messages": [{"role", "content"}, ...]}``, as the trainer's data
+    module loads ShareGPT). Returns it and the seconds taken."""
     t0 = time.perf_counter()
     texts = sharegpt_documents(conversations, roles)
     docs = tokenize_documents(texts, tokenizer, progress=progress)
