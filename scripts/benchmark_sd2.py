@@ -223,9 +223,15 @@ def summarize(files: dict) -> dict:
             for e, count in s.get("exit_tokens", {}).items():
                 exits[int(e)] += count
         skipped = sum(s.get("skipped_rounds", 0) + s.get("lookup_rounds", 0) for s in stats)
+        if speed:
+            tasks = {task: {"speedup": m["speedup_total"]["mean"], "tau": m["tau"]["mean"],
+                            "tok_s": m["tok_s_total"]["mean"]} for task, m in speed.items()}
+        else:  # the baseline itself: its own rate
+            tokens = sum(n for r in records for n in r["choices"][0]["new_tokens"])
+            seconds = sum(t for r in records for t in r["choices"][0]["wall_time"])
+            tasks = {"overall": {"speedup": 1.0, "tau": 1.0, "tok_s": tokens / seconds}}
         summary[name] = {
-            "tasks": {task: {"speedup": m["speedup_total"]["mean"], "tau": m["tau"]["mean"],
-                             "tok_s": m["tok_s_total"]["mean"]} for task, m in speed.items()} if speed else {},
+            "tasks": tasks,
             "equal": f"{equal['tasks']['overall']['equal']}/{len(records)}" if equal else "",
             "ms_per_step": {k: 1000 * v / steps for k, v in split.items()},
             "exit_tokens": dict(sorted(exits.items())), "drafted_share": 1 - skipped / steps,
@@ -241,8 +247,6 @@ def print_tables(dtype_name: str, summary: dict) -> None:
     width = max(16, *(len(name) for name in summary))
     print(f"{'method':<{width}} " + " ".join(f"{t:>15}" for t in tasks) + f" {'tok/s':>7} {'=AR':>6}")
     for name, s in summary.items():
-        if not s["tasks"]:
-            continue
         cells = [f"{s['tasks'][t]['speedup']:6.2f}x ({s['tasks'][t]['tau']:4.2f})" if t in s["tasks"] else ""
                  for t in tasks]
         print(f"{name:<{width}} " + " ".join(f"{c:>15}" for c in cells)
