@@ -267,3 +267,30 @@ def test_lookup_first_copies_where_it_can_and_drafts_elsewhere(target, tree):
     assert sum(stats["exit_tokens"].values()) > 0 and stats["lookup_tokens"] > 0
     with pytest.raises(ValueError, match="lookup_first needs lookup_tokens"):
         SD2Drafter(copy.deepcopy(target), exits=EXITS, thresholds=MIXED, lookup_first=True)
+
+
+def test_the_auto_budget_backs_off_while_drafting_does_not_pay_and_recovers():
+    from specdec.drafters.sd2 import AutoTreeBudget, FixedTreeBudget
+
+    budget = AutoTreeBudget({1: 0.02, 4: 0.02, 8: 0.04}, timing_seconds=1.5)
+    # Rounds whose drafted nodes are all rejected yield 1 token per (draft + verify) time, less
+    # than a plain 20 ms step: skip 1, 2, 4 rounds, each probe failing again.
+    skipped = []
+    for _ in range(3):
+        budget.round_done(predicted=2.0, drafted=0, draft_seconds=0.005, verified_nodes=3)
+        rounds = 0
+        while budget.skip_round():
+            rounds += 1
+        skipped.append(rounds)
+    assert skipped == [1, 2, 4] and budget.calibration < 1.0
+    for _ in range(6):  # rounds that keep 3 drafted tokens pay: no more skipping
+        budget.round_done(predicted=3.0, drafted=3, draft_seconds=0.005, verified_nodes=3)
+    assert not budget.skip_round() and budget.backoff == 1
+    # Sizes are chosen from the costs: 3 sure nodes fit the 4-token pass at the 1-token price.
+    assert budget.tree_size(torch.log(torch.tensor([1.0, 1.0, 1.0, 0.01, 0.01]))) == 3
+    assert budget.stats() == {"verify_costs_ms": {1: 20.0, 4: 20.0, 8: 40.0}, "verify_timing_seconds": 1.5}
+    with pytest.raises(ValueError, match="needs the target's verification costs"):
+        AutoTreeBudget({})
+    with pytest.raises(ValueError, match="total_token must be >= 2"):
+        FixedTreeBudget(1)
+    assert FixedTreeBudget(5).tree_size(torch.zeros(10)) == 4 and not FixedTreeBudget(5).skip_round()
