@@ -96,3 +96,21 @@ def test_answer_sequences_follow_the_harness_answers_per_task(default_target, tm
     answers.write_text(answer(3, "qa", [11]))
     with pytest.raises(ValueError, match="question 3 is not in"):
         answer_sequences(answers, questions, tokenizer, fmt)
+
+
+def test_speed_thresholds_weigh_agreement_against_each_exits_cost():
+    from sd2train.exit_quality import estimated_speedup, speed_thresholds
+
+    # (1 + a + a^2) / (1 + 2c) is the best chain for a = 0.5, c = 0.1: 1.75 / 1.2
+    assert estimated_speedup(0.5, 0.1) == (pytest.approx(1.75 / 1.2), 2)
+    assert estimated_speedup(0.0, 0.1) == (1.0, 0)  # a draft that never agrees: do not draft
+    # Exit 6 agrees on 5 of 10 tokens, exit 12 on 6 of 10 at four times the cost: exit 6 alone wins...
+    right = {6: torch.tensor([1, 1, 1, 1, 1, 0, 0, 0, 0, 0], dtype=torch.bool),
+             12: torch.tensor([1, 1, 1, 1, 1, 1, 0, 0, 0, 0], dtype=torch.bool)}
+    probs = {6: torch.tensor([0.9] * 5 + [0.2] * 5), 12: torch.full((10,), 0.5)}
+    cheap = speed_thresholds(probs, right, {6: 0.05, 12: 0.20})
+    assert cheap["estimated_speedup_alone"][6] > cheap["estimated_speedup_alone"][12]
+    assert cheap["estimated_speedup"] >= max(cheap["estimated_speedup_alone"].values())
+    # ... and when exit 12 costs no more than exit 6, sending the unsure tokens deeper pays.
+    level = speed_thresholds(probs, right, {6: 0.05, 12: 0.05})
+    assert 0.2 <= level["thresholds"][0] < 0.9 and level["agreement"] == pytest.approx(0.6)

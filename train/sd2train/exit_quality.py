@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import itertools
 import json
 import time
 from pathlib import Path
@@ -158,8 +159,37 @@ def cascade(top1_prob, right, thresholds) -> dict:
     return {"thresholds": thresholds, "agreement": float(chosen_right.float().mean()), "share_per_exit": share}
 
 
+def estimated_speedup(agreement: float, cost: float, max_len: int = 8) -> tuple[float, int]:
+    """(speed-up over plain decoding, chain length) of the best chain under a simple model: each
+    drafted token is kept with probability ``agreement`` until the first miss, costs ``cost``
+    target steps to draft, and verifying a few tokens costs one step (true of a GPU and of a CPU
+    up to ~4 tokens): (1 + a + ... + a^L) / (1 + L c) at its best L."""
+    best = (1.0, 0)
+    for length in range(1, max_len + 1):
+        tokens = sum(agreement ** i for i in range(length + 1))
+        best = max(best, (tokens / (1 + length * cost), length))
+    return best
+
+
+def speed_thresholds(top1_prob: dict[int, torch.Tensor], right: dict[int, torch.Tensor],
+                     exit_costs: dict[int, float]) -> dict:
+    """The thresholds (0 or a grid value per early exit; 0 sends every token to that exit) whose
+    cascade has the best estimated speed-up, given each exit's cost per draft token in target
+    steps; and each exit's own estimate when it drafts alone."""
+    exits = sorted(top1_prob)
+    best = None
+    for combo in itertools.product([0.0, *THRESHOLD_GRID], repeat=len(exits) - 1):
+        result = cascade(top1_prob, right, [*combo, 0.0])
+        mean_cost = sum(result["share_per_exit"][k] * exit_costs[k] for k in exits)
+        speedup, length = estimated_speedup(result["agreement"], mean_cost)
+        if best is None or speedup > best["estimated_speedup"]:
+            best = {**result, "mean_cost": mean_cost, "estimated_speedup": speedup, "chain_length": length}
+    alone = {k: estimated_speedup(float(right[k].float().mean()), exit_costs[k])[0] for k in exits}
+    return {**best, "exit_costs": exit_costs, "estimated_speedup_alone": alone}
+
+
 @torch.no_grad()
-def evaluate_exits(draft, target, sequences, prompt_lengths, exits, vocab_ids=None) -> dict:
+def evaluate_exits(draft, target, sequences, prompt_lengths, exits, vocab_ids=None, exit_costs=None) -> dict:
     """Per-exit statistics over every continuation position of every sequence. With ``vocab_ids``
     (the draft vocabulary) also the agreement of an exit whose head covers only those tokens."""
     from tqdm import tqdm
@@ -204,9 +234,12 @@ def evaluate_exits(draft, target, sequences, prompt_lengths, exits, vocab_ids=No
             per_exit[k]["top1_agreement_draft_vocab"] = float(torch.cat(right_sub[k]).float().mean())
             per_exit[k]["top4_recall_draft_vocab"] = float(torch.cat(top4_sub[k]).float().mean())
     thresholds = choose_thresholds(cat["probs"], cat["right"])
-    return {"positions": int(cat["right"][exits[0]].numel()), "per_exit": per_exit,
-            "suggested_thresholds": thresholds,
-            "cascade_suggested": cascade(cat["probs"], cat["right"], thresholds)}
+    report = {"positions": int(cat["right"][exits[0]].numel()), "per_exit": per_exit,
+              "suggested_thresholds": thresholds,
+              "cascade_suggested": cascade(cat["probs"], cat["right"], thresholds)}
+    if exit_costs:
+        report["speed_suggested"] = speed_thresholds(cat["probs"], cat["right"], exit_costs)
+    return report
 
 
 def format_table(report: dict) -> str:
@@ -225,6 +258,12 @@ def format_table(report: dict) -> str:
     c = report["cascade_suggested"]
     lines.append(f"suggested thresholds {c['thresholds']}: adaptive-exit agreement {c['agreement']:.1%}, "
                  f"share per exit {({k: round(v, 3) for k, v in c['share_per_exit'].items()})}")
+    if "speed_suggested" in report:
+        v = report["speed_suggested"]
+        alone = ", ".join(f"exit {k} alone {x:.2f}x" for k, x in v["estimated_speedup_alone"].items())
+        lines.append(f"for speed (cost per draft token {v['exit_costs']} target steps): thresholds {v['thresholds']}, "
+                     f"agreement {v['agreement']:.1%}, mean cost {v['mean_cost']:.3f}, estimated "
+                     f"{v['estimated_speedup']:.2f}x with chains of {v['chain_length']} ({alone})")
     return "\n".join(lines)
 
 
@@ -248,7 +287,10 @@ def load_draft(draft_path, layers: int | None) -> tuple[torch.nn.Module, DraftSp
 def exit_quality(draft_path, target_path=None, exits=None, layers=None, num_prompts: int = 32,
                  new_tokens: int = 64, max_prompt_tokens: int = 192, data_path=None,
                  conv_template=None, write: bool = True, update_thresholds: bool = False,
-                 heldout_fraction: float = 0.02, min_prompt_tokens: int = 0) -> dict:
+                 heldout_fraction: float = 0.02, min_prompt_tokens: int = 0,
+                 exit_costs: list[float] | None = None) -> dict:
+    """The held-out report (see the module's docstring); ``exit_costs`` (one per exit, in target
+    steps per draft token) adds the thresholds suggested for speed."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from sd2train.preprocess import get_format
@@ -257,6 +299,8 @@ def exit_quality(draft_path, target_path=None, exits=None, layers=None, num_prom
     draft, spec = load_draft(draft_path, layers)
     draft_exits = (spec or DraftSpec.from_config(draft.config)).exits
     exits = validate_exits(exits or draft_exits, draft.config.num_hidden_layers)
+    if exit_costs is not None and (len(exit_costs) != len(exits) or min(exit_costs) < 0):
+        raise ValueError(f"{len(exit_costs)} exit costs for {len(exits)} exits {exits}: give one cost >= 0 per exit")
     target_path = target_path or (spec.target if spec else draft_path)
     target = AutoModelForCausalLM.from_pretrained(target_path, dtype=torch.float32).eval()
     tokenizer = AutoTokenizer.from_pretrained(target_path)
@@ -267,7 +311,8 @@ def exit_quality(draft_path, target_path=None, exits=None, layers=None, num_prom
               "prompt_tokens": [min_prompt_tokens, max_prompt_tokens], "new_tokens": new_tokens}
     vocab = spec.load_vocab(draft_path) if spec else None
     vocab_ids = torch.tensor(vocab) if vocab is not None else None
-    report.update(evaluate_exits(draft, target, sequences, [len(p) for p in prompts], exits, vocab_ids))
+    report.update(evaluate_exits(draft, target, sequences, [len(p) for p in prompts], exits, vocab_ids,
+                                 dict(zip(exits, exit_costs)) if exit_costs else None))
     if vocab_ids is not None:
         report["draft_vocab_size"] = len(vocab_ids)
     report["seconds"] = round(time.time() - started, 1)
@@ -277,7 +322,8 @@ def exit_quality(draft_path, target_path=None, exits=None, layers=None, num_prom
         name = REPORT_FILE if min_prompt_tokens == 0 else f"exit_quality-prompts-{min_prompt_tokens}-{max_prompt_tokens}.json"
         Path(draft_path, name).write_text(json.dumps(report, indent=2))
         if update_thresholds and exits == draft_exits and min_prompt_tokens == 0:
-            write_thresholds(draft_path, report["suggested_thresholds"])
+            chosen = report["speed_suggested"]["thresholds"] if exit_costs else report["suggested_thresholds"]
+            write_thresholds(draft_path, chosen)
     return report
 
 
@@ -344,7 +390,12 @@ def main(argv=None):
     parser.add_argument("--conv-template", default=None, help="'vicuna' or the tokenizer's chat template (default)")
     parser.add_argument("--output", default=None, help="write the JSON here too")
     parser.add_argument("--update-thresholds", action="store_true",
-                        help="write the suggested thresholds into the draft's config.sd2")
+                        help="write the suggested thresholds into the draft's config.sd2 (with --exit-costs, "
+                             "the ones suggested for speed)")
+    parser.add_argument("--exit-costs", default=None,
+                        help="each exit's cost per draft token in target steps, comma-separated (as "
+                             "scripts/benchmark_sd2.py prints them, e.g. 0.07,0.11,0.15): also suggests the "
+                             "thresholds with the best estimated speed-up")
     parser.add_argument("--answer-file", default=None,
                         help="instead of held-out prompts: a float32 greedy answer file of the evaluation "
                              "harness (e.g. AR's on Spec-Bench); reports each exit's agreement per task along it")
@@ -356,10 +407,12 @@ def main(argv=None):
         if args.output:
             Path(args.output).write_text(json.dumps(report, indent=2))
         return
-    report = exit_quality(args.draft, args.target, parse_int_list(args.exits) if args.exits else None, args.layers,
+    exits = parse_int_list(args.exits) if args.exits else None
+    costs = [float(x) for x in args.exit_costs.split(",")] if args.exit_costs else None
+    report = exit_quality(args.draft, args.target, exits, args.layers,
                           args.prompts, args.new_tokens, args.max_prompt_tokens, args.data_path,
                           args.conv_template, update_thresholds=args.update_thresholds,
-                          min_prompt_tokens=args.min_prompt_tokens)
+                          min_prompt_tokens=args.min_prompt_tokens, exit_costs=costs)
     if args.output:
         Path(args.output).write_text(json.dumps(report, indent=2))
 
