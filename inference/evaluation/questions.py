@@ -4,13 +4,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-# Spec-Bench's six tasks; MT-bench is its eight categories taken together.
-MT_BENCH_CATEGORIES = ("writing", "roleplay", "reasoning", "math", "coding", "extraction", "stem", "humanities")
-TASKS = ("mt_bench", "translation", "summarization", "qa", "math_reasoning", "rag")
-
-
-def task_of(category: str) -> str:
-    return "mt_bench" if category in MT_BENCH_CATEGORIES else category
+from sd2.spec_bench import MT_BENCH_CATEGORIES, TASKS, task_of  # noqa: F401  (re-exported for the reports)
 
 
 def report_tasks(categories) -> list[str]:

@@ -18,6 +18,7 @@ import hashlib
 import itertools
 import json
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -25,13 +26,12 @@ import torch.nn.functional as F
 
 from sd2.draft_spec import DraftSpec, validate_exits
 from sd2.paths import REPO_ROOT
+from sd2.spec_bench import TASKS, task_of
 from sd2train.exits import all_exit_logits, parse_int_list
 
 REPORT_FILE = "exit_quality.json"
 CACHE_DIR = REPO_ROOT / "outputs" / "exit_quality_cache"
 THRESHOLD_GRID = [round(0.05 * i, 2) for i in range(1, 20)]
-# Spec-Bench's tasks; any other category is one of MT-bench's eight.
-SPEC_BENCH_TASKS = ("mt_bench", "translation", "summarization", "qa", "math_reasoning", "rag")
 
 
 def heldout_prompts(tokenizer, fmt, num_prompts: int, max_prompt_tokens: int, data_path=None,
@@ -118,8 +118,7 @@ def answer_sequences(answer_file, question_file, tokenizer, fmt) -> dict[str, tu
             raise ValueError(f"{answer_file}: question {record['question_id']} is not in {question_file}")
         text = fmt.prompt(None, [{"role": "user", "content": question["turns"][0]}])
         prompt = tokenizer(text, add_special_tokens=fmt.add_special_tokens)["input_ids"]
-        task = record["category"] if record["category"] in SPEC_BENCH_TASKS else "mt_bench"
-        sequences, lengths = by_task.setdefault(task, ([], []))
+        sequences, lengths = by_task.setdefault(task_of(record["category"]), ([], []))
         sequences.append(prompt + choice["token_ids"][0])
         lengths.append(len(prompt))
     if not by_task:
@@ -284,6 +283,32 @@ def load_draft(draft_path, layers: int | None) -> tuple[torch.nn.Module, DraftSp
     return model, DraftSpec.from_config(model.config)
 
 
+@dataclass
+class Measured:
+    """A draft, the exits to measure, and the target they are measured against (float32)."""
+
+    draft: torch.nn.Module
+    spec: DraftSpec | None  # None: a target truncated to --layers, untrained
+    exits: list[int]
+    target_path: str
+    target: torch.nn.Module
+    tokenizer: object
+    vocab_ids: torch.Tensor | None  # the draft vocabulary, if the draft has one
+
+
+def load_measured(draft_path, target_path=None, exits=None, layers=None) -> Measured:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    draft, spec = load_draft(draft_path, layers)
+    exits = validate_exits(exits or (spec or DraftSpec.from_config(draft.config)).exits,
+                           draft.config.num_hidden_layers)
+    target_path = str(target_path or (spec.target if spec else draft_path))
+    target = AutoModelForCausalLM.from_pretrained(target_path, dtype=torch.float32).eval()
+    vocab = spec.load_vocab(draft_path) if spec else None
+    return Measured(draft, spec, exits, target_path, target, AutoTokenizer.from_pretrained(target_path),
+                    torch.tensor(vocab) if vocab is not None else None)
+
+
 def exit_quality(draft_path, target_path=None, exits=None, layers=None, num_prompts: int = 32,
                  new_tokens: int = 64, max_prompt_tokens: int = 192, data_path=None,
                  conv_template=None, write: bool = True, update_thresholds: bool = False,
@@ -291,37 +316,29 @@ def exit_quality(draft_path, target_path=None, exits=None, layers=None, num_prom
                  exit_costs: list[float] | None = None) -> dict:
     """The held-out report (see the module's docstring); ``exit_costs`` (one per exit, in target
     steps per draft token) adds the thresholds suggested for speed."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
     from sd2train.preprocess import get_format
 
     started = time.time()
-    draft, spec = load_draft(draft_path, layers)
-    draft_exits = (spec or DraftSpec.from_config(draft.config)).exits
-    exits = validate_exits(exits or draft_exits, draft.config.num_hidden_layers)
+    m = load_measured(draft_path, target_path, exits, layers)
+    exits = m.exits
     if exit_costs is not None and (len(exit_costs) != len(exits) or min(exit_costs) < 0):
         raise ValueError(f"{len(exit_costs)} exit costs for {len(exits)} exits {exits}: give one cost >= 0 per exit")
-    target_path = target_path or (spec.target if spec else draft_path)
-    target = AutoModelForCausalLM.from_pretrained(target_path, dtype=torch.float32).eval()
-    tokenizer = AutoTokenizer.from_pretrained(target_path)
-    prompts = heldout_prompts(tokenizer, get_format(conv_template, tokenizer), num_prompts, max_prompt_tokens,
+    prompts = heldout_prompts(m.tokenizer, get_format(conv_template, m.tokenizer), num_prompts, max_prompt_tokens,
                               data_path, heldout_fraction, min_prompt_tokens)
-    sequences = cached_continuations(target_path, target, tokenizer, prompts, new_tokens)
-    report = {"draft": str(draft_path), "target": str(target_path), "exits": exits, "prompts": len(prompts),
+    sequences = cached_continuations(m.target_path, m.target, m.tokenizer, prompts, new_tokens)
+    report = {"draft": str(draft_path), "target": m.target_path, "exits": exits, "prompts": len(prompts),
               "prompt_tokens": [min_prompt_tokens, max_prompt_tokens], "new_tokens": new_tokens}
-    vocab = spec.load_vocab(draft_path) if spec else None
-    vocab_ids = torch.tensor(vocab) if vocab is not None else None
-    report.update(evaluate_exits(draft, target, sequences, [len(p) for p in prompts], exits, vocab_ids,
+    report.update(evaluate_exits(m.draft, m.target, sequences, [len(p) for p in prompts], exits, m.vocab_ids,
                                  dict(zip(exits, exit_costs)) if exit_costs else None))
-    if vocab_ids is not None:
-        report["draft_vocab_size"] = len(vocab_ids)
+    if m.vocab_ids is not None:
+        report["draft_vocab_size"] = len(m.vocab_ids)
     report["seconds"] = round(time.time() - started, 1)
     print(format_table(report))
     if write and layers is None:
         # The standard prompt set's report is the draft's own; another prompt set's goes beside it.
         name = REPORT_FILE if min_prompt_tokens == 0 else f"exit_quality-prompts-{min_prompt_tokens}-{max_prompt_tokens}.json"
         Path(draft_path, name).write_text(json.dumps(report, indent=2))
-        if update_thresholds and exits == draft_exits and min_prompt_tokens == 0:
+        if update_thresholds and exits == m.spec.exits and min_prompt_tokens == 0:
             chosen = report["speed_suggested"]["thresholds"] if exit_costs else report["suggested_thresholds"]
             write_thresholds(draft_path, chosen)
     return report
@@ -330,31 +347,25 @@ def exit_quality(draft_path, target_path=None, exits=None, layers=None, num_prom
 def exit_quality_on_answers(draft_path, answer_file, question_file=None, exits=None, conv_template=None) -> dict:
     """Per Spec-Bench task: each exit's agreement with (and top-4 recall of) the target's greedy
     tokens in an answer file, teacher-forced along those answers."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
     from sd2.paths import SPEC_BENCH_QUESTIONS
     from sd2train.preprocess import get_format
 
-    draft, spec = load_draft(draft_path, None)
-    exits = validate_exits(exits or spec.exits, draft.config.num_hidden_layers)
-    target = AutoModelForCausalLM.from_pretrained(spec.target, dtype=torch.float32).eval()
-    tokenizer = AutoTokenizer.from_pretrained(spec.target)
-    by_task = answer_sequences(answer_file, question_file or SPEC_BENCH_QUESTIONS, tokenizer,
-                               get_format(conv_template, tokenizer))
-    vocab = spec.load_vocab(draft_path)
-    vocab_ids = torch.tensor(vocab) if vocab is not None else None
-    tasks = [t for t in SPEC_BENCH_TASKS if t in by_task]
+    m = load_measured(draft_path, exits=exits)
+    exits, vocab_ids = m.exits, m.vocab_ids
+    by_task = answer_sequences(answer_file, question_file or SPEC_BENCH_QUESTIONS, m.tokenizer,
+                               get_format(conv_template, m.tokenizer))
+    tasks = [t for t in TASKS if t in by_task] + sorted(set(by_task) - set(TASKS))
     report = {"draft": str(draft_path), "answer_file": str(answer_file), "exits": exits, "tasks": {}}
     for task in tasks:
         sequences, lengths = by_task[task]
-        result = evaluate_exits(draft, target, sequences, lengths, exits, vocab_ids)
+        result = evaluate_exits(m.draft, m.target, sequences, lengths, exits, vocab_ids)
         key = "_draft_vocab" if vocab_ids is not None else ""
         report["tasks"][task] = {"answers": len(sequences), "positions": result["positions"],
                                  "top1_agreement": {k: r[f"top1_agreement{key}"] for k, r in result["per_exit"].items()},
                                  "top4_recall": {k: r[f"top4_recall{key}"] for k, r in result["per_exit"].items()}}
     positions = sum(r["positions"] for r in report["tasks"].values())
-    report["overall"] = {m: {k: sum(r[m][k] * r["positions"] for r in report["tasks"].values()) / positions
-                             for k in exits} for m in ("top1_agreement", "top4_recall")}
+    report["overall"] = {metric: {k: sum(r[metric][k] * r["positions"] for r in report["tasks"].values()) / positions
+                                  for k in exits} for metric in ("top1_agreement", "top4_recall")}
     lines = [f"exit agreement of {draft_path} along {answer_file} (first turns, teacher-forced; "
              f"{'draft' if vocab_ids is not None else 'full'}-vocabulary head): top-1 / top-4 per exit"]
     lines.append(f"{'task':<16}{'answers':>8}{'positions':>10}  " + "  ".join(f"{'exit ' + str(k):>13}" for k in exits))
