@@ -32,13 +32,12 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from evaluation.answers import append_answer
+from evaluation.answers import append_answer, load_answer_file
 from evaluation.equal import compare_files
-from evaluation.eval import DTYPES, INT8, Harness, context_length, plan_eval
+from evaluation.eval import DTYPES, INT8, make_harness, plan_eval
 from evaluation.methods import REGISTRY, parser_for
-from evaluation.prompts import eos_token_ids
 from evaluation.questions import TASKS
-from evaluation.speed import speed_report
+from evaluation.speed import measure, speed_report, token_counter
 from sd2.paths import DEFAULT_MODEL_DIR, REPO_ROOT, SPEC_BENCH_QUESTIONS
 from specdec.drafters.sd2 import load_sd2_drafter
 from specdec.engine import SpeculativeEngine
@@ -192,10 +191,9 @@ def run_dtype(args, dtype_name: str) -> tuple[dict, dict]:
         method_argv = method_args(registered, flags, name, args, dtype_name)
         method_argv.answer_file = str(out_dir / f"{name}.jsonl")
         plan = plan_eval(method_argv, tokenizer)  # the same questions and prompts for every method
-        plan.prompter.stop_token_ids |= eos_token_ids(tokenizer, model)
         forward = REGISTRY[registered].build(method_argv, model, tokenizer)
-        harnesses[name] = Harness(forward, plan.prompter, model.device, args.max_new_tokens, context_length(model), 0)
-        warm_ups[name] = Harness(forward, plan.prompter, model.device, 16, context_length(model), 0)
+        harnesses[name] = make_harness(plan, model, forward)
+        warm_ups[name] = make_harness(plan, model, forward, max_new_tokens=16)
         files[name] = plan.answer_path
     first_turns = [{**q, "turns": q["turns"][:1]} for q in plan.questions]
     for harness in warm_ups.values():
@@ -212,7 +210,8 @@ def summarize(files: dict) -> dict:
     for name, path in files.items():
         speed = speed_report([str(path)], [str(files["ar"])])["summary"] if name != "ar" else None
         equal = compare_files(path, files["ar"]) if name != "ar" else None
-        records = [json.loads(line) for line in Path(path).read_text().splitlines()]
+        answers = load_answer_file(path)
+        records = list(answers.values())
         stats = [s for r in records for s in r["choices"][0]["stats"]]
         steps = sum(len(r["choices"][0]["accept_lengths"]) for r in records)
         split, exits = defaultdict(float), defaultdict(int)
@@ -227,9 +226,8 @@ def summarize(files: dict) -> dict:
             tasks = {task: {"speedup": m["speedup_total"]["mean"], "tau": m["tau"]["mean"],
                             "tok_s": m["tok_s_total"]["mean"]} for task, m in speed.items()}
         else:  # the baseline itself: its own rate
-            tokens = sum(n for r in records for n in r["choices"][0]["new_tokens"])
-            seconds = sum(t for r in records for t in r["choices"][0]["wall_time"])
-            tasks = {"overall": {"speedup": 1.0, "tau": 1.0, "tok_s": tokens / seconds}}
+            own = measure(answers, list(answers), token_counter(None))
+            tasks = {"overall": {"speedup": 1.0, "tau": own.tau, "tok_s": own.rate_total}}
         summary[name] = {
             "tasks": tasks,
             "equal": f"{equal['tasks']['overall']['equal']}/{len(records)}" if equal else "",

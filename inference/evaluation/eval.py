@@ -328,6 +328,13 @@ class Harness:
         return choice
 
 
+def make_harness(plan: EvalPlan, model, forward: Forward, max_new_tokens: int | None = None) -> Harness:
+    """The plan's harness for ``forward`` on ``model`` (the model's own stop tokens added)."""
+    plan.prompter.stop_token_ids |= eos_token_ids(plan.prompter.tokenizer, model)
+    return Harness(forward, plan.prompter, next(model.parameters()).device, max_new_tokens or plan.max_new_tokens,
+                   context_length(model), plan.seed)
+
+
 # ---------------------------------------------------------------- the run
 
 @torch.inference_mode()
@@ -344,10 +351,7 @@ def run_eval(plan: EvalPlan, model, forward: Forward) -> Path:
     print(f"{len(plan.questions)} questions from {plan.question_path}; {len(plan.questions) - len(pending)} "
           f"already answered in {path}; {len(pending)} to go")
 
-    prompter = plan.prompter
-    prompter.stop_token_ids |= eos_token_ids(prompter.tokenizer, model)
-    device = next(model.parameters()).device
-    harness = Harness(forward, prompter, device, plan.max_new_tokens, context_length(model), plan.seed)
+    harness = make_harness(plan, model, forward)
     if pending and plan.num_warmup:
         for _ in tqdm(range(plan.num_warmup), desc="warm-up", leave=False):
             harness.answer(pending[0])
