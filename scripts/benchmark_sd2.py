@@ -12,7 +12,7 @@ and τ per task) with ``equal.py``'s verdict on token ids, then where each SD2 m
 (draft, verify, other, prefill; ms per step), which exits drafted, and ms per draft token at each
 exit. Questions are chosen as ``eval.py --questions-per-task`` chooses them.
 
-Methods: ``--methods`` names built-in ones (ar, hf, hf_static, pld, sd2_chain, sd2_tree);
+Methods: ``--methods`` names built-in ones (ar, ar_graphs, hf, hf_static, pld, sd2_chain, sd2_tree);
 ``--method NAME="REGISTERED FLAGS"`` adds any registered method with its own flags, e.g.
 ``--method 'exit6_first=sd2 --submodels 6 --thresholds 0 --lookup-tokens 4 --lookup-first'``;
 ``--chain-variants`` / ``--tree-variants`` are shorthands for SD2 ones. With several drafts
@@ -35,7 +35,7 @@ from tqdm import tqdm
 from evaluation.answers import append_answer, load_answer_file
 from evaluation.equal import compare_files
 from evaluation.eval import DTYPES, INT8, make_harness, plan_eval
-from evaluation.methods import REGISTRY, parser_for
+from evaluation.methods import REGISTRY, check_method_args, parser_for
 from evaluation.questions import TASKS
 from evaluation.speed import measure, speed_report, token_counter
 from sd2.paths import DEFAULT_MODEL_DIR, REPO_ROOT, SPEC_BENCH_QUESTIONS
@@ -44,7 +44,7 @@ from specdec.engine import SpeculativeEngine
 from specdec.llama import causal_mask
 
 # Built-in methods: registered method and flags. SD2 ones also get the draft and --draft-dtype.
-BUILT_IN = {"ar": "ar", "hf": "hf", "hf_static": "hf --static-cache", "pld": "pld",
+BUILT_IN = {"ar": "ar", "ar_graphs": "ar --cuda-graphs", "hf": "hf", "hf_static": "hf --static-cache", "pld": "pld",
             "sd2_chain": "sd2", "sd2_tree": "sd2 --tree --total-token auto"}
 
 
@@ -67,6 +67,8 @@ def parse_args(argv=None):
     p.add_argument("--tree-variants", default=None,
                    help="extra SD2 trees, TOTAL:DEPTH:TOPK[:LOOKUP_TOKENS[:DRAFT_DTYPE]] comma-separated, "
                         "e.g. auto:4:4,16:3:4,auto:4:10:8:int8")
+    p.add_argument("--baseline", default="ar",
+                   help="the method speed-ups are taken against (ar: the eager engine; ar_graphs: with CUDA graphs)")
     p.add_argument("--sd2-args", default="",
                    help="flags for every SD2 method, e.g. '--draft-vocab-size 0' or '--submodels 6 --thresholds 0'")
     p.add_argument("--draft-dtype", choices=[*DTYPES, INT8], default=None,
@@ -117,7 +119,9 @@ def method_specs(args, parser) -> dict[str, tuple[str, list[str]]]:
         for name, (registered, flags) in sd2.items():
             specs[name + suffix] = (registered, ["--drafter-path", draft, *sd2_common, *flags])
     if "ar" not in specs:
-        specs = {"ar": ("ar", []), **specs}  # the baseline every ratio is taken against
+        specs = {"ar": ("ar", []), **specs}  # the reference every answer is compared with
+    if args.baseline not in specs:
+        parser.error(f"--baseline {args.baseline!r} is not among the methods run ({', '.join(specs)})")
     return specs
 
 
@@ -127,7 +131,7 @@ def method_args(registered: str, flags: list[str], name: str, args, dtype_name: 
               "--questions-per-task", str(args.questions_per_task), "--max-new-tokens", str(args.max_new_tokens),
               "--dtype", dtype_name, "--device", args.device]
     parsed = parser_for(REGISTRY[registered]).parse_args(common + flags)
-    REGISTRY[registered].check(parsed)
+    check_method_args(REGISTRY[registered], parsed)
     return parsed
 
 
@@ -204,11 +208,12 @@ def run_dtype(args, dtype_name: str) -> tuple[dict, dict]:
     return files, draft_costs
 
 
-def summarize(files: dict) -> dict:
-    """Per method: speed.py's figures per task against AR, equal.py's count, SD2's time split."""
+def summarize(files: dict, baseline: str = "ar") -> dict:
+    """Per method: speed.py's figures per task against the baseline, equal.py's count against AR,
+    SD2's time split."""
     summary = {}
     for name, path in files.items():
-        speed = speed_report([str(path)], [str(files["ar"])])["summary"] if name != "ar" else None
+        speed = speed_report([str(path)], [str(files[baseline])])["summary"] if name != baseline else None
         equal = compare_files(path, files["ar"]) if name != "ar" else None
         answers = load_answer_file(path)
         records = list(answers.values())
@@ -239,9 +244,10 @@ def summarize(files: dict) -> dict:
     return summary
 
 
-def print_tables(dtype_name: str, summary: dict) -> None:
+def print_tables(dtype_name: str, summary: dict, baseline: str = "ar") -> None:
     tasks = [t for t in [*TASKS, "overall"] if any(t in s["tasks"] for s in summary.values())]
-    print(f"\n== {dtype_name}: speed-up over AR on the engine, total tokens / total time (τ) [tok/s overall]")
+    print(f"\n== {dtype_name}: speed-up over {baseline}, total tokens / total time (τ) [tok/s overall]; "
+          "=AR: answers equal to the eager AR engine's on token ids")
     width = max(16, *(len(name) for name in summary))
     print(f"{'method':<{width}} " + " ".join(f"{t:>15}" for t in tasks) + f" {'tok/s':>7} {'=AR':>6}")
     for name, s in summary.items():
@@ -279,8 +285,8 @@ def main(argv=None):
     results = {}
     for dtype_name in args.dtypes.split(","):
         files, draft_costs = run_dtype(args, dtype_name)
-        summary = summarize(files)
-        print_tables(dtype_name, summary)
+        summary = summarize(files, args.baseline)
+        print_tables(dtype_name, summary, args.baseline)
         print_draft_costs(dtype_name, draft_costs)
         print(f"answer files: {Path(args.out_dir) / dtype_name}/ (speed.py, equal.py and plot_results.py read them)")
         results[dtype_name] = {"methods": summary, "draft_costs": draft_costs,

@@ -26,8 +26,10 @@ from evaluation.eval import (
     check_model_folder,
     draft_dtype,
     load_target,
+    resolve_device,
     run_eval,
 )
+from evaluation.sharding import run_sharded, sharded
 from sd2.paths import REPO_ROOT
 
 DEFAULT_DATASTORE = REPO_ROOT / "models" / "rest" / "sharegpt-smollm2.npz"
@@ -56,8 +58,21 @@ def parser_for(method: Method, description: str | None = None) -> argparse.Argum
     parser = argparse.ArgumentParser(description=description or method.description,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     add_eval_args(parser)
+    parser.add_argument("--cuda-graphs", action="store_true",
+                        help="the shared engine's verification passes at fixed shapes, each captured once as a CUDA "
+                             "graph (CUDA only; capture time is reported in the answers' stats, outside wall_time)")
     method.add_args(parser.add_argument_group(method.name))
     return parser
+
+
+def check_method_args(method: Method, args) -> None:
+    """Every check that needs no model: the engine's flags, then the method's own (ValueError)."""
+    if args.cuda_graphs:
+        if getattr(args, "engine", "specdec") == "hf":
+            raise ValueError("--cuda-graphs is for the shared engine (--engine specdec), not --engine hf")
+        if resolve_device(args.device).type != "cuda":
+            raise ValueError("--cuda-graphs needs a CUDA device (--device cuda)")
+    method.check(args)
 
 
 def run_method(name: str, argv=None, description: str | None = None):
@@ -65,9 +80,11 @@ def run_method(name: str, argv=None, description: str | None = None):
     method = REGISTRY[name]
     args = parser_for(method, description).parse_args(argv)
     try:
-        method.check(args)
+        check_method_args(method, args)
     except ValueError as exc:
         raise EvalConfigError(str(exc)) from None
+    if sharded(args):  # on Ray workers, each loading the target and building the forward as below
+        return run_sharded(name, args)
     model, tokenizer, plan = load_target(args)
     try:
         forward = method.build(args, model, tokenizer)
@@ -81,10 +98,18 @@ def _engine_flag(group, reference: str) -> None:
                        help=f"specdec: the shared engine; hf: {reference} (outside reference)")
 
 
-def _engine(model, drafter, args) -> Forward:
+def _new_engine(model, drafter, args):
+    """The shared engine for the harness's settings, its CUDA graphs (--cuda-graphs) captured."""
     from specdec.engine import SpeculativeEngine
 
-    return SpeculativeEngine(model, drafter, args.temperature, args.top_p).generate
+    engine = SpeculativeEngine(model, drafter, args.temperature, args.top_p,
+                               target_passes="cuda_graphs" if args.cuda_graphs else "eager")
+    engine.capture_graphs()
+    return engine
+
+
+def _engine(model, drafter, args) -> Forward:
+    return _new_engine(model, drafter, args).generate
 
 
 # ---------------------------------------------------------------- AR
@@ -138,11 +163,11 @@ def build_sd2(args, model, tokenizer) -> Forward:
     """The engine with an SD2 drafter; for ``--total-token auto`` the target's verification
     passes are timed on this hardware first."""
     from specdec.drafters.sd2 import AUTO_SIZES, load_sd2_drafter
-    from specdec.engine import SpeculativeEngine
 
+    engine = _new_engine(model, None, args)
     costs, started = None, time.perf_counter()
     if args.tree and args.total_token == "auto":
-        costs = SpeculativeEngine(model).time_verification(list(AUTO_SIZES))
+        costs = engine.time_verification(list(AUTO_SIZES))  # the passes the engine will run, graphed or not
     timing_seconds = round(time.perf_counter() - started, 2) if costs else None
     drafter = load_sd2_drafter(args.drafter_path, model, tokenizer, draft_vocab_size=args.draft_vocab_size,
                                dtype=draft_dtype(args), int8_weights=args.draft_dtype == INT8,
@@ -150,8 +175,11 @@ def build_sd2(args, model, tokenizer) -> Forward:
                                total_token=args.total_token, depth=args.depth, top_k=args.top_k,
                                temperature=args.temperature, top_p=args.top_p, verify_costs=costs,
                                verify_timing_seconds=timing_seconds,  # reported in every answer's stats,
-                               lookup_tokens=args.lookup_tokens, lookup_first=args.lookup_first)  # not its wall_time
-    return _engine(model, drafter, args)
+                               lookup_tokens=args.lookup_tokens, lookup_first=args.lookup_first,  # not its wall_time
+                               passes="cuda_graphs" if args.cuda_graphs else "eager")
+    engine.drafter = drafter
+    engine.capture_graphs()  # the draft's graphs (the target's are kept)
+    return engine.generate
 
 
 register(Method("sd2", "SD2: a sorted draft with adaptive exits, drafting a chain or (--tree) a dynamic tree.",

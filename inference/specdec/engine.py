@@ -13,7 +13,9 @@ import time
 import torch
 
 from .drafters.ar import ARDrafter
-from .llama import LlamaRunner, causal_mask
+from .llama import LlamaRunner
+from .static_passes import PASSES
+from .target import EagerTarget, StaticTarget
 from .tree import ancestor_mask, depths
 from .types import Drafter, DraftTree, GenerationOutput
 from .verify import greedy_accept, sample_accept, target_probs
@@ -25,31 +27,48 @@ TREE_ROOM = 128
 class SpeculativeEngine:
     def __init__(self, model: torch.nn.Module, drafter: Drafter | None = None, temperature: float = 0.0,
                  top_p: float = 1.0, max_length: int | None = None, generator: torch.Generator | None = None,
-                 sync_timing: bool = False):
+                 sync_timing: bool = False, target_passes: str = "eager"):
         if temperature < 0:
             raise ValueError(f"temperature must be >= 0, got {temperature}")
         if not 0 < top_p <= 1:
             raise ValueError(f"top_p must be in (0, 1], got {top_p}")
         self.runner = LlamaRunner(model)
         self.drafter = drafter if drafter is not None else ARDrafter()
-        self.observe = getattr(self.drafter, "observe", None)  # optional VerificationObserver hook
         self.temperature = temperature
         self.top_p = top_p
         self.max_length = min(max_length or self.runner.max_position, self.runner.max_position)
         self.generator = generator
         # Accurate per-phase times on CUDA need a synchronisation at each boundary (slower).
         self.sync_timing = sync_timing and self.runner.device.type == "cuda"
-        self.cache = None
+        # target_passes: eager (each pass at its own shape), static (fixed shapes, run eagerly: the
+        # CPU check of the graphed path) or cuda_graphs (fixed shapes, each captured once as a CUDA
+        # graph; capture_graphs() records them, outside any question's time).
+        if target_passes not in PASSES:
+            raise ValueError(f"target_passes must be one of {PASSES}, got {target_passes!r}")
+        self.capture_seconds = 0.0
+        self.target = (EagerTarget(self.runner) if target_passes == "eager" else
+                       StaticTarget(self.runner, self.max_length, cuda_graphs=target_passes == "cuda_graphs"))
 
     @property
     def device(self) -> torch.device:
         return self.runner.device
 
-    def _cache_for(self, rows: int):
-        if self.cache is None or self.cache.max_len < rows:
-            self.cache = self.runner.new_cache(rows)
-        self.cache.reset()
-        return self.cache
+    @property
+    def observe(self):
+        """The drafter's optional VerificationObserver hook, or None."""
+        return getattr(self.drafter, "observe", None)
+
+    def capture_graphs(self) -> float:
+        """Record the CUDA graphs of every verification shape (with ``cuda_graphs``) and the drafter's
+        (one that has ``capture_graphs``); seconds taken, also reported in every generation's stats
+        (never inside its time). Shapes already captured are kept, so it may be called again after
+        the drafter changes."""
+        if isinstance(self.target, StaticTarget):
+            self.capture_seconds += self.target.capture()
+        drafter_capture = getattr(self.drafter, "capture_graphs", None)
+        if callable(drafter_capture):
+            self.capture_seconds += drafter_capture()
+        return self.capture_seconds
 
     def _clock(self) -> float:
         if self.sync_timing:
@@ -70,7 +89,8 @@ class SpeculativeEngine:
             raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
         limit = min(self.max_length, len(prompt_ids) + max_new_tokens)  # context never grows past this
         capacity = min(self.max_length, limit + TREE_ROOM)
-        cache = self._cache_for(capacity)
+        target = self.target
+        target.start(capacity)
         context_buf = torch.empty(capacity, dtype=torch.long, device=self.device)
         length = len(prompt_ids)
         context_buf[:length] = torch.tensor(prompt_ids, dtype=torch.long)
@@ -78,8 +98,7 @@ class SpeculativeEngine:
 
         t0 = self._clock()
         if length > 1:
-            self.runner.forward(context_buf[:length - 1], cache, torch.arange(length - 1, device=self.device),
-                                causal_mask(length - 1, 0, self.device), logits=False)
+            target.prefill(context_buf[:length - 1])
         t1 = self._clock()
         times["prefill"] = t1 - t0
         self.drafter.reset(context_buf[:length])
@@ -94,18 +113,18 @@ class SpeculativeEngine:
             tree = self.drafter.propose(context_buf[:length], max_depth) if max_depth else DraftTree.empty(self.device)
             t1 = self._clock()
             past = length - 1  # == cache length: the root is not cached yet
-            tokens, parents = self._fit(tree, capacity - past - 1)
+            room = capacity - past - 1 if target.max_tokens is None else min(capacity - past, target.max_tokens) - 1
+            tokens, parents = self._fit(tree, room)
             n = len(tokens)
             ids = context_buf[past:length]
             if n:
                 ids = torch.cat((ids, tree.tokens[:n]))
-                mask = torch.cat((torch.ones(n + 1, past, dtype=torch.bool, device=self.device),
-                                  ancestor_mask([-1] + [p + 1 for p in parents], self.device)), dim=1)[None, None]
+                tree_mask = ancestor_mask([-1] + [p + 1 for p in parents], self.device)
                 positions = torch.tensor([past] + [past + d for d in depths(parents)], device=self.device)
             else:
-                mask, positions = None, torch.tensor([past], device=self.device)
+                tree_mask, positions = None, torch.tensor([past], device=self.device)
             t2 = self._clock()
-            logits = self.runner.forward(ids, cache, positions, mask)
+            logits = target.verify(ids, positions, tree_mask)
             t3 = self._clock()
             if self.temperature == 0:
                 path, bonus = greedy_accept(logits, tokens, parents)
@@ -115,7 +134,7 @@ class SpeculativeEngine:
                 path, bonus = sample_accept(probs, tokens, parents, draft_probs, self.generator)
             if n and self.observe is not None:  # e.g. lookahead learns n-grams from every node
                 self.observe(DraftTree(tree.tokens[:n], tree.parents[:n]), logits[1:].argmax(dim=-1))
-            cache.keep(torch.tensor([past + 1 + i for i in path], device=self.device), past + 1)
+            target.keep(torch.tensor([past + 1 + i for i in path], device=self.device), past + 1)
             added = [tokens[i] for i in path] + [bonus]
             added = added[:limit - length]  # max_new_tokens and the context limit
             for j, tok in enumerate(added):
@@ -138,6 +157,8 @@ class SpeculativeEngine:
                 break
 
         stats = {"time_" + k: v for k, v in times.items()}
+        if self.capture_seconds:
+            stats["graph_capture_seconds"] = round(self.capture_seconds, 2)
         drafter_stats = getattr(self.drafter, "stats", None)
         if callable(drafter_stats):
             stats.update(drafter_stats())
@@ -154,19 +175,19 @@ class SpeculativeEngine:
     def time_verification(self, sizes: list[int], past: int = 256, repeats: int = 3) -> dict[int, float]:
         """Seconds of one target pass over ``n`` tokens after ``past`` cached ones, for each n
         (best of ``repeats``): what a tree of n - 1 nodes costs to verify on this hardware."""
-        cache = self.runner.new_cache(past + max(sizes))
+        target = self.target
+        target.start(past + max(sizes))
         ids = torch.zeros(past + max(sizes), dtype=torch.long, device=self.device)
-        self.runner.forward(ids[:past], cache, torch.arange(past, device=self.device),
-                            causal_mask(past, 0, self.device), logits=False)
+        target.prefill(ids[:past])
         costs = {}
         for n in sizes:
-            mask = causal_mask(n, past, self.device) if n > 1 else None
+            tree_mask = torch.ones(n, n, dtype=torch.bool, device=self.device).tril_() if n > 1 else None
             positions = torch.arange(past, past + n, device=self.device)
             best = float("inf")
             for _ in range(repeats + 1):  # the first run warms up
-                cache.crop(past)
+                target.crop(past)
                 start = time.perf_counter()
-                self.runner.forward(ids[past:past + n], cache, positions, mask)
+                target.verify(ids[past:past + n], positions, tree_mask)
                 if self.device.type == "cuda":
                     torch.cuda.synchronize(self.device)
                 best = min(best, time.perf_counter() - start)

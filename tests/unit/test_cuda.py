@@ -58,3 +58,22 @@ def test_half_precision_emits_only_near_greedy_tokens_on_cuda(dtype):
     assert out.new_tokens == 32 and sum(out.accept_lengths) == 32
     gaps = greedy_gaps(model, PROMPT, out.token_ids)
     assert max(gaps) < 0.3 and sum(g == 0 for g in gaps) >= 28, gaps
+
+
+@pytest.mark.parametrize("method", ["ar", "sd2_chain", "sd2_tree"])
+def test_cuda_graphs_greedy_equals_eager_ar_on_cuda_float32(method):
+    """The graphed target (and draft) give the eager AR engine's tokens; capture happens once, up front."""
+    model = cuda_llama()
+    ar = SpeculativeEngine(model).generate(PROMPT, 40, set()).token_ids
+    drafter = None
+    if method != "ar":
+        drafter = SD2Drafter(copy.deepcopy(model), exits=[1, 2, 4], thresholds=[0.3, 0.5, 0.0],
+                             tree=method == "sd2_tree", total_token=30, depth=3, top_k=4, passes="cuda_graphs")
+    engine = SpeculativeEngine(model, drafter, target_passes="cuda_graphs")
+    assert engine.capture_graphs() > 0
+    graphs = len(engine.target.passes.graphs)
+    for _ in range(2):  # a second question replays the same graphs
+        out = engine.generate(PROMPT, 40, set())
+        assert out.token_ids == ar
+        assert out.stats["graph_capture_seconds"] > 0
+    assert len(engine.target.passes.graphs) == graphs  # nothing captured during generation

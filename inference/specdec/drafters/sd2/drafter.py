@@ -23,6 +23,7 @@ import torch
 from sd2.draft_spec import DraftSpec
 
 from ...llama import LlamaRunner
+from ...static_passes import PASSES, StaticPasses
 from ...types import DraftTree
 from ...vocab import load_draft
 from ..pld import prompt_lookup
@@ -30,14 +31,20 @@ from .budget import AutoTreeBudget, FixedTreeBudget
 from .proposers import ChainProposer, Proposal, TreeProposer
 from .sorted_draft import SortedDraft
 
+STATIC_PASS_ROWS = 64  # the largest fixed-shape draft pass; a longer catch-up runs in chunks
+
 
 class SD2Drafter:
+    """``passes``: the draft's layers at their own shapes (eager), at fixed shapes (static: the CPU
+    check of the graphed path) or at fixed shapes captured as CUDA graphs (cuda_graphs; call
+    :meth:`capture_graphs` before timing anything)."""
+
     def __init__(self, draft: torch.nn.Module, exits=None, thresholds=None, tree: bool = False,
                  total_token: int | str = 60, depth: int = 4, top_k: int = 10,
                  draft_vocab: list[int] | None = None, temperature: float = 0.0, top_p: float = 1.0,
                  verify_costs: dict[int, float] | None = None, verify_timing_seconds: float | None = None,
                  max_draft_len: int = 16, int8_weights: bool = False, lookup_tokens: int = 0,
-                 lookup_ngram: tuple[int, int] = (1, 3), lookup_first: bool = False):
+                 lookup_ngram: tuple[int, int] = (1, 3), lookup_first: bool = False, passes: str = "eager"):
         spec = DraftSpec.from_config(draft.config, exits, thresholds)  # the checkpoint's unless overridden
         if temperature < 0 or not 0 < top_p <= 1:
             raise ValueError(f"need temperature >= 0 and 0 < top_p <= 1, got {temperature}, {top_p}")
@@ -45,11 +52,16 @@ class SD2Drafter:
             raise ValueError(f"lookup_tokens must be >= 0, got {lookup_tokens}")
         if lookup_first and not lookup_tokens:
             raise ValueError("lookup_first needs lookup_tokens > 0")
+        if passes not in PASSES:
+            raise ValueError(f"passes must be one of {PASSES}, got {passes!r}")
         runner = LlamaRunner(draft)
         if int8_weights:
             runner.quantize_int8()
         self.exits, self.thresholds = spec.exits, spec.thresholds
-        self.draft = SortedDraft(runner, spec.exits, spec.thresholds, draft_vocab, branching=tree)
+        max_draft_rows = depth * top_k if tree else max_draft_len
+        static = None if passes == "eager" else StaticPasses(  # a whole context, then a round's draft rows
+            runner, runner.max_position + max_draft_rows + 1, STATIC_PASS_ROWS, cuda_graphs=passes == "cuda_graphs")
+        self.draft = SortedDraft(runner, spec.exits, spec.thresholds, draft_vocab, branching=tree, passes=static)
         if not tree:
             self.proposer = ChainProposer(self.draft, temperature, top_p, max_draft_len)
         else:
@@ -65,6 +77,10 @@ class SD2Drafter:
     @property
     def runner(self) -> LlamaRunner:
         return self.draft.runner
+
+    def capture_graphs(self) -> float:
+        """Capture the draft's fixed-shape passes as CUDA graphs (``passes='cuda_graphs'``); seconds."""
+        return self.draft.capture()
 
     @torch.inference_mode()
     def reset(self, prompt_ids: torch.Tensor) -> None:

@@ -22,12 +22,17 @@ import math
 import torch
 
 from ...llama import Int8Linear, LlamaRunner
+from ...static_passes import StaticPasses
 
 
 class SortedDraft:
+    """``passes``: with :class:`StaticPasses` the groups run at fixed shapes over its cache (CUDA
+    graphs on a GPU); without, each run at its own shape (eager)."""
+
     def __init__(self, runner: LlamaRunner, exits: list[int], thresholds: list[float],
-                 vocab_ids: list[int] | None = None, branching: bool = False):
+                 vocab_ids: list[int] | None = None, branching: bool = False, passes: StaticPasses | None = None):
         self.runner, self.exits, self.thresholds = runner, exits, thresholds
+        self.passes = passes
         self.groups = [range(a, b) for a, b in zip([0] + exits[:-1], exits)]
         self.branching = branching  # draft rows form a tree (True) or a chain
         if vocab_ids is not None:
@@ -109,11 +114,32 @@ class SortedDraft:
         """Run group ``g`` over the rows it still owes below ``upto``; their hidden states (1, n, hidden)."""
         layers = self.groups[g]
         a = self.cache.lengths[layers.start]
-        h = self.runner.embed(self.tok[a:upto]) if g == 0 else self.exit_h[g - 1][a:upto][None]
-        h = self.runner.run_layers(h, self.cache, layers, self.pos[a:upto], self._mask(a, upto))
+        if self.passes is not None:
+            h = self._advance_static(g, a, upto)
+        else:
+            h = self.runner.embed(self.tok[a:upto]) if g == 0 else self.exit_h[g - 1][a:upto][None]
+            h = self.runner.run_layers(h, self.cache, layers, self.pos[a:upto], self._mask(a, upto))
         if g < len(self.exit_h):
             self.exit_h[g][a:upto] = h[0]
         return h
+
+    def _advance_static(self, g: int, a: int, upto: int) -> torch.Tensor:
+        """``advance`` at fixed shapes, in chunks of the largest shape (a deep group catching up on a
+        whole round's rows)."""
+        chunks = []
+        for lo in range(a, upto, self.passes.max_tokens):
+            hi = min(lo + self.passes.max_tokens, upto)
+            inputs = self.tok[lo:hi] if g == 0 else self.exit_h[g - 1][lo:hi][None]
+            mask = self._mask(lo, hi)
+            h = self.passes.run(self.groups[g], inputs, self.pos[lo:hi], lo, mask[0, 0] if mask is not None else None)
+            chunks.append(h if hi == upto else h.clone())  # the next replay may reuse this output buffer
+        return chunks[0] if len(chunks) == 1 else torch.cat(chunks, dim=1)
+
+    def capture(self) -> float:
+        """Capture every group's fixed-shape passes as CUDA graphs (with ``passes``); seconds taken."""
+        if self.passes is None:
+            return 0.0
+        return sum(self.passes.capture(layers, from_hidden=g > 0, logits=False) for g, layers in enumerate(self.groups))
 
     def logits(self, h: torch.Tensor) -> torch.Tensor:
         """The (reduced) head's float32 logits for hidden states ``h``."""
@@ -149,9 +175,15 @@ class SortedDraft:
         """Buffers for ``rows`` rows; on growth the old contents are kept."""
         if rows <= self.capacity:
             return
-        rows = max(rows, 2 * self.capacity)
+        limit = self.passes.cache.max_len - self.passes.max_tokens if self.passes is not None else None
+        if limit is not None and rows > limit:
+            raise ValueError(f"the draft needs {rows} rows; its static cache holds {limit}")
+        rows = max(rows, 2 * self.capacity) if limit is None else min(max(rows, 2 * self.capacity), limit)
         device, hidden = self.runner.device, self.runner.config.hidden_size
-        cache = self.cache.grown(rows) if self.cache is not None else self.runner.new_cache(rows)
+        if self.passes is not None:
+            cache = self.passes.cache  # one cache for good: captured graphs hold its addresses
+        else:
+            cache = self.cache.grown(rows) if self.cache is not None else self.runner.new_cache(rows)
         tok = torch.zeros(rows, dtype=torch.long, device=device)
         pos = torch.zeros(rows, dtype=torch.long, device=device)
         exit_h = [torch.zeros(rows, hidden, dtype=self.runner.dtype, device=device) for _ in self.groups[:-1]]
