@@ -1,9 +1,13 @@
 #!/usr/bin/env bash
-# GPU check, one call under ~8 minutes on a CUDA machine: the CUDA tests, then a short benchmark
-# (AR vs SD2 chain/tree on the same engine, HF generate with and without a static cache), one table.
+# GPU check, one call under ~8 minutes on a CUDA machine: the CUDA tests, then one interleaved
+# benchmark (2 questions per task, 128 new tokens, float32 and bfloat16) of the engine eager and
+# with CUDA graphs (--cuda-graphs: fixed-shape target and draft passes, captured once), HF generate
+# with a static cache (transformers compiles its forward), PLD and SD2; speed-ups against AR with
+# CUDA graphs, equality against the eager AR engine on token ids.
 #
 #   bash scripts/gpu_check.sh                       # the default target and draft (prepared by quickstart)
 #   MODEL=path DRAFT=path bash scripts/gpu_check.sh
+#   PER_TASK=1 DTYPES=bfloat16 BENCH_ARGS="--json out.json" bash scripts/gpu_check.sh
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
@@ -16,9 +20,18 @@ DRAFT=${DRAFT:-$ROOT/models/sd2-draft-soft-12}
 "$PY" -c "import torch; print('device:', torch.cuda.get_device_name(0), '| torch', torch.__version__)"
 
 echo "== CUDA tests"
-"$PY" -m pytest -q -p no:cacheprovider -m "not integration" tests/unit/test_cuda.py tests/unit/test_engine.py tests/unit/test_verify.py tests/unit/test_sd2.py
+"$PY" -m pytest -q -p no:cacheprovider -m "not integration" tests/unit/test_cuda.py tests/unit/test_target.py \
+    tests/unit/test_engine.py tests/unit/test_verify.py tests/unit/test_sd2.py
 
 echo "== benchmark (${PER_TASK:-2} questions per task, ${MAX_NEW_TOKENS:-128} new tokens)"
+SD2_TREE="--tree --total-token auto"
+SD2_SMALL_TREE="--tree --total-token 6 --depth 2 --top-k 3 --lookup-tokens 8 --lookup-first"
 "$PY" scripts/benchmark_sd2.py --model-path "$MODEL" --drafter-path "$DRAFT" --device cuda \
     --questions-per-task "${PER_TASK:-2}" --max-new-tokens "${MAX_NEW_TOKENS:-128}" \
-    --dtypes "${DTYPES:-float32,bfloat16}" --methods ar,hf,hf_static,sd2_chain,sd2_tree ${BENCH_ARGS:-}
+    --dtypes "${DTYPES:-float32,bfloat16}" --draft-dtype bfloat16 --baseline ar_graphs \
+    --methods ar,ar_graphs,hf_static,pld \
+    --method "pld_graphs=pld --cuda-graphs" \
+    --method "sd2_tree=sd2 $SD2_TREE" \
+    --method "sd2_tree_graphs=sd2 --cuda-graphs $SD2_TREE" \
+    --method "sd2_chain_graphs=sd2 --cuda-graphs" \
+    --method "sd2_small_tree_lookup_graphs=sd2 --cuda-graphs $SD2_SMALL_TREE" ${BENCH_ARGS:-}

@@ -78,6 +78,9 @@ class StaticPasses:
         self.offsets = torch.arange(max_tokens, device=device)
         # (first layer, end layer, from hidden states, with logits, tokens, context) -> (graph, output)
         self.graphs: dict[tuple, tuple[torch.cuda.CUDAGraph, torch.Tensor]] = {}
+        # One memory pool for all of them: one runs at a time, and each output stays referenced here,
+        # so a later capture never takes an earlier graph's output memory.
+        self.pool = torch.cuda.graph_pool_handle() if cuda_graphs else None
 
     def run(self, layers: range, inputs: torch.Tensor, positions: torch.Tensor, start: int,
             mask: torch.Tensor | None, logits: bool = False) -> torch.Tensor:
@@ -154,7 +157,7 @@ class StaticPasses:
                     self._pass(*key)
                 torch.cuda.current_stream(device).wait_stream(stream)
                 graph = torch.cuda.CUDAGraph()
-                with torch.cuda.graph(graph):
+                with torch.cuda.graph(graph, pool=self.pool):
                     out = self._pass(*key)
                 self.graphs[key] = (graph, out)
         torch.cuda.synchronize(device)

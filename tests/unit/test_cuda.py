@@ -77,3 +77,23 @@ def test_cuda_graphs_greedy_equals_eager_ar_on_cuda_float32(method):
         assert out.token_ids == ar
         assert out.stats["graph_capture_seconds"] > 0
     assert len(engine.target.passes.graphs) == graphs  # nothing captured during generation
+
+
+def test_replayed_tree_pass_equals_eager_on_cuda():
+    """A captured graph replayed for a tree pass (padding, context bucket) gives the eager logits."""
+    from specdec.target import EagerTarget, StaticTarget
+
+    model = cuda_llama()
+    runner = LlamaRunner(model)
+    graphed = StaticTarget(runner, max_length=300, max_tokens=16, cuda_graphs=True)
+    assert graphed.capture() > 0
+    results = []
+    for target in (EagerTarget(runner), graphed):
+        target.start(60)
+        with torch.inference_mode():
+            target.prefill(torch.arange(3, 40, device="cuda") % 60)
+            tree_mask = torch.tensor([[1, 0, 0, 0], [1, 1, 0, 0], [1, 0, 1, 0], [1, 1, 0, 1]], dtype=torch.bool,
+                                     device="cuda")
+            results.append(target.verify(torch.tensor([11, 4, 5, 6], device="cuda"),
+                                         torch.tensor([37, 38, 38, 39], device="cuda"), tree_mask).clone())
+    torch.testing.assert_close(results[1], results[0], atol=1e-4, rtol=1e-4)
