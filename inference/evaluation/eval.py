@@ -43,15 +43,22 @@ Forward = Callable[[list[int], int, set[int]], GenerationOutput]
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
+class RunIncomplete(RuntimeError):
+    """A run that ended with questions unanswered (a sharded run's failed questions); the answers
+    it made are kept, and a rerun of the same command answers the rest."""
 
 
 def run_cli(main) -> None:
-    """Run a method script's ``main``; bad input ends it with one ``error:`` line and exit 2."""
+    """Run a method script's ``main``; bad input ends it with one ``error:`` line and exit 2, a run
+    that left questions unanswered with its ``error:`` report and exit 1."""
     try:
         main()
     except (EvalConfigError, QuestionFileError, AnswerFileError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)
+    except RunIncomplete as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(1)
 
 
 # ---------------------------------------------------------------- arguments and loading
@@ -103,6 +110,15 @@ def add_eval_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
                         "(FastChat's vicuna_v1.1) or any FastChat template name")
     g.add_argument("--num-warmup", type=int, default=3, help="full runs of the first question, not recorded")
     g.add_argument("--seed", type=int, default=0, help="torch/random seed, reset before every question")
+    s = parser.add_argument_group("sharding (Ray; evaluation.sharding)")
+    s.add_argument("--num-gpus-total", type=int, default=None,
+                   help="GPUs to use in all: the questions are split across num-gpus-total // num-gpus-per-model "
+                        "Ray workers, one model each (on this machine, or the Ray cluster at $RAY_ADDRESS)")
+    s.add_argument("--num-gpus-per-model", type=int, default=1,
+                   help="GPUs per worker (Spec-Bench's name; the engine runs a model on one device, so 1)")
+    s.add_argument("--num-workers", type=int, default=1,
+                   help="CPU workers on Ray, each answering a shard of the questions with its own model "
+                        "(1: one process, no Ray)")
     return parser
 
 
@@ -183,6 +199,7 @@ def plan_eval(args, tokenizer) -> EvalPlan:
         raise EvalConfigError(f"--top-p must be in (0, 1], got {args.top_p}")
     if args.num_warmup < 0:
         raise EvalConfigError(f"--num-warmup must be >= 0, got {args.num_warmup}")
+    check_sharding_args(args)
     prompter = ChatPrompter.from_name(args.conv_template, tokenizer)
     questions = selected_questions(args)
     settings = run_settings(args)
@@ -191,9 +208,29 @@ def plan_eval(args, tokenizer) -> EvalPlan:
                     args.num_warmup, args.seed)
 
 
-# What selects questions or names files, rather than how answers are made: a resumed run may change these.
+def check_sharding_args(args) -> None:
+    if args.num_workers < 1:
+        raise EvalConfigError(f"--num-workers must be >= 1, got {args.num_workers}")
+    if args.num_gpus_per_model != 1:
+        raise EvalConfigError(f"--num-gpus-per-model {args.num_gpus_per_model}: the engine runs a model on one "
+                              "device, so each worker takes one GPU (leave it at 1)")
+    if args.num_gpus_total is None:
+        return
+    if args.num_gpus_total < args.num_gpus_per_model:
+        raise EvalConfigError(f"--num-gpus-total must be >= --num-gpus-per-model ({args.num_gpus_per_model}), "
+                              f"got {args.num_gpus_total}")
+    if args.num_workers > 1:
+        raise EvalConfigError("give --num-gpus-total (GPU workers) or --num-workers (CPU workers), not both")
+    if args.device == "cpu":
+        raise EvalConfigError("--num-gpus-total runs the workers on GPUs: use --device cuda or auto, "
+                              "or --num-workers for CPU workers")
+
+
+# What selects questions, names files or spreads the work, rather than how answers are made: a
+# resumed run may change these.
 NOT_SETTINGS = {"model_id", "bench_name", "question_file", "question_begin", "question_end", "categories",
-                "questions_per_task", "answer_file", "num_warmup"}
+                "questions_per_task", "answer_file", "num_warmup", "num_gpus_total", "num_gpus_per_model",
+                "num_workers"}
 
 
 def run_settings(args) -> dict:
@@ -224,20 +261,28 @@ def existing_answers(args, settings: dict, repair: bool = False) -> list[dict]:
     return records
 
 
+def load_plan(args):
+    """(tokenizer, plan): the target's tokenizer and the run's plan, without the weights (what a
+    sharded run's coordinator needs)."""
+    from transformers import AutoTokenizer
+
+    path = Path(args.model_path)
+    check_model_folder(path, "--model-path")
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    return tokenizer, plan_eval(args, tokenizer)
+
+
 def load_target(args):
     """(model, tokenizer, plan): ``--model-path`` on ``--device`` in ``--dtype``, eval mode, and
     the run's plan. The template, question file, answer file and settings are checked first, so
     bad input fails in seconds, before the weights are read.
     """
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM
 
-    path = Path(args.model_path)
-    check_model_folder(path, "--model-path")
     device = resolve_device(args.device)
     dtype = resolve_dtype(args.dtype, device)
-    tokenizer = AutoTokenizer.from_pretrained(path)
-    plan = plan_eval(args, tokenizer)
-    model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype).to(device).eval()
+    tokenizer, plan = load_plan(args)
+    model = AutoModelForCausalLM.from_pretrained(args.model_path, dtype=dtype).to(device).eval()
     return model, tokenizer, plan
 
 
