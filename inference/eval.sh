@@ -6,6 +6,7 @@
 #   bash inference/eval.sh                                   # everything, all 480 questions
 #   PER_TASK=8 MAX_NEW_TOKENS=128 bash inference/eval.sh     # the 48-question run
 #   METHODS="ar sd2_chain" QUESTION_END=4 bash inference/eval.sh
+#   NUM_GPUS_TOTAL=8 bash inference/eval.sh                  # each method on 8 GPU workers (Ray)
 #
 # Answers go to $ANSWERS/<model-id>.jsonl; an interrupted run resumes where it stopped.
 set -euo pipefail
@@ -32,6 +33,10 @@ QUESTION_BEGIN=${QUESTION_BEGIN:-}                       # question range [begin
 QUESTION_END=${QUESTION_END:-}
 PER_TASK=${PER_TASK:-}                                   # N questions per task (8 -> 48 questions), empty = all
 WARMUP=${WARMUP:-3}
+NUM_WORKERS=${NUM_WORKERS:-}                             # N > 1: the questions split across N CPU workers on Ray
+NUM_GPUS_TOTAL=${NUM_GPUS_TOTAL:-}                       # or across GPU workers on Ray: GPUs in all (Spec-Bench's name)
+NUM_GPUS_PER_MODEL=${NUM_GPUS_PER_MODEL:-}               # GPUs per worker (1, the default: the engine uses one)
+                                                         # (Ray: pip install ray; RAY_ADDRESS for a cluster)
 METHODS=${METHODS:-"ar ar_hf sd2_chain sd2_tree sps sps_hf pld pld_hf lookahead rest"}
 ANSWERS=${ANSWERS:-$ROOT/data/$BENCH/model_answer}       # where answer files go
 PYTHON=${PYTHON:-$ROOT/.venv/bin/python}
@@ -67,7 +72,8 @@ one_of "$DTYPE" float32 bfloat16 float16 || fail "DTYPE '$DTYPE': use float32, b
 one_of "$DEVICE" auto cpu cuda || fail "DEVICE '$DEVICE': use auto, cpu or cuda"
 one_of "$LOOKUP_FIRST" 0 1 || fail "LOOKUP_FIRST '$LOOKUP_FIRST': use 0 or 1"
 if [ "$LOOKUP_FIRST" = 1 ] && [ "$LOOKUP_TOKENS" = 0 ]; then fail "LOOKUP_FIRST=1 needs LOOKUP_TOKENS > 0"; fi
-for name in MAX_NEW_TOKENS WARMUP LOOKUP_TOKENS QUESTION_BEGIN QUESTION_END PER_TASK; do
+for name in MAX_NEW_TOKENS WARMUP LOOKUP_TOKENS QUESTION_BEGIN QUESTION_END PER_TASK NUM_WORKERS NUM_GPUS_TOTAL \
+            NUM_GPUS_PER_MODEL; do
     value=${!name}
     [ -z "$value" ] || [[ "$value" =~ ^[0-9]+$ ]] || fail "$name '$value': not a whole number"
 done
@@ -82,6 +88,9 @@ COMMON=(--model-path "$TARGET" --bench-name "$BENCH" --dtype "$DTYPE" --device "
 [ -n "$QUESTION_BEGIN" ] && COMMON+=(--question-begin "$QUESTION_BEGIN")
 [ -n "$QUESTION_END" ] && COMMON+=(--question-end "$QUESTION_END")
 [ -n "$PER_TASK" ] && COMMON+=(--questions-per-task "$PER_TASK")
+[ -n "$NUM_WORKERS" ] && COMMON+=(--num-workers "$NUM_WORKERS")
+[ -n "$NUM_GPUS_TOTAL" ] && COMMON+=(--num-gpus-total "$NUM_GPUS_TOTAL")
+[ -n "$NUM_GPUS_PER_MODEL" ] && COMMON+=(--num-gpus-per-model "$NUM_GPUS_PER_MODEL")
 
 declare -a DONE=()
 # run METHOD MODULE ARGS...: answer with evaluation/MODULE.py as model-id $MODEL_NAME-METHOD-$SUFFIX,

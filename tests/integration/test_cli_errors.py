@@ -157,6 +157,7 @@ def test_eval_sh_refuses_unknown_methods_before_running_any(tiny, tmp_path, meth
     ("MAX_NEW_TOKENS", "12x", "MAX_NEW_TOKENS '12x': not a whole number"),
     ("SD2_EXITS", "6;9", "SD2_EXITS '6;9'"),
     ("LOOKUP_FIRST", "1", "LOOKUP_FIRST=1 needs LOOKUP_TOKENS > 0"),
+    ("NUM_WORKERS", "two", "NUM_WORKERS 'two': not a whole number"),
 ])
 def test_eval_sh_checks_every_setting_before_the_first_method(tiny, tmp_path, setting, value, message):
     env = {"PATH": "/usr/bin:/bin", "METHODS": "ar sd2_tree", "TARGET": str(tiny[0]), "DRAFT": str(tiny[1]),

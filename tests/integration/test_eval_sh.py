@@ -30,3 +30,20 @@ def test_eval_sh_runs_a_method_and_reports_against_ar(tmp_path):
     assert [a["question_id"] for a in answers] == [161, 162]
     assert "==== pld_hf vs ar: speed" in done.stdout and "translation  2" in done.stdout
     assert "Result totally Equal!" in done.stdout
+
+
+def test_eval_sh_passes_the_sharding_settings_to_every_method(tmp_path):
+    """NUM_WORKERS, NUM_GPUS_TOTAL and NUM_GPUS_PER_MODEL reach each method's command line (a
+    stand-in python records them)."""
+    calls = tmp_path / "calls"
+    python = tmp_path / "python"
+    python.write_text(f'#!/bin/sh\necho "$@" >> "{calls}"\n')
+    python.chmod(0o755)
+    env = {**os.environ, "PYTHON": str(python), "METHODS": "ar pld", "ANSWERS": str(tmp_path / "answers"),
+           "NUM_WORKERS": "3", "NUM_GPUS_TOTAL": "4", "NUM_GPUS_PER_MODEL": "1"}
+    done = subprocess.run(["bash", str(REPO_ROOT / "inference" / "eval.sh")], env=env, capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr
+    lines = [line for line in calls.read_text().splitlines() if line.startswith("-m ")]  # the method runs
+    assert [line.split()[1] for line in lines] == ["evaluation.inference_baseline", "evaluation.inference_pld"]
+    assert all("--num-workers 3 --num-gpus-total 4 --num-gpus-per-model 1" in line for line in lines)
