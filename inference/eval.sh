@@ -26,6 +26,7 @@ LOOKUP_FIRST=${LOOKUP_FIRST:-0}                          # 1: SD2 verifies the l
 SD2_EXITS=${SD2_EXITS:-}                                 # SD2 exits, e.g. 6 or 6,9,12 (empty: the draft's own)
 SD2_THRESHOLDS=${SD2_THRESHOLDS:-}                       # one per exit, the last 0 (empty: the draft's, or defaults)
 DEVICE=${DEVICE:-auto}                                   # auto | cpu | cuda
+CUDA_GRAPHS=${CUDA_GRAPHS:-0}                            # 1: the shared engine's methods with --cuda-graphs (CUDA)
 BENCH=${BENCH:-spec_bench}                               # questions: data/$BENCH/question.jsonl
 TEMP=${TEMP:-0.0}                                        # 0 = greedy (then outputs must all be equal)
 MAX_NEW_TOKENS=${MAX_NEW_TOKENS:-1024}
@@ -71,6 +72,8 @@ one_of "$DTYPE" float32 bfloat16 float16 || fail "DTYPE '$DTYPE': use float32, b
     || fail "SD2_DRAFT_DTYPE '$SD2_DRAFT_DTYPE': use int8, float32, bfloat16, float16 or '' (int8 on a CPU, bfloat16 on CUDA)"
 one_of "$DEVICE" auto cpu cuda || fail "DEVICE '$DEVICE': use auto, cpu or cuda"
 one_of "$LOOKUP_FIRST" 0 1 || fail "LOOKUP_FIRST '$LOOKUP_FIRST': use 0 or 1"
+one_of "$CUDA_GRAPHS" 0 1 || fail "CUDA_GRAPHS '$CUDA_GRAPHS': use 0 or 1"
+if [ "$CUDA_GRAPHS" = 1 ] && [ "$DEVICE" = cpu ]; then fail "CUDA_GRAPHS=1 needs a CUDA device, not DEVICE=cpu"; fi
 if [ "$LOOKUP_FIRST" = 1 ] && [ "$LOOKUP_TOKENS" = 0 ]; then fail "LOOKUP_FIRST=1 needs LOOKUP_TOKENS > 0"; fi
 for name in MAX_NEW_TOKENS WARMUP LOOKUP_TOKENS QUESTION_BEGIN QUESTION_END PER_TASK NUM_WORKERS NUM_GPUS_TOTAL \
             NUM_GPUS_PER_MODEL; do
@@ -83,6 +86,8 @@ done
     || fail "SD2_THRESHOLDS '$SD2_THRESHOLDS': use comma-separated numbers, e.g. 0.5,0.5,0"
 cd "$ROOT/inference"
 SUFFIX="$DTYPE-temp-$TEMP"
+ENGINE=()   # flags for the methods on the shared engine (not the *_hf references)
+if [ "$CUDA_GRAPHS" = 1 ]; then SUFFIX="$DTYPE-graphs-temp-$TEMP"; ENGINE=(--cuda-graphs); fi
 COMMON=(--model-path "$TARGET" --bench-name "$BENCH" --dtype "$DTYPE" --device "$DEVICE" --temperature "$TEMP"
         --max-new-tokens "$MAX_NEW_TOKENS" --num-warmup "$WARMUP")
 [ -n "$QUESTION_BEGIN" ] && COMMON+=(--question-begin "$QUESTION_BEGIN")
@@ -104,7 +109,7 @@ run() {
     DONE+=("$method")
 }
 
-run ar        inference_baseline
+run ar        inference_baseline  "${ENGINE[@]}"
 run ar_hf     inference_baseline  --engine hf                      # Hugging Face generate
 DRAFT_ARGS=(--drafter-path "$DRAFT" ${DRAFT_DTYPE:+--draft-dtype "$DRAFT_DTYPE"})
 if [ -z "$SD2_DRAFT_DTYPE" ]; then
@@ -113,14 +118,14 @@ fi
 SD2_ARGS=(--drafter-path "$DRAFT" --draft-dtype "$SD2_DRAFT_DTYPE" ${SD2_EXITS:+--submodels "$SD2_EXITS"}
           ${SD2_THRESHOLDS:+--thresholds "$SD2_THRESHOLDS"} --lookup-tokens "$LOOKUP_TOKENS")
 [ "$LOOKUP_FIRST" = 1 ] && SD2_ARGS+=(--lookup-first)
-run sd2_chain inference_sd2       "${SD2_ARGS[@]}"                 # exits/thresholds from the draft's config
-run sd2_tree  inference_sd2       "${SD2_ARGS[@]}" --tree --total-token auto
-run sps       inference_sps       "${DRAFT_ARGS[@]}"               # the draft at its deepest exit
+run sd2_chain inference_sd2       "${ENGINE[@]}" "${SD2_ARGS[@]}"                 # exits/thresholds from the draft's config
+run sd2_tree  inference_sd2       "${ENGINE[@]}" "${SD2_ARGS[@]}" --tree --total-token auto
+run sps       inference_sps       "${ENGINE[@]}" "${DRAFT_ARGS[@]}"               # the draft at its deepest exit
 run sps_hf    inference_sps       --drafter-path "$DRAFT" --engine hf   # HF assisted generation
-run pld       inference_pld
+run pld       inference_pld       "${ENGINE[@]}"
 run pld_hf    inference_pld       --engine hf                      # HF prompt lookup
-run lookahead inference_lookahead --level 5 --window 7 --guess 7
-run rest      inference_rest      --datastore-path "$DATASTORE" --num-draft 64 --max-token-span 16
+run lookahead inference_lookahead "${ENGINE[@]}" --level 5 --window 7 --guess 7
+run rest      inference_rest      "${ENGINE[@]}" --datastore-path "$DATASTORE" --num-draft 64 --max-token-span 16
 
 # ---- reports against AR on the same engine ------------------------------------------------------
 BASE="$ANSWERS/$MODEL_NAME-ar-$SUFFIX.jsonl"

@@ -158,6 +158,7 @@ def test_eval_sh_refuses_unknown_methods_before_running_any(tiny, tmp_path, meth
     ("SD2_EXITS", "6;9", "SD2_EXITS '6;9'"),
     ("LOOKUP_FIRST", "1", "LOOKUP_FIRST=1 needs LOOKUP_TOKENS > 0"),
     ("NUM_WORKERS", "two", "NUM_WORKERS 'two': not a whole number"),
+    ("CUDA_GRAPHS", "yes", "CUDA_GRAPHS 'yes': use 0 or 1"),
 ])
 def test_eval_sh_checks_every_setting_before_the_first_method(tiny, tmp_path, setting, value, message):
     env = {"PATH": "/usr/bin:/bin", "METHODS": "ar sd2_tree", "TARGET": str(tiny[0]), "DRAFT": str(tiny[1]),

@@ -47,3 +47,23 @@ def test_eval_sh_passes_the_sharding_settings_to_every_method(tmp_path):
     lines = [line for line in calls.read_text().splitlines() if line.startswith("-m ")]  # the method runs
     assert [line.split()[1] for line in lines] == ["evaluation.inference_baseline", "evaluation.inference_pld"]
     assert all("--num-workers 3 --num-gpus-total 4 --num-gpus-per-model 1" in line for line in lines)
+
+
+def test_eval_sh_gives_cuda_graphs_to_the_engine_methods_only(tmp_path):
+    """CUDA_GRAPHS=1 adds --cuda-graphs to the shared engine's methods (not the HF references) and
+    names their answer files apart; with DEVICE=cpu it is refused before anything runs."""
+    calls = tmp_path / "calls"
+    python = tmp_path / "python"
+    python.write_text(f'#!/bin/sh\necho "$@" >> "{calls}"\n')
+    python.chmod(0o755)
+    env = {**os.environ, "PYTHON": str(python), "METHODS": "ar ar_hf pld", "ANSWERS": str(tmp_path / "answers"),
+           "CUDA_GRAPHS": "1", "DEVICE": "cuda"}
+    done = subprocess.run(["bash", str(REPO_ROOT / "inference" / "eval.sh")], env=env, capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr
+    lines = [line for line in calls.read_text().splitlines() if line.startswith("-m ")]
+    assert ["--cuda-graphs" in line for line in lines] == [True, False, True]
+    assert all("-float32-graphs-temp-0.0" in line for line in lines if "--cuda-graphs" in line)
+    refused = subprocess.run(["bash", str(REPO_ROOT / "inference" / "eval.sh")], env={**env, "DEVICE": "cpu"},
+                             capture_output=True, text=True, timeout=120)
+    assert refused.returncode == 2 and "CUDA_GRAPHS=1 needs a CUDA device" in refused.stderr

@@ -51,6 +51,8 @@ def test_eval_sh_flags_parse():
     ("sps", ["--drafter-path", "d", "--draft-tokens", "30"], "need 1 <= --draft-tokens \\(30\\) <= --max-draft-tokens"),
     ("lookahead", ["--window", "0"], "lookahead window must be an integer >= 1"),
     ("hf", ["--method", "assisted"], "--method assisted needs --drafter-path"),
+    ("pld", ["--cuda-graphs", "--engine", "hf"], "--cuda-graphs is for the shared engine"),
+    ("ar", ["--cuda-graphs", "--device", "cpu"], "--cuda-graphs needs a CUDA device"),
 ])
 def test_a_methods_checks_run_before_the_target_loads(method, argv, message):
     # the target path does not exist: reaching load_target would fail with another message
