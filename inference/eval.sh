@@ -16,6 +16,7 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 TARGET=${TARGET:-$ROOT/models/smollm2-135m-instruct}     # target checkpoint
 DRAFT=${DRAFT:-$ROOT/models/sd2-draft-soft-12}           # SD2 draft (also SpS's draft, at its deepest exit)
 DATASTORE=${DATASTORE:-$ROOT/models/rest/sharegpt-smollm2.npz}  # REST datastore
+EAGLE_HEAD=${EAGLE_HEAD:-$ROOT/models/eagle-smollm2-135m}  # EAGLE head (train/scripts/train_eagle.sh trains it)
 MODEL_NAME=${MODEL_NAME:-smollm2-135m}                   # prefix of every model-id
 DTYPE=${DTYPE:-float32}                                  # float32 | bfloat16 | float16
 DRAFT_DTYPE=${DRAFT_DTYPE-bfloat16}                      # SpS draft dtype ('' = the target's); the target
@@ -38,7 +39,7 @@ NUM_WORKERS=${NUM_WORKERS:-}                             # N > 1: the questions 
 NUM_GPUS_TOTAL=${NUM_GPUS_TOTAL:-}                       # or across GPU workers on Ray: GPUs in all (Spec-Bench's name)
 NUM_GPUS_PER_MODEL=${NUM_GPUS_PER_MODEL:-}               # GPUs per worker (1, the default: the engine uses one)
                                                          # (Ray: pip install ray; RAY_ADDRESS for a cluster)
-METHODS=${METHODS:-"ar ar_hf sd2_chain sd2_tree sps sps_hf pld pld_hf lookahead rest"}
+METHODS=${METHODS:-"ar ar_hf sd2_chain sd2_tree sps sps_hf pld pld_hf lookahead rest eagle eagle2"}
 ANSWERS=${ANSWERS:-$ROOT/data/$BENCH/model_answer}       # where answer files go
 PYTHON=${PYTHON:-$ROOT/.venv/bin/python}
 # ----------------------------------------------------------------------------------------------
@@ -46,10 +47,11 @@ PYTHON=${PYTHON:-$ROOT/.venv/bin/python}
 [ -x "$PYTHON" ] || PYTHON=python
 absolute() { case $1 in /*) echo "$1" ;; *) echo "$PWD/$1" ;; esac; }   # paths given relative to the caller
 TARGET=$(absolute "$TARGET"); DRAFT=$(absolute "$DRAFT"); DATASTORE=$(absolute "$DATASTORE")
+EAGLE_HEAD=$(absolute "$EAGLE_HEAD")
 ANSWERS=$(absolute "$ANSWERS")
 
 # ---- every setting checked before the first method runs (a bad one would otherwise surface hours in)
-KNOWN_METHODS="ar ar_hf sd2_chain sd2_tree sps sps_hf pld pld_hf lookahead rest"
+KNOWN_METHODS="ar ar_hf sd2_chain sd2_tree sps sps_hf pld pld_hf lookahead rest eagle eagle2"
 fail() { echo "error: $*" >&2; exit 2; }
 selected() { [[ " $METHODS " == *" $1 "* ]]; }
 one_of() { local value=$1; shift; [[ " $* " == *" $value "* ]]; }
@@ -64,6 +66,9 @@ if selected sd2_chain || selected sd2_tree || selected sps || selected sps_hf; t
     [ -f "$DRAFT/config.json" ] || fail "DRAFT $DRAFT: not a model folder (no config.json)"
 fi
 if selected rest; then [ -f "$DATASTORE" ] || fail "DATASTORE $DATASTORE: not found (scripts/build_rest_datastore.py builds it)"; fi
+if selected eagle || selected eagle2; then
+    [ -f "$EAGLE_HEAD/config.json" ] || fail "EAGLE_HEAD $EAGLE_HEAD: not an EAGLE head (train/scripts/train_eagle.sh trains one)"
+fi
 [ -f "$ROOT/data/$BENCH/question.jsonl" ] || fail "BENCH $BENCH: no data/$BENCH/question.jsonl"
 one_of "$DTYPE" float32 bfloat16 float16 || fail "DTYPE '$DTYPE': use float32, bfloat16 or float16"
 [ -z "$DRAFT_DTYPE" ] || one_of "$DRAFT_DTYPE" float32 bfloat16 float16 \
@@ -126,6 +131,8 @@ run pld       inference_pld       "${ENGINE[@]}"
 run pld_hf    inference_pld       --engine hf                      # HF prompt lookup
 run lookahead inference_lookahead "${ENGINE[@]}" --level 5 --window 7 --guess 7
 run rest      inference_rest      "${ENGINE[@]}" --datastore-path "$DATASTORE" --num-draft 64 --max-token-span 16
+run eagle     inference_eagle     "${ENGINE[@]}" --ea-model-path "$EAGLE_HEAD"             # static tree
+run eagle2    inference_eagle2    "${ENGINE[@]}" --ea-model-path "$EAGLE_HEAD" --total-token 60 --depth 5 --top-k 10
 
 # ---- reports against AR on the same engine ------------------------------------------------------
 BASE="$ANSWERS/$MODEL_NAME-ar-$SUFFIX.jsonl"

@@ -310,6 +310,47 @@ register(Method("rest", "REST: retrieval-based drafts from a datastore of ShareG
                 _rest_build, _rest_check))
 
 
+# ---------------------------------------------------------------- EAGLE, EAGLE-2
+
+def _eagle_args(tree: str):
+    def add(g) -> None:
+        g.add_argument("--ea-model-path", "--drafter-path", dest="drafter_path", required=True,
+                       help="the EAGLE head for this target (python -m sd2train.eagle trains one)")
+        g.add_argument("--total-token", type=int, default=60, help="tree nodes, the root included")
+        g.add_argument("--depth", type=int, default=5, help="deepest drafted token")
+        if tree == "dynamic":
+            g.add_argument("--top-k", type=int, default=10, help="children per expanded node and frontier width")
+        else:
+            g.add_argument("--rank-accuracy", type=_floats, default=None,
+                           help="how often the head's 1st, 2nd, ... choice is the target's token, which shapes "
+                                "the static tree (default: the head's held-out report, eagle_quality.json)")
+    return add
+
+
+def _eagle_build(tree: str):
+    def build(args, model, tokenizer) -> Forward:
+        from specdec.drafters.eagle import load_eagle_drafter
+
+        drafter = load_eagle_drafter(args.drafter_path, model, tree=tree, total_token=args.total_token,
+                                     depth=args.depth, top_k=getattr(args, "top_k", 10),
+                                     rank_accuracy=getattr(args, "rank_accuracy", None))
+        return _engine(model, drafter, args)
+    return build
+
+
+def _eagle_check(args) -> None:
+    if args.total_token < 2 or args.depth < 1 or getattr(args, "top_k", 1) < 1:
+        raise ValueError(f"need --total-token >= 2, --depth >= 1 and --top-k >= 1, got {args.total_token}, "
+                         f"{args.depth}, {getattr(args, 'top_k', None)}")
+    check_model_folder(Path(args.drafter_path), "--ea-model-path")
+
+
+register(Method("eagle", "EAGLE: a one-layer head over the target's features drafts a static tree.",
+                _eagle_args("static"), _eagle_build("static"), _eagle_check))
+register(Method("eagle2", "EAGLE-2: the EAGLE head drafts a dynamic tree (top-k expansion by path probability, "
+                "reranked to --total-token).", _eagle_args("dynamic"), _eagle_build("dynamic"), _eagle_check))
+
+
 # ---------------------------------------------------------------- Hugging Face's own, as outside references
 
 def _hf_args(g) -> None:

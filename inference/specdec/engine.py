@@ -58,6 +58,11 @@ class SpeculativeEngine:
         """The drafter's optional VerificationObserver hook, or None."""
         return getattr(self.drafter, "observe", None)
 
+    @property
+    def read_hidden(self):
+        """The drafter's optional TargetHiddenReader hook (EAGLE, Medusa, Hydra), or None."""
+        return getattr(self.drafter, "target_hidden", None)
+
     def capture_graphs(self) -> float:
         """Record the CUDA graphs of every verification shape (with ``cuda_graphs``) and the drafter's
         (one that has ``capture_graphs``); seconds taken, also reported in every generation's stats
@@ -96,12 +101,15 @@ class SpeculativeEngine:
         context_buf[:length] = torch.tensor(prompt_ids, dtype=torch.long)
         times = {"draft": 0.0, "verify": 0.0, "other": 0.0}
 
+        read_hidden = self.read_hidden
+        self.drafter.reset(context_buf[:length])
         t0 = self._clock()
         if length > 1:
-            target.prefill(context_buf[:length - 1])
+            hidden = target.prefill(context_buf[:length - 1])
         t1 = self._clock()
         times["prefill"] = t1 - t0
-        self.drafter.reset(context_buf[:length])
+        if read_hidden is not None and length > 1:
+            read_hidden(hidden)
         times["draft"] += self._clock() - t1
 
         new_tokens: list[int] = []
@@ -147,6 +155,8 @@ class SpeculativeEngine:
             accept_lengths.append(len(added))
             done = length >= limit or added[-1] in stop_token_ids
             t4 = self._clock()
+            if read_hidden is not None and not done:  # the rows the cache just took: the root, the path
+                read_hidden(target.hidden[[0] + [1 + i for i in path]])
             if max_depth:  # the last step too: drafters count what it kept
                 self.drafter.accepted(context_buf[:length], len(added), min(len(path), len(added)))
             t5 = self._clock()

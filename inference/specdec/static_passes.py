@@ -77,7 +77,7 @@ class StaticPasses:
         self.mask = torch.zeros(1, 1, max_tokens, rows, dtype=torch.bool, device=device)
         self.offsets = torch.arange(max_tokens, device=device)
         # (first layer, end layer, from hidden states, with logits, tokens, context) -> (graph, output)
-        self.graphs: dict[tuple, tuple[torch.cuda.CUDAGraph, torch.Tensor]] = {}
+        self.graphs: dict[tuple, tuple[torch.cuda.CUDAGraph, object]] = {}
         # One memory pool for all of them: one runs at a time, and each output stays referenced here,
         # so a later capture never takes an earlier graph's output memory.
         self.pool = torch.cuda.graph_pool_handle() if cuda_graphs else None
@@ -87,7 +87,8 @@ class StaticPasses:
         """``layers`` over n new rows written at cache rows ``start..start+n-1``; ``inputs`` are token
         ids (n,) or hidden states (1, n, hidden); ``mask`` (n, start + n) says which rows each new row
         sees (None: n == 1, it sees every row up to itself). Returns the hidden states (1, n, hidden),
-        or with ``logits`` the head's (n, vocab). Sets the lengths of ``layers`` to start + n."""
+        or with ``logits`` the last layer's hidden states (n, hidden) and the head's logits (n, vocab),
+        both valid until the next pass. Sets the lengths of ``layers`` to start + n."""
         n = positions.numel()
         tokens = next((b for b in self.token_buckets if b >= n), None)
         if tokens is None:
@@ -106,7 +107,7 @@ class StaticPasses:
             out = self._pass(*key)
         for i in layers:
             self.cache.lengths[i] = start + n
-        return out[:n] if logits else out[:, :n]
+        return (out[0][0, :n], out[1][:n]) if logits else out[:, :n]
 
     def _pass(self, first: int, end: int, from_hidden: bool, logits: bool, tokens: int, context: int) -> torch.Tensor:
         """The pass itself, over the buffers."""
@@ -115,7 +116,7 @@ class StaticPasses:
         h = self.hidden[:, :tokens] if from_hidden else runner.embed(self.ids[:tokens])
         h = runner.run_layers(h, self.cache, range(first, end), self.positions[:tokens],
                               self.mask[:, :, :tokens, :context])
-        return runner.head(h) if logits else h
+        return (h, runner.head(h)) if logits else h
 
     def _fill(self, inputs, positions, start: int, mask, tokens: int) -> None:
         n = positions.numel()

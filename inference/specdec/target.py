@@ -28,6 +28,7 @@ class EagerTarget:
     def __init__(self, runner: LlamaRunner):
         self.runner = runner
         self.cache: KVCache | None = None
+        self.hidden: torch.Tensor | None = None  # the last verification's last-layer states (n, hidden)
 
     def start(self, capacity: int) -> None:
         """A new sequence of at most ``capacity`` cached tokens (the verified tree included)."""
@@ -39,21 +40,28 @@ class EagerTarget:
     def length(self) -> int:
         return self.cache.lengths[0]
 
-    def prefill(self, ids: torch.Tensor) -> None:
-        """Cache ``ids`` (n,), the first tokens of the sequence; no logits."""
+    def prefill(self, ids: torch.Tensor) -> torch.Tensor:
+        """Cache ``ids`` (n,), the first tokens of the sequence; their last-layer hidden states (n, hidden),
+        before the final norm (no logits)."""
         n = ids.numel()
-        self.runner.forward(ids, self.cache, torch.arange(n, device=ids.device), causal_mask(n, 0, ids.device),
-                            logits=False)
+        runner = self.runner
+        h = runner.run_layers(runner.embed(ids), self.cache, range(runner.num_layers),
+                              torch.arange(n, device=ids.device), causal_mask(n, 0, ids.device))
+        return h[0]
 
     def verify(self, ids: torch.Tensor, positions: torch.Tensor, tree_mask: torch.Tensor | None) -> torch.Tensor:
         """Logits (n, vocab) for ``ids`` (n,) after the cached rows; ``tree_mask`` (n, n) says which new
-        rows each new row sees (None: n == 1). Appends their keys/values."""
+        rows each new row sees (None: n == 1). Appends their keys/values; their last-layer hidden
+        states stay in ``self.hidden`` until the next pass."""
         mask = None
         if tree_mask is not None:
             past = self.length
             mask = torch.cat((torch.ones(ids.numel(), past, dtype=torch.bool, device=ids.device), tree_mask),
                              dim=1)[None, None]
-        return self.runner.forward(ids, self.cache, positions, mask)
+        runner = self.runner
+        h = runner.run_layers(runner.embed(ids), self.cache, range(runner.num_layers), positions, mask)
+        self.hidden = h[0]
+        return runner.head(h)
 
     def keep(self, rows: torch.Tensor, start: int) -> None:
         """Keep the rows before ``start`` and then ``rows`` (see :meth:`KVCache.keep`)."""
@@ -81,19 +89,21 @@ class StaticTarget(EagerTarget):
             raise ValueError(f"a sequence of {capacity} rows does not fit the static cache ({self.max_length})")
         self.cache.reset()
 
-    def prefill(self, ids: torch.Tensor) -> None:
+    def prefill(self, ids: torch.Tensor) -> torch.Tensor:
         n = ids.numel()
         self.cache.write_rows[:n] = torch.arange(n, device=ids.device)
         self.cache.read_rows = n
-        super().prefill(ids)
+        hidden = super().prefill(ids)
         self.cache.lengths = [n] * self.cache.num_layers
+        return hidden
 
     def verify(self, ids: torch.Tensor, positions: torch.Tensor, tree_mask: torch.Tensor | None) -> torch.Tensor:
         past = self.length
         mask = None
         if tree_mask is not None:
             mask = torch.cat((torch.ones(ids.numel(), past, dtype=torch.bool, device=ids.device), tree_mask), dim=1)
-        return self.passes.run(self.layers, ids, positions, past, mask, logits=True)
+        self.hidden, logits = self.passes.run(self.layers, ids, positions, past, mask, logits=True)
+        return logits
 
     def capture(self) -> float:
         """Record the CUDA graph of every verification shape; seconds taken."""

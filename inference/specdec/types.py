@@ -86,6 +86,17 @@ class VerificationObserver(Protocol):
         """``target_argmax[i]`` (long, shape (len(tree),)) = argmax of the target's logits at node i."""
 
 
+class TargetHiddenReader(Protocol):
+    """Optional extra for drafters that draft from the target's own features (EAGLE, Medusa,
+    Hydra). The engine calls it whenever the target's cache takes tokens: after prefill (the prompt
+    less its last token) and after each verification (the root and the accepted path, before
+    ``accepted``), so the drafter holds a feature for every cached token, in order."""
+
+    def target_hidden(self, hidden: torch.Tensor) -> None:
+        """``hidden`` (n, hidden_size): the target's last decoder layer's output (before the final
+        norm) for the n tokens just cached, in position order."""
+
+
 @dataclass
 class GenerationOutput:
     """One generate call's result, in the units Spec-Bench records."""

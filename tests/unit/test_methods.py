@@ -10,7 +10,8 @@ from evaluation.eval import EvalConfigError
 from evaluation.methods import REGISTRY, parser_for, run_method
 
 ENTRY_POINTS = {"inference_baseline": "ar", "inference_sd2": "sd2", "inference_sps": "sps", "inference_pld": "pld",
-                "inference_lookahead": "lookahead", "inference_rest": "rest", "hf_reference": "hf"}
+                "inference_lookahead": "lookahead", "inference_rest": "rest", "inference_eagle": "eagle",
+                "inference_eagle2": "eagle2", "hf_reference": "hf"}
 
 
 def test_every_entry_point_is_a_registered_method(monkeypatch):
@@ -43,6 +44,9 @@ def test_eval_sh_flags_parse():
     parser_for(REGISTRY["rest"]).parse_args(["--model-id", "m", "--num-draft", "64", "--max-token-span", "16"])
     parser_for(REGISTRY["sd2"]).parse_args(["--model-id", "m", "--drafter-path", "d", "--draft-dtype", "int8", "--tree",
                                             "--total-token", "auto", "--lookup-tokens", "8"])
+    parser_for(REGISTRY["eagle"]).parse_args(["--model-id", "m", "--ea-model-path", "h", "--cuda-graphs"])
+    parser_for(REGISTRY["eagle2"]).parse_args(["--model-id", "m", "--ea-model-path", "h", "--total-token", "60",
+                                               "--depth", "5", "--top-k", "10"])
 
 
 @pytest.mark.parametrize("method, argv, message", [
@@ -53,6 +57,8 @@ def test_eval_sh_flags_parse():
     ("hf", ["--method", "assisted"], "--method assisted needs --drafter-path"),
     ("pld", ["--cuda-graphs", "--engine", "hf"], "--cuda-graphs is for the shared engine"),
     ("ar", ["--cuda-graphs", "--device", "cpu"], "--cuda-graphs needs a CUDA device"),
+    ("eagle2", ["--ea-model-path", "/no/such/head"], "--ea-model-path /no/such/head"),
+    ("eagle2", ["--ea-model-path", "h", "--top-k", "0"], "need --total-token >= 2, --depth >= 1 and --top-k >= 1"),
 ])
 def test_a_methods_checks_run_before_the_target_loads(method, argv, message):
     # the target path does not exist: reaching load_target would fail with another message

@@ -12,6 +12,8 @@ from __future__ import annotations
 import pytest
 import torch
 
+from sd2.eagle_head import EagleHead
+from specdec.drafters.eagle import EagleDrafter
 from specdec.drafters.sd2 import SD2Drafter
 from specdec.drafters.sps import SpeculativeSamplingDrafter
 from specdec.engine import SpeculativeEngine
@@ -107,6 +109,16 @@ def test_sps_sampling_keeps_the_target_distribution():
     target, draft = models()
     drafter = SpeculativeSamplingDrafter(draft, V, temperature=0.8, top_p=0.9, num_draft_tokens=2)
     p_value, kept = draw(target, drafter, 0.8, 0.9)
+    assert kept > 0.05 and p_value > 1e-3
+
+
+@pytest.mark.parametrize("tree, size", [("dynamic", 8), ("static", 6)], ids=["eagle2", "eagle"])
+def test_eagle_sampling_keeps_the_target_distribution(tree, size):
+    """EAGLE's head (the target's last layer over its own features): top-k tree proposals, one-hot q."""
+    target, _ = models()
+    torch.manual_seed(0)
+    drafter = EagleDrafter(EagleHead.for_target(target, "tiny"), tree=tree, total_token=size, depth=2, top_k=2)
+    p_value, kept = draw(target, drafter, 1.0, 0.8)
     assert kept > 0.05 and p_value > 1e-3
 
 

@@ -1,0 +1,185 @@
+"""EAGLE and EAGLE-2: a one-layer head drafts from the target's own features (``sd2.eagle_head``).
+
+The head's rows are SD2's sorted-draft rows with one exit (``SortedDraft``: context rows, then a
+round's tree rows that see the context and their ancestors), so both reuse the same proposers:
+EAGLE's static tree (``StaticTreeProposer``: fixed rank paths) and EAGLE-2's dynamic tree
+(``TreeProposer``: top-k children of the best frontier nodes by path probability, reranked to
+``total_token``).
+
+Rows. Context row t holds the pair (f_t, x_{t+1}): the target's feature of position t and the next
+token, fused by the head, at position t. The engine hands the drafter a feature for every token
+the target caches (``target_hidden``), so before a round the rows reach the root x_r through row
+r - 1, whose output predicts f_r and so the token after the root. A tree row holds a drafted token
+with its parent row's *predicted* feature. After verification the tree rows are dropped: the
+accepted tokens come back as context rows with the target's true features.
+"""
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import torch
+
+from sd2.eagle_head import EagleHead, load_eagle_head
+
+from ..llama import LlamaRunner
+from ..types import DraftTree
+from .sd2.budget import FixedTreeBudget
+from .sd2.proposers import Proposal, StaticTreeProposer, TreeProposer, static_tree_choices
+from .sd2.sorted_draft import SortedDraft
+
+# Acceptance by rank (the head's top token, its second, ...) assumed for a static tree when the
+# head's held-out report does not give them.
+FALLBACK_RANK_ACCURACY = (0.5, 0.15, 0.08, 0.05)
+
+
+def head_runner(head: EagleHead) -> LlamaRunner:
+    """A runner over the head's one layer with the target's embedding, final norm and LM head."""
+    embed, norm, lm_head = head._target
+    model = SimpleNamespace(config=head.config, lm_head=lm_head,
+                            model=SimpleNamespace(embed_tokens=embed, layers=[head.layer], norm=norm,
+                                                  rotary_emb=head.rotary))
+    return LlamaRunner(model)
+
+
+class EagleDraft(SortedDraft):
+    """The head's rows (see the module docstring); one exit, numbered 1."""
+
+    def __init__(self, head: EagleHead, vocab_ids: list[int] | None = None, branching: bool = True):
+        super().__init__(head_runner(head), [1], [0.0], vocab_ids, branching)
+        self.head = head
+        self.features = torch.empty(0, head.config.hidden_size, dtype=self.runner.dtype, device=self.runner.device)
+        self.known = 0  # positions with a target feature
+
+    def reset(self, prompt_len: int) -> None:
+        super().reset(prompt_len)
+        self.known = 0
+
+    def add_features(self, hidden: torch.Tensor) -> None:
+        n = hidden.shape[0]
+        if self.known + n > self.features.shape[0]:
+            grown = torch.empty(max(2 * self.features.shape[0], self.known + n, 256), hidden.shape[1],
+                                dtype=self.features.dtype, device=self.features.device)
+            grown[:self.known] = self.features[:self.known]
+            self.features = grown
+        self.features[self.known:self.known + n] = hidden
+        self.known += n
+
+    def feed_context(self, context: torch.Tensor, max_draft_rows: int) -> int:
+        rows = context.numel() - 1  # row t pairs f_t with x_{t+1}: the last row ends at the root
+        if self.known < rows:
+            raise RuntimeError(f"EAGLE needs the target's features of {rows} positions, has {self.known}")
+        self._allocate(rows + max_draft_rows + 1)
+        c = self.context_rows
+        self.tok[c:rows] = context[c + 1:rows + 1]
+        self.pos[c:rows] = torch.arange(c, rows, device=context.device)
+        self.feat[c:rows] = self.features[c:rows]
+        self.context_rows, self.draft_rows = rows, 0
+        self.anc = torch.zeros(max_draft_rows + 1, max_draft_rows + 1, dtype=torch.bool, device=context.device)
+        return rows
+
+    def append_rows(self, tokens: torch.Tensor, positions: torch.Tensor, parent_rows: list[int]) -> int:
+        """A drafted token's row sits one position before the token (as context rows do) and reads
+        its parent row's predicted feature (the root's row for a child of the root)."""
+        start = self.context_rows + self.draft_rows
+        upto = super().append_rows(tokens, positions - 1, parent_rows)
+        parents = torch.tensor([self.context_rows + p if p >= 0 else self.context_rows - 1 for p in parent_rows],
+                               device=self.feat.device)
+        self.feat[start:upto] = self.pred[parents]
+        return upto
+
+    def advance(self, g: int, upto: int) -> torch.Tensor:
+        a = self.cache.lengths[0]
+        h = self.head.fuse(self.tok[a:upto], self.feat[a:upto])[None]
+        h = self.runner.run_layers(h, self.cache, self.groups[0], self.pos[a:upto], self._mask(a, upto))
+        self.pred[a:upto] = h[0]
+        return h
+
+    def _allocate(self, rows: int) -> None:
+        old = self.capacity
+        super()._allocate(rows)
+        if self.capacity != old:  # the feature buffers grow with the rows
+            hidden, dtype, device = self.head.config.hidden_size, self.runner.dtype, self.runner.device
+            feat, pred = (torch.zeros(self.capacity, hidden, dtype=dtype, device=device) for _ in range(2))
+            if old:
+                feat[:old], pred[:old] = self.feat, self.pred
+            self.feat, self.pred = feat, pred
+
+
+class EagleDrafter:
+    """EAGLE (``tree='static'``: a fixed tree of rank paths) or EAGLE-2 (``tree='dynamic'``)."""
+
+    def __init__(self, head: EagleHead, tree: str = "dynamic", total_token: int = 60, depth: int = 5,
+                 top_k: int = 10, rank_accuracy: list[float] | None = None, draft_vocab: list[int] | None = None):
+        if tree not in ("static", "dynamic"):
+            raise ValueError(f"tree must be 'static' (EAGLE) or 'dynamic' (EAGLE-2), got {tree!r}")
+        if total_token < 2:
+            raise ValueError(f"total_token counts the root too: need >= 2, got {total_token}")
+        self.draft = EagleDraft(head, draft_vocab)
+        if tree == "dynamic":
+            self.proposer = TreeProposer(self.draft, FixedTreeBudget(total_token), depth, top_k)
+        else:
+            choices = static_tree_choices(list(rank_accuracy or FALLBACK_RANK_ACCURACY), total_token - 1, depth)
+            self.proposer = StaticTreeProposer(self.draft, choices)
+        self.round = Proposal.empty()
+        self.counts: dict = {}
+        self.draft_seconds = 0.0
+
+    @torch.inference_mode()
+    def reset(self, prompt_ids: torch.Tensor) -> None:
+        self.draft.reset(len(prompt_ids))
+        self.proposer.reset()
+        self.counts = {"drafted_tokens": 0, "accepted_tokens": 0, "rounds": 0}
+
+    @torch.inference_mode()
+    def target_hidden(self, hidden: torch.Tensor) -> None:
+        self.draft.add_features(hidden.to(self.draft.features.dtype))
+
+    @torch.inference_mode()
+    def propose(self, context: torch.Tensor, max_depth: int | None = None) -> DraftTree:
+        if context.numel() < 2:  # no feature yet: a plain target step first
+            self.round = Proposal.empty()
+            return self.round.as_tree(context.device)
+        start = time.perf_counter()
+        self.round = self.proposer.propose(context, max_depth or self.proposer.max_rows)
+        self.draft_seconds = time.perf_counter() - start
+        self.counts["drafted_tokens"] += len(self.round.tokens)
+        self.counts["rounds"] += 1
+        return self.round.as_tree(context.device)
+
+    @torch.inference_mode()
+    def accepted(self, context: torch.Tensor, num_new: int, num_drafted: int) -> None:
+        self.counts["accepted_tokens"] += num_drafted
+        if self.round.tokens:
+            self.draft.keep_rows([], self.draft.context_rows)  # tree rows go: true features replace them
+            self.proposer.round_done(self.round, num_drafted, self.draft_seconds)
+
+    def stats(self) -> dict:
+        rounds = self.counts.get("rounds", 0)
+        return {**self.counts, "mean_draft_size": self.counts.get("drafted_tokens", 0) / rounds if rounds else 0.0}
+
+
+def load_eagle_drafter(head_path: str | Path, target: torch.nn.Module, dtype: torch.dtype | None = None,
+                       rank_accuracy: list[float] | None = None, **kwargs) -> EagleDrafter:
+    """A saved head (refused unless trained for ``target``) as a drafter. A static tree's rank
+    accuracies default to the head's held-out report (``eagle_quality.json`` beside it: top-1 and
+    top-4 agreement), else ``FALLBACK_RANK_ACCURACY``."""
+    head = load_eagle_head(head_path, target, dtype)
+    if rank_accuracy is None and kwargs.get("tree") == "static":
+        rank_accuracy = _reported_rank_accuracy(Path(head_path) / "eagle_quality.json")
+    return EagleDrafter(head, rank_accuracy=rank_accuracy, **kwargs)
+
+
+def _reported_rank_accuracy(report: Path) -> list[float] | None:
+    """Top-1 a and top-4 b from the head's report as rank accuracies: a for the head's first choice,
+    b - a shared by the next three (decreasing)."""
+    if not report.is_file():
+        return None
+    quality = json.loads(report.read_text())
+    top1, top4 = quality.get("top1_agreement"), quality.get("top4_recall")
+    if not top1 or not top4 or top4 <= top1:
+        return None
+    rest = top4 - top1
+    return [top1, 0.5 * rest, 0.3 * rest, 0.2 * rest]
