@@ -318,6 +318,8 @@ def _eagle_args(tree: str):
                        help="the EAGLE head for this target (python -m sd2train.eagle trains one)")
         g.add_argument("--total-token", type=int, default=60, help="tree nodes, the root included")
         g.add_argument("--depth", type=int, default=5, help="deepest drafted token")
+        g.add_argument("--draft-vocab-size", type=int, default=None,
+                       help="score only the first N ids of the head's draft_vocab.json (0: the whole vocabulary)")
         if tree == "dynamic":
             g.add_argument("--top-k", type=int, default=10, help="children per expanded node and frontier width")
         else:
@@ -333,7 +335,8 @@ def _eagle_build(tree: str):
 
         drafter = load_eagle_drafter(args.drafter_path, model, tree=tree, total_token=args.total_token,
                                      depth=args.depth, top_k=getattr(args, "top_k", 10),
-                                     rank_accuracy=getattr(args, "rank_accuracy", None))
+                                     rank_accuracy=getattr(args, "rank_accuracy", None),
+                                     draft_vocab_size=args.draft_vocab_size)
         return _engine(model, drafter, args)
     return build
 

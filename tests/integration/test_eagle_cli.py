@@ -24,6 +24,7 @@ def heads(tmp_path_factory, default_model_dir):
     root = tmp_path_factory.mktemp("eagle")
     target = AutoModelForCausalLM.from_pretrained(default_model_dir)
     EagleHead.for_target(target, str(default_model_dir)).save(root / "for_target")
+    (root / "for_target" / "draft_vocab.json").write_text(json.dumps(list(range(2048))))  # a reduced head
     EagleHead.for_target(tiny_llama(vocab_size=49152), "tiny").save(root / "for_another")
     return root
 
@@ -39,7 +40,8 @@ def test_eagle_and_eagle2_answers_equal_ar(heads, tmp_path):
     inference_baseline.main(["--model-id", "ar", "--answer-file", str(base_file), *SETTINGS])
     base = [json.loads(line) for line in base_file.read_text().splitlines()]
     for module, name, extra in ((inference_eagle, "eagle", ["--total-token", "12"]),
-                                (inference_eagle2, "eagle2", ["--total-token", "16", "--depth", "3", "--top-k", "4"])):
+                                (inference_eagle2, "eagle2", ["--total-token", "16", "--depth", "3", "--top-k", "4"]),
+                                (inference_eagle2, "eagle2_full_head", ["--draft-vocab-size", "0"])):
         records = answers(module, heads / "for_target", tmp_path, name, *extra)
         assert [r["choices"][0]["token_ids"] for r in records] == [r["choices"][0]["token_ids"] for r in base]
         stats = records[0]["choices"][0]["stats"][0]

@@ -22,6 +22,7 @@ from types import SimpleNamespace
 
 import torch
 
+from sd2.draft_spec import DRAFT_VOCAB_FILE
 from sd2.eagle_head import EagleHead, load_eagle_head
 
 from ..llama import LlamaRunner
@@ -162,14 +163,31 @@ class EagleDrafter:
 
 
 def load_eagle_drafter(head_path: str | Path, target: torch.nn.Module, dtype: torch.dtype | None = None,
-                       rank_accuracy: list[float] | None = None, **kwargs) -> EagleDrafter:
-    """A saved head (refused unless trained for ``target``) as a drafter. A static tree's rank
-    accuracies default to the head's held-out report (``eagle_quality.json`` beside it: top-1 and
-    top-4 agreement), else ``FALLBACK_RANK_ACCURACY``."""
+                       rank_accuracy: list[float] | None = None, draft_vocab_size: int | None = None,
+                       **kwargs) -> EagleDrafter:
+    """A saved head (refused unless trained for ``target``) as a drafter.
+
+    The head scores the draft vocabulary in ``draft_vocab.json`` beside it when there is one (token
+    ids, most frequent first; ``draft_vocab_size``: only the first N, 0: the target's whole
+    vocabulary): EAGLE-3's reduced head, as SD2's draft has. A static tree's rank accuracies default
+    to the head's held-out report (``eagle_quality.json`` beside it: top-1 and top-4 agreement),
+    else ``FALLBACK_RANK_ACCURACY``.
+    """
+    head_path = Path(head_path)
     head = load_eagle_head(head_path, target, dtype)
+    vocab = None
+    vocab_file = head_path / DRAFT_VOCAB_FILE
+    if draft_vocab_size != 0 and vocab_file.is_file():
+        vocab = json.loads(vocab_file.read_text())
+        if draft_vocab_size:
+            if draft_vocab_size > len(vocab):
+                raise ValueError(f"draft vocabulary size {draft_vocab_size} exceeds {vocab_file} ({len(vocab)} ids)")
+            vocab = vocab[:draft_vocab_size]
+    elif draft_vocab_size:
+        raise ValueError(f"--draft-vocab-size {draft_vocab_size}: {head_path} has no {DRAFT_VOCAB_FILE}")
     if rank_accuracy is None and kwargs.get("tree") == "static":
-        rank_accuracy = _reported_rank_accuracy(Path(head_path) / "eagle_quality.json")
-    return EagleDrafter(head, rank_accuracy=rank_accuracy, **kwargs)
+        rank_accuracy = _reported_rank_accuracy(head_path / "eagle_quality.json")
+    return EagleDrafter(head, rank_accuracy=rank_accuracy, draft_vocab=vocab, **kwargs)
 
 
 def _reported_rank_accuracy(report: Path) -> list[float] | None:
