@@ -17,6 +17,8 @@ TARGET=${TARGET:-$ROOT/models/smollm2-135m-instruct}     # target checkpoint
 DRAFT=${DRAFT:-$ROOT/models/sd2-draft-soft-12}           # SD2 draft (also SpS's draft, at its deepest exit)
 DATASTORE=${DATASTORE:-$ROOT/models/rest/sharegpt-smollm2.npz}  # REST datastore
 EAGLE_HEAD=${EAGLE_HEAD:-$ROOT/models/eagle-smollm2-135m}  # EAGLE head (train/scripts/train_eagle.sh trains it)
+MEDUSA_HEADS=${MEDUSA_HEADS:-$ROOT/models/medusa-smollm2-135m}  # Medusa heads (train/scripts/train_medusa.sh)
+HYDRA_HEADS=${HYDRA_HEADS:-$ROOT/models/hydra-smollm2-135m}     # Hydra heads (train/scripts/train_hydra.sh)
 MODEL_NAME=${MODEL_NAME:-smollm2-135m}                   # prefix of every model-id
 DTYPE=${DTYPE:-float32}                                  # float32 | bfloat16 | float16
 DRAFT_DTYPE=${DRAFT_DTYPE-bfloat16}                      # SpS draft dtype ('' = the target's); the target
@@ -39,7 +41,7 @@ NUM_WORKERS=${NUM_WORKERS:-}                             # N > 1: the questions 
 NUM_GPUS_TOTAL=${NUM_GPUS_TOTAL:-}                       # or across GPU workers on Ray: GPUs in all (Spec-Bench's name)
 NUM_GPUS_PER_MODEL=${NUM_GPUS_PER_MODEL:-}               # GPUs per worker (1, the default: the engine uses one)
                                                          # (Ray: pip install ray; RAY_ADDRESS for a cluster)
-METHODS=${METHODS:-"ar ar_hf sd2_chain sd2_tree sps sps_hf pld pld_hf lookahead rest eagle eagle2"}
+METHODS=${METHODS:-"ar ar_hf sd2_chain sd2_tree sps sps_hf pld pld_hf lookahead rest eagle eagle2 medusa hydra"}
 ANSWERS=${ANSWERS:-$ROOT/data/$BENCH/model_answer}       # where answer files go
 PYTHON=${PYTHON:-$ROOT/.venv/bin/python}
 # ----------------------------------------------------------------------------------------------
@@ -47,11 +49,11 @@ PYTHON=${PYTHON:-$ROOT/.venv/bin/python}
 [ -x "$PYTHON" ] || PYTHON=python
 absolute() { case $1 in /*) echo "$1" ;; *) echo "$PWD/$1" ;; esac; }   # paths given relative to the caller
 TARGET=$(absolute "$TARGET"); DRAFT=$(absolute "$DRAFT"); DATASTORE=$(absolute "$DATASTORE")
-EAGLE_HEAD=$(absolute "$EAGLE_HEAD")
+EAGLE_HEAD=$(absolute "$EAGLE_HEAD"); MEDUSA_HEADS=$(absolute "$MEDUSA_HEADS"); HYDRA_HEADS=$(absolute "$HYDRA_HEADS")
 ANSWERS=$(absolute "$ANSWERS")
 
 # ---- every setting checked before the first method runs (a bad one would otherwise surface hours in)
-KNOWN_METHODS="ar ar_hf sd2_chain sd2_tree sps sps_hf pld pld_hf lookahead rest eagle eagle2"
+KNOWN_METHODS="ar ar_hf sd2_chain sd2_tree sps sps_hf pld pld_hf lookahead rest eagle eagle2 medusa hydra"
 fail() { echo "error: $*" >&2; exit 2; }
 selected() { [[ " $METHODS " == *" $1 "* ]]; }
 one_of() { local value=$1; shift; [[ " $* " == *" $value "* ]]; }
@@ -69,6 +71,8 @@ if selected rest; then [ -f "$DATASTORE" ] || fail "DATASTORE $DATASTORE: not fo
 if selected eagle || selected eagle2; then
     [ -f "$EAGLE_HEAD/config.json" ] || fail "EAGLE_HEAD $EAGLE_HEAD: not an EAGLE head (train/scripts/train_eagle.sh trains one)"
 fi
+if selected medusa; then [ -f "$MEDUSA_HEADS/config.json" ] || fail "MEDUSA_HEADS $MEDUSA_HEADS: no heads there (train/scripts/train_medusa.sh)"; fi
+if selected hydra; then [ -f "$HYDRA_HEADS/config.json" ] || fail "HYDRA_HEADS $HYDRA_HEADS: no heads there (train/scripts/train_hydra.sh)"; fi
 [ -f "$ROOT/data/$BENCH/question.jsonl" ] || fail "BENCH $BENCH: no data/$BENCH/question.jsonl"
 one_of "$DTYPE" float32 bfloat16 float16 || fail "DTYPE '$DTYPE': use float32, bfloat16 or float16"
 [ -z "$DRAFT_DTYPE" ] || one_of "$DRAFT_DTYPE" float32 bfloat16 float16 \
@@ -133,6 +137,8 @@ run lookahead inference_lookahead "${ENGINE[@]}" --level 5 --window 7 --guess 7
 run rest      inference_rest      "${ENGINE[@]}" --datastore-path "$DATASTORE" --num-draft 64 --max-token-span 16
 run eagle     inference_eagle     "${ENGINE[@]}" --ea-model-path "$EAGLE_HEAD"             # static tree
 run eagle2    inference_eagle2    "${ENGINE[@]}" --ea-model-path "$EAGLE_HEAD" --total-token 60 --depth 5 --top-k 10
+run medusa    inference_medusa    "${ENGINE[@]}" --medusa-model-path "$MEDUSA_HEADS"       # static sparse tree
+run hydra     inference_hydra     "${ENGINE[@]}" --hydra-model-path "$HYDRA_HEADS"
 
 # ---- reports against AR on the same engine ------------------------------------------------------
 BASE="$ANSWERS/$MODEL_NAME-ar-$SUFFIX.jsonl"

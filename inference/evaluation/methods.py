@@ -354,6 +354,44 @@ register(Method("eagle2", "EAGLE-2: the EAGLE head drafts a dynamic tree (top-k 
                 "reranked to --total-token).", _eagle_args("dynamic"), _eagle_build("dynamic"), _eagle_check))
 
 
+# ---------------------------------------------------------------- Medusa, Hydra
+
+def _heads_args(kind: str):
+    def add(g) -> None:
+        g.add_argument(f"--{kind}-model-path", "--drafter-path", dest="drafter_path", required=True,
+                       help=f"the {kind} heads for this target (python -m sd2train.heads trains them)")
+        g.add_argument("--tree", choices=["static", "dynamic"], default="static",
+                       help="static: Medusa's sparse tree of the likeliest rank paths (from each head's measured "
+                            "top-k accuracy); dynamic: expanded by path probability like EAGLE-2")
+        g.add_argument("--total-token", type=int, default=60, help="tree nodes, the root included")
+        g.add_argument("--depth", type=int, default=None, help="deepest drafted token (default: one per head)")
+        g.add_argument("--top-k", type=int, default=10, help="dynamic tree: children per expanded node")
+    return add
+
+
+def _heads_build(kind: str):
+    def build(args, model, tokenizer) -> Forward:
+        from specdec.drafters.heads import load_heads_drafter
+
+        drafter = load_heads_drafter(args.drafter_path, model, kind, tree=args.tree, total_token=args.total_token,
+                                     depth=args.depth, top_k=args.top_k)
+        return _engine(model, drafter, args)
+    return build
+
+
+def _heads_check(args) -> None:
+    if args.total_token < 2 or args.top_k < 1 or (args.depth is not None and args.depth < 1):
+        raise ValueError(f"need --total-token >= 2, --depth >= 1 and --top-k >= 1, got {args.total_token}, "
+                         f"{args.depth}, {args.top_k}")
+    check_model_folder(Path(args.drafter_path), "--drafter-path")
+
+
+register(Method("medusa", "Medusa-1: heads on the target's last feature draft a sparse tree (lossless verification).",
+                _heads_args("medusa"), _heads_build("medusa"), _heads_check))
+register(Method("hydra", "Hydra: sequentially dependent heads (each reads the tokens drafted before it) draft a tree.",
+                _heads_args("hydra"), _heads_build("hydra"), _heads_check))
+
+
 # ---------------------------------------------------------------- Hugging Face's own, as outside references
 
 def _hf_args(g) -> None:

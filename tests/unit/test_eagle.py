@@ -116,3 +116,8 @@ def test_bad_settings_are_refused(target):
         eagle(target, tree="medusa")
     with pytest.raises(ValueError, match="prefixes are all choices"):
         StaticTreeProposer(TableDraft(TABLE, 0), [(0,), (1, 0)])
+
+
+def test_static_tree_choices_per_depth_rates():
+    # depth 1: (0) .6, (1) .3; depth 2 rates .2/.1: (0,0) .12, (1,0) .06, (0,1) .06
+    assert static_tree_choices([[0.6, 0.3], [0.2, 0.1]], 4, 2) == [(0,), (1,), (0, 0), (0, 1)]

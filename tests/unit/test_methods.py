@@ -11,7 +11,8 @@ from evaluation.methods import REGISTRY, parser_for, run_method
 
 ENTRY_POINTS = {"inference_baseline": "ar", "inference_sd2": "sd2", "inference_sps": "sps", "inference_pld": "pld",
                 "inference_lookahead": "lookahead", "inference_rest": "rest", "inference_eagle": "eagle",
-                "inference_eagle2": "eagle2", "hf_reference": "hf"}
+                "inference_eagle2": "eagle2", "inference_medusa": "medusa", "inference_hydra": "hydra",
+                "hf_reference": "hf"}
 
 
 def test_every_entry_point_is_a_registered_method(monkeypatch):
@@ -58,6 +59,7 @@ def test_eval_sh_flags_parse():
     ("pld", ["--cuda-graphs", "--engine", "hf"], "--cuda-graphs is for the shared engine"),
     ("ar", ["--cuda-graphs", "--device", "cpu"], "--cuda-graphs needs a CUDA device"),
     ("eagle2", ["--ea-model-path", "/no/such/head"], "--ea-model-path /no/such/head"),
+    ("hydra", ["--hydra-model-path", "h", "--total-token", "1"], "need --total-token >= 2"),
     ("eagle2", ["--ea-model-path", "h", "--top-k", "0"], "need --total-token >= 2, --depth >= 1 and --top-k >= 1"),
 ])
 def test_a_methods_checks_run_before_the_target_loads(method, argv, message):

@@ -12,8 +12,10 @@ from __future__ import annotations
 import pytest
 import torch
 
+from sd2.draft_heads import DraftHeads
 from sd2.eagle_head import EagleHead
 from specdec.drafters.eagle import EagleDrafter
+from specdec.drafters.heads import HeadsDrafter
 from specdec.drafters.sd2 import SD2Drafter
 from specdec.drafters.sps import SpeculativeSamplingDrafter
 from specdec.engine import SpeculativeEngine
@@ -118,6 +120,16 @@ def test_eagle_sampling_keeps_the_target_distribution(tree, size):
     target, _ = models()
     torch.manual_seed(0)
     drafter = EagleDrafter(EagleHead.for_target(target, "tiny"), tree=tree, total_token=size, depth=2, top_k=2)
+    p_value, kept = draw(target, drafter, 1.0, 0.8)
+    assert kept > 0.05 and p_value > 1e-3
+
+
+@pytest.mark.parametrize("kind, tree", [("medusa", "static"), ("hydra", "dynamic")])
+def test_medusa_and_hydra_sampling_keep_the_target_distribution(kind, tree):
+    """Heads on the target's last feature (its own LM head to start): top-k tree proposals, one-hot q."""
+    target, _ = models()
+    torch.manual_seed(0)
+    drafter = HeadsDrafter(DraftHeads.for_target(kind, target, 2), tree=tree, total_token=6, top_k=2)
     p_value, kept = draw(target, drafter, 1.0, 0.8)
     assert kept > 0.05 and p_value > 1e-3
 

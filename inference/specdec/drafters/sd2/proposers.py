@@ -200,25 +200,32 @@ class TreeProposer:
         self.budget.round_done(proposal.predicted, drafted, draft_seconds, proposal.drafted_nodes)
 
 
-def static_tree_choices(rank_accuracy: list[float], size: int, max_depth: int) -> list[tuple[int, ...]]:
+def static_tree_choices(rank_accuracy, size: int, max_depth: int) -> list[tuple[int, ...]]:
     """The ``size`` most likely paths of a static tree (Medusa's and EAGLE's sparse trees, chosen as
     Medusa's tree search chooses them): a path of draft ranks (0 = the draft's top token at that
     step) is worth the product of its ranks' measured acceptance rates, and the best ``size`` paths
     of at most ``max_depth`` steps are kept (prefix-closed: a path is never worth more than its
-    parent). Returned parents first."""
-    if size < 1 or max_depth < 1 or not rank_accuracy:
+    parent). ``rank_accuracy``: one list of rates by rank for every depth, or one list per depth
+    (Medusa's heads, each its own; the last list serves deeper steps). Returned parents first."""
+    per_depth = [list(a) for a in rank_accuracy] if rank_accuracy and isinstance(rank_accuracy[0], (list, tuple)) \
+        else [list(rank_accuracy or [])]
+    if size < 1 or max_depth < 1 or not all(per_depth):
         raise ValueError(f"a static tree needs size >= 1, max_depth >= 1 and rank accuracies, got {size}, "
                          f"{max_depth}, {rank_accuracy}")
-    if any(not 0 < a <= 1 for a in rank_accuracy):
+    if any(not 0 < a <= 1 for rates in per_depth for a in rates):
         raise ValueError(f"rank accuracies must lie in (0, 1], got {rank_accuracy}")
-    frontier = [(-a, (i,)) for i, a in enumerate(rank_accuracy)]
+
+    def rates(depth: int) -> list[float]:  # the rates of the path's next step, at this depth (0-based)
+        return per_depth[min(depth, len(per_depth) - 1)]
+
+    frontier = [(-a, (i,)) for i, a in enumerate(rates(0))]
     heapq.heapify(frontier)
     chosen = []
     while frontier and len(chosen) < size:
         value, path = heapq.heappop(frontier)
         chosen.append(path)
         if len(path) < max_depth:
-            for i, a in enumerate(rank_accuracy):
+            for i, a in enumerate(rates(len(path))):
                 heapq.heappush(frontier, (value * a, path + (i,)))
     return sorted(chosen, key=lambda p: (len(p), p))
 

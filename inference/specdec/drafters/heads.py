@@ -1,0 +1,155 @@
+"""Medusa and Hydra: draft heads on the target's last verified feature (``sd2.draft_heads``).
+
+The engine hands the drafter the target's features of the tokens it caches (``target_hidden``);
+the last one, f_{r-1}, is where the target's own head chose the root, so head k drafts the token
+k positions after the root. The heads serve the same tree proposers as SD2 and EAGLE through
+``HeadsDraft``'s rows (row 0 the root; a drafted token's row under its parent's): Medusa's static
+sparse tree (``StaticTreeProposer``, its rank paths chosen from each head's measured top-k
+accuracy by ``static_tree_choices``), or a dynamic one (``TreeProposer``). A Medusa head ignores
+the tokens above it; a Hydra head reads them, so a tree queries it once per candidate prefix.
+Verification is the engine's: greedy or rejection sampling, lossless (Medusa's typical acceptance
+is not offered).
+"""
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import torch
+
+from sd2.draft_heads import DraftHeads, load_draft_heads
+
+from ..types import DraftTree
+from .sd2.budget import FixedTreeBudget
+from .sd2.proposers import Proposal, StaticTreeProposer, TreeProposer, static_tree_choices
+
+# Acceptance by rank per head, assumed for the static tree when the heads' held-out report does
+# not give them (heads further out agree less).
+FALLBACK_RANK_ACCURACY = ((0.45, 0.12, 0.06, 0.04), (0.25, 0.08, 0.05, 0.03), (0.15, 0.06, 0.04, 0.03),
+                          (0.1, 0.05, 0.03, 0.02))
+
+
+class HeadsDraft:
+    """The tree proposers' view of the heads: rows of (token, parent row), the root's row first."""
+
+    def __init__(self, heads: DraftHeads):
+        self.heads = heads
+        self.head_size = heads.out[0].out_features
+        weight = heads.out[0].weight
+        vocab = heads.draft_vocab
+        self.vocab_ids = torch.tensor(vocab, device=weight.device) if vocab is not None else None
+        self.feature: torch.Tensor | None = None  # f_{r-1}, the last cached token's
+        self.x = None
+        self.tokens: list[int] = []
+        self.parents: list[int] = []
+        self.context_rows = self.draft_rows = 0
+
+    def feed_context(self, context: torch.Tensor, max_rows: int) -> int:
+        self.x = self.heads.normed(self.feature[None])
+        self.tokens, self.parents = [int(context[-1])], [-1]
+        self.context_rows, self.draft_rows = 1, 0
+        return 1
+
+    def append_rows(self, tokens: torch.Tensor, positions: torch.Tensor, parent_rows: list[int]) -> int:
+        self.tokens += tokens.tolist()
+        self.parents += [1 + p if p >= 0 else 0 for p in parent_rows]
+        self.draft_rows += tokens.numel()
+        return len(self.tokens)
+
+    def _prefix(self, row: int) -> list[int]:
+        path = []
+        while row >= 0:
+            path.append(self.tokens[row])
+            row = self.parents[row]
+        return path[::-1]
+
+    def cascade(self, upto: int, last: int) -> tuple[torch.Tensor, int]:
+        """Log-probs of the next token under each of the ``last`` rows before ``upto`` (rows of one
+        depth d: head d drafts their children), and the head's number (1-based)."""
+        prefixes = [self._prefix(row) for row in range(upto - last, upto)]
+        k = len(prefixes[0]) - 1
+        if k >= self.heads.num_heads:
+            raise ValueError(f"a tree {k + 1} deep needs {k + 1} heads, these are {self.heads.num_heads}")
+        x = self.x.expand(last, -1)
+        ids = torch.tensor(prefixes, device=x.device) if self.heads.kind == "hydra" else None
+        logits = self.heads.head_logits(k, x, ids)
+        return torch.log_softmax(logits.float(), dim=-1), k + 1
+
+    def to_vocab(self, idx: torch.Tensor) -> torch.Tensor:
+        return idx if self.vocab_ids is None else self.vocab_ids[idx]
+
+
+class HeadsDrafter:
+    """Medusa or Hydra heads drafting a static tree (default) or a dynamic one."""
+
+    def __init__(self, heads: DraftHeads, tree: str = "static", total_token: int = 60, depth: int | None = None,
+                 top_k: int = 10, rank_accuracy=None):
+        if tree not in ("static", "dynamic"):
+            raise ValueError(f"tree must be 'static' or 'dynamic', got {tree!r}")
+        depth = heads.num_heads if depth is None else depth
+        if not 1 <= depth <= heads.num_heads:
+            raise ValueError(f"depth {depth}: the {heads.kind} heads draft 1..{heads.num_heads} tokens deep")
+        if total_token < 2:
+            raise ValueError(f"total_token counts the root too: need >= 2, got {total_token}")
+        if tree == "dynamic" and depth < 2:
+            raise ValueError("a dynamic tree needs depth >= 2 (and as many heads)")
+        self.kind = heads.kind
+        self.draft = HeadsDraft(heads)
+        if tree == "static":
+            choices = static_tree_choices(rank_accuracy or FALLBACK_RANK_ACCURACY, total_token - 1, depth)
+            self.proposer = StaticTreeProposer(self.draft, choices)
+        else:  # levels after the root's: depth - 1
+            self.proposer = TreeProposer(self.draft, FixedTreeBudget(total_token), depth - 1, top_k)
+        self.round = Proposal.empty()
+        self.counts: dict = {}
+        self.draft_seconds = 0.0
+
+    @torch.inference_mode()
+    def reset(self, prompt_ids: torch.Tensor) -> None:
+        self.draft.feature = None
+        self.proposer.reset()
+        self.counts = {"drafted_tokens": 0, "accepted_tokens": 0, "rounds": 0}
+
+    @torch.inference_mode()
+    def target_hidden(self, hidden: torch.Tensor) -> None:
+        self.draft.feature = hidden[-1].to(self.draft.heads.out[0].weight.dtype)
+
+    @torch.inference_mode()
+    def propose(self, context: torch.Tensor, max_depth: int | None = None) -> DraftTree:
+        if self.draft.feature is None:  # no feature yet (a one-token prompt): a plain target step first
+            self.round = Proposal.empty()
+            return self.round.as_tree(context.device)
+        start = time.perf_counter()
+        self.round = self.proposer.propose(context, max_depth or self.proposer.max_rows)
+        self.draft_seconds = time.perf_counter() - start
+        self.counts["drafted_tokens"] += len(self.round.tokens)
+        self.counts["rounds"] += 1
+        return self.round.as_tree(context.device)
+
+    @torch.inference_mode()
+    def accepted(self, context: torch.Tensor, num_new: int, num_drafted: int) -> None:
+        self.counts["accepted_tokens"] += num_drafted
+        if self.round.tokens:
+            self.proposer.round_done(self.round, num_drafted, self.draft_seconds)
+
+    def stats(self) -> dict:
+        rounds = self.counts.get("rounds", 0)
+        return {**self.counts, "mean_draft_size": self.counts.get("drafted_tokens", 0) / rounds if rounds else 0.0}
+
+
+def load_heads_drafter(path: str | Path, target: torch.nn.Module, kind: str, dtype: torch.dtype | None = None,
+                       rank_accuracy=None, **kwargs) -> HeadsDrafter:
+    """Saved heads (refused unless trained for ``target`` and of this ``kind``) as a drafter. The
+    static tree's rank accuracies default to the heads' held-out report (``heads_quality.json``
+    beside them: ``rank_accuracy``, one list per head), else ``FALLBACK_RANK_ACCURACY``."""
+    path = Path(path)
+    heads = load_draft_heads(path, target, dtype)
+    if heads.kind != kind:
+        raise ValueError(f"{path} holds {heads.kind} heads, not {kind} heads")
+    report = path / "heads_quality.json"
+    if rank_accuracy is None and report.is_file():
+        measured = json.loads(report.read_text()).get("rank_accuracy")
+        if measured:  # a rank never seen right still gets a small chance, so the tree stays well defined
+            rank_accuracy = [[max(a, 1e-4) for a in head] for head in measured]
+    return HeadsDrafter(heads, rank_accuracy=rank_accuracy, **kwargs)
