@@ -336,7 +336,8 @@ def _eagle_build(tree: str):
         drafter = load_eagle_drafter(args.drafter_path, model, tree=tree, total_token=args.total_token,
                                      depth=args.depth, top_k=getattr(args, "top_k", 10),
                                      rank_accuracy=getattr(args, "rank_accuracy", None),
-                                     draft_vocab_size=args.draft_vocab_size)
+                                     draft_vocab_size=args.draft_vocab_size,
+                                     passes="cuda_graphs" if args.cuda_graphs else "eager")
         return _engine(model, drafter, args)
     return build
 

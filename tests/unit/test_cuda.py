@@ -97,3 +97,17 @@ def test_replayed_tree_pass_equals_eager_on_cuda():
             results.append(target.verify(torch.tensor([11, 4, 5, 6], device="cuda"),
                                          torch.tensor([37, 38, 38, 39], device="cuda"), tree_mask).clone())
     torch.testing.assert_close(results[1], results[0], atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("tree", ["static", "dynamic"])
+def test_eagle_with_cuda_graphs_equals_eager_ar_on_cuda_float32(tree):
+    from sd2.eagle_head import EagleHead
+    from specdec.drafters.eagle import EagleDrafter
+
+    model = cuda_llama()
+    ar = SpeculativeEngine(model).generate(PROMPT, 40, set()).token_ids
+    drafter = EagleDrafter(EagleHead.for_target(model, "tiny"), tree=tree, total_token=12, depth=3, top_k=3,
+                           passes="cuda_graphs")
+    engine = SpeculativeEngine(model, drafter, target_passes="cuda_graphs")
+    assert engine.capture_graphs() > 0 and drafter.draft.passes.graphs
+    assert engine.generate(PROMPT, 40, set()).token_ids == ar

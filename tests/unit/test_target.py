@@ -106,6 +106,7 @@ def test_static_draft_proposes_what_the_eager_draft_proposes(target, ar_tokens, 
             drafter.draft.passes.max_tokens = 2  # forces chunked catch-up (shapes 1 and 2 only)
             drafter.draft.passes.token_buckets = [1, 2]
         engine = SpeculativeEngine(target, drafter, target_passes=passes)
+        assert engine.capture_graphs() == 0.0  # fixed shapes without graphs: nothing to capture
         outputs.append(engine.generate(PROMPT, 40, set()))
     eager, static = outputs
     assert static.token_ids == eager.token_ids == ar_tokens[:40]

@@ -26,8 +26,10 @@ from sd2.draft_spec import DRAFT_VOCAB_FILE
 from sd2.eagle_head import EagleHead, load_eagle_head
 
 from ..llama import LlamaRunner
+from ..static_passes import PASSES, StaticPasses
 from ..types import DraftTree
 from .sd2.budget import FixedTreeBudget
+from .sd2.drafter import STATIC_PASS_ROWS
 from .sd2.proposers import Proposal, StaticTreeProposer, TreeProposer, static_tree_choices
 from .sd2.sorted_draft import SortedDraft
 
@@ -48,8 +50,12 @@ def head_runner(head: EagleHead) -> LlamaRunner:
 class EagleDraft(SortedDraft):
     """The head's rows (see the module docstring); one exit, numbered 1."""
 
-    def __init__(self, head: EagleHead, vocab_ids: list[int] | None = None, branching: bool = True):
-        super().__init__(head_runner(head), [1], [0.0], vocab_ids, branching)
+    def __init__(self, head: EagleHead, vocab_ids: list[int] | None = None, branching: bool = True,
+                 passes: str = "eager", max_draft_rows: int = 256):
+        runner = head_runner(head)
+        static = None if passes == "eager" else StaticPasses(  # as SD2's draft: a context, then a round's rows
+            runner, runner.max_position + max_draft_rows + 1, STATIC_PASS_ROWS, cuda_graphs=passes == "cuda_graphs")
+        super().__init__(runner, [1], [0.0], vocab_ids, branching, passes=static)
         self.head = head
         self.features = torch.empty(0, head.config.hidden_size, dtype=self.runner.dtype, device=self.runner.device)
         self.known = 0  # positions with a target feature
@@ -91,12 +97,14 @@ class EagleDraft(SortedDraft):
         self.feat[start:upto] = self.pred[parents]
         return upto
 
-    def advance(self, g: int, upto: int) -> torch.Tensor:
-        a = self.cache.lengths[0]
-        h = self.head.fuse(self.tok[a:upto], self.feat[a:upto])[None]
-        h = self.runner.run_layers(h, self.cache, self.groups[0], self.pos[a:upto], self._mask(a, upto))
-        self.pred[a:upto] = h[0]
-        return h
+    def _inputs(self, g: int, lo: int, hi: int) -> torch.Tensor:
+        return self.head.fuse(self.tok[lo:hi], self.feat[lo:hi])[None]
+
+    def _reads_hidden(self, g: int) -> bool:
+        return True
+
+    def _keep_output(self, g: int, a: int, upto: int, h: torch.Tensor) -> None:
+        self.pred[a:upto] = h[0]  # the predicted features a child row reads
 
     def _allocate(self, rows: int) -> None:
         old = self.capacity
@@ -113,12 +121,15 @@ class EagleDrafter:
     """EAGLE (``tree='static'``: a fixed tree of rank paths) or EAGLE-2 (``tree='dynamic'``)."""
 
     def __init__(self, head: EagleHead, tree: str = "dynamic", total_token: int = 60, depth: int = 5,
-                 top_k: int = 10, rank_accuracy: list[float] | None = None, draft_vocab: list[int] | None = None):
+                 top_k: int = 10, rank_accuracy: list[float] | None = None, draft_vocab: list[int] | None = None,
+                 passes: str = "eager"):
         if tree not in ("static", "dynamic"):
             raise ValueError(f"tree must be 'static' (EAGLE) or 'dynamic' (EAGLE-2), got {tree!r}")
         if total_token < 2:
             raise ValueError(f"total_token counts the root too: need >= 2, got {total_token}")
-        self.draft = EagleDraft(head, draft_vocab)
+        if passes not in PASSES:
+            raise ValueError(f"passes must be one of {PASSES}, got {passes!r}")
+        self.draft = EagleDraft(head, draft_vocab, passes=passes, max_draft_rows=max(total_token, depth * top_k))
         if tree == "dynamic":
             self.proposer = TreeProposer(self.draft, FixedTreeBudget(total_token), depth, top_k)
         else:
@@ -127,6 +138,10 @@ class EagleDrafter:
         self.round = Proposal.empty()
         self.counts: dict = {}
         self.draft_seconds = 0.0
+
+    def capture_graphs(self) -> float:
+        """Capture the head's fixed-shape passes as CUDA graphs (``passes='cuda_graphs'``); seconds."""
+        return self.draft.capture()
 
     @torch.inference_mode()
     def reset(self, prompt_ids: torch.Tensor) -> None:

@@ -117,11 +117,25 @@ class SortedDraft:
         if self.passes is not None:
             h = self._advance_static(g, a, upto)
         else:
-            h = self.runner.embed(self.tok[a:upto]) if g == 0 else self.exit_h[g - 1][a:upto][None]
+            inputs = self._inputs(g, a, upto)
+            h = self.runner.embed(inputs) if inputs.dim() == 1 else inputs
             h = self.runner.run_layers(h, self.cache, layers, self.pos[a:upto], self._mask(a, upto))
+        self._keep_output(g, a, upto, h)
+        return h
+
+    def _inputs(self, g: int, lo: int, hi: int) -> torch.Tensor:
+        """Group ``g``'s input for rows [lo, hi): token ids (n,) for the first group, else the
+        previous group's hidden states (1, n, hidden)."""
+        return self.tok[lo:hi] if g == 0 else self.exit_h[g - 1][lo:hi][None]
+
+    def _reads_hidden(self, g: int) -> bool:
+        """Whether ``_inputs`` gives group ``g`` hidden states (else token ids)."""
+        return g > 0
+
+    def _keep_output(self, g: int, a: int, upto: int, h: torch.Tensor) -> None:
+        """Keep what a deeper group will start from."""
         if g < len(self.exit_h):
             self.exit_h[g][a:upto] = h[0]
-        return h
 
     def _advance_static(self, g: int, a: int, upto: int) -> torch.Tensor:
         """``advance`` at fixed shapes, in chunks of the largest shape (a deep group catching up on a
@@ -129,9 +143,9 @@ class SortedDraft:
         chunks = []
         for lo in range(a, upto, self.passes.max_tokens):
             hi = min(lo + self.passes.max_tokens, upto)
-            inputs = self.tok[lo:hi] if g == 0 else self.exit_h[g - 1][lo:hi][None]
             mask = self._mask(lo, hi)
-            h = self.passes.run(self.groups[g], inputs, self.pos[lo:hi], lo, mask[0, 0] if mask is not None else None)
+            h = self.passes.run(self.groups[g], self._inputs(g, lo, hi), self.pos[lo:hi], lo,
+                                mask[0, 0] if mask is not None else None)
             chunks.append(h if hi == upto else h.clone())  # the next replay may reuse this output buffer
         return chunks[0] if len(chunks) == 1 else torch.cat(chunks, dim=1)
 
@@ -139,7 +153,8 @@ class SortedDraft:
         """Capture every group's fixed-shape passes as CUDA graphs (with ``passes``); seconds taken."""
         if self.passes is None:
             return 0.0
-        return sum(self.passes.capture(layers, from_hidden=g > 0, logits=False) for g, layers in enumerate(self.groups))
+        return sum(self.passes.capture(layers, from_hidden=self._reads_hidden(g), logits=False)
+                   for g, layers in enumerate(self.groups))
 
     def logits(self, h: torch.Tensor) -> torch.Tensor:
         """The (reduced) head's float32 logits for hidden states ``h``."""
