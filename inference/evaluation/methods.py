@@ -317,7 +317,10 @@ def _eagle_args(tree: str):
         g.add_argument("--ea-model-path", "--drafter-path", dest="drafter_path", required=True,
                        help="the EAGLE head for this target (python -m sd2train.eagle trains one)")
         g.add_argument("--total-token", type=int, default=60, help="tree nodes, the root included")
-        g.add_argument("--depth", type=int, default=5, help="deepest drafted token")
+        g.add_argument("--depth", type=int, default=5,
+                       help="EAGLE-2: expansion steps after the first top-k (the deepest token is depth + 1); "
+                            "EAGLE: the static tree's deepest token" if tree == "dynamic" else
+                            "the static tree's deepest drafted token")
         g.add_argument("--draft-vocab-size", type=int, default=None,
                        help="score only the first N ids of the head's draft_vocab.json (0: the whole vocabulary)")
         if tree == "dynamic":

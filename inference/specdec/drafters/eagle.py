@@ -16,7 +16,6 @@ accepted tokens come back as context rows with the target's true features.
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -27,10 +26,8 @@ from sd2.eagle_head import EagleHead, load_eagle_head
 
 from ..llama import LlamaRunner
 from ..static_passes import PASSES, StaticPasses
-from ..types import DraftTree
-from .sd2.budget import FixedTreeBudget
+from .feature_drafter import FeatureTreeDrafter, tree_proposer
 from .sd2.drafter import STATIC_PASS_ROWS
-from .sd2.proposers import Proposal, StaticTreeProposer, TreeProposer, static_tree_choices
 from .sd2.sorted_draft import SortedDraft
 
 # Acceptance by rank (the head's top token, its second, ...) assumed for a static tree when the
@@ -117,27 +114,19 @@ class EagleDraft(SortedDraft):
             self.feat, self.pred = feat, pred
 
 
-class EagleDrafter:
+class EagleDrafter(FeatureTreeDrafter):
     """EAGLE (``tree='static'``: a fixed tree of rank paths) or EAGLE-2 (``tree='dynamic'``)."""
 
     def __init__(self, head: EagleHead, tree: str = "dynamic", total_token: int = 60, depth: int = 5,
                  top_k: int = 10, rank_accuracy: list[float] | None = None, draft_vocab: list[int] | None = None,
                  passes: str = "eager"):
-        if tree not in ("static", "dynamic"):
-            raise ValueError(f"tree must be 'static' (EAGLE) or 'dynamic' (EAGLE-2), got {tree!r}")
-        if total_token < 2:
-            raise ValueError(f"total_token counts the root too: need >= 2, got {total_token}")
         if passes not in PASSES:
             raise ValueError(f"passes must be one of {PASSES}, got {passes!r}")
+        super().__init__()
         self.draft = EagleDraft(head, draft_vocab, passes=passes, max_draft_rows=max(total_token, depth * top_k))
-        if tree == "dynamic":
-            self.proposer = TreeProposer(self.draft, FixedTreeBudget(total_token), depth, top_k)
-        else:
-            choices = static_tree_choices(list(rank_accuracy or FALLBACK_RANK_ACCURACY), total_token - 1, depth)
-            self.proposer = StaticTreeProposer(self.draft, choices)
-        self.round = Proposal.empty()
-        self.counts: dict = {}
-        self.draft_seconds = 0.0
+        # EAGLE-2's depth counts expansions after the first top-k; a static tree's, drafted tokens
+        self.proposer = tree_proposer(self.draft, tree, total_token, depth + 1 if tree == "dynamic" else depth, top_k,
+                                      rank_accuracy or FALLBACK_RANK_ACCURACY)
 
     def capture_graphs(self) -> float:
         """Capture the head's fixed-shape passes as CUDA graphs (``passes='cuda_graphs'``); seconds."""
@@ -147,34 +136,17 @@ class EagleDrafter:
     def reset(self, prompt_ids: torch.Tensor) -> None:
         self.draft.reset(len(prompt_ids))
         self.proposer.reset()
-        self.counts = {"drafted_tokens": 0, "accepted_tokens": 0, "rounds": 0}
+        self.start_counts()
 
     @torch.inference_mode()
     def target_hidden(self, hidden: torch.Tensor) -> None:
         self.draft.add_features(hidden.to(self.draft.features.dtype))
 
-    @torch.inference_mode()
-    def propose(self, context: torch.Tensor, max_depth: int | None = None) -> DraftTree:
-        if context.numel() < 2:  # no feature yet: a plain target step first
-            self.round = Proposal.empty()
-            return self.round.as_tree(context.device)
-        start = time.perf_counter()
-        self.round = self.proposer.propose(context, max_depth or self.proposer.max_rows)
-        self.draft_seconds = time.perf_counter() - start
-        self.counts["drafted_tokens"] += len(self.round.tokens)
-        self.counts["rounds"] += 1
-        return self.round.as_tree(context.device)
+    def ready(self, context: torch.Tensor) -> bool:
+        return context.numel() >= 2
 
-    @torch.inference_mode()
-    def accepted(self, context: torch.Tensor, num_new: int, num_drafted: int) -> None:
-        self.counts["accepted_tokens"] += num_drafted
-        if self.round.tokens:
-            self.draft.keep_rows([], self.draft.context_rows)  # tree rows go: true features replace them
-            self.proposer.round_done(self.round, num_drafted, self.draft_seconds)
-
-    def stats(self) -> dict:
-        rounds = self.counts.get("rounds", 0)
-        return {**self.counts, "mean_draft_size": self.counts.get("drafted_tokens", 0) / rounds if rounds else 0.0}
+    def end_round(self) -> None:
+        self.draft.keep_rows([], self.draft.context_rows)  # tree rows go: true features replace them
 
 
 def load_eagle_drafter(head_path: str | Path, target: torch.nn.Module, dtype: torch.dtype | None = None,

@@ -13,16 +13,13 @@ is not offered).
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 
 import torch
 
 from sd2.draft_heads import DraftHeads, load_draft_heads
 
-from ..types import DraftTree
-from .sd2.budget import FixedTreeBudget
-from .sd2.proposers import Proposal, StaticTreeProposer, TreeProposer, static_tree_choices
+from .feature_drafter import FeatureTreeDrafter, tree_proposer
 
 # Acceptance by rank per head, assumed for the static tree when the heads' held-out report does
 # not give them (heads further out agree less).
@@ -80,62 +77,32 @@ class HeadsDraft:
         return idx if self.vocab_ids is None else self.vocab_ids[idx]
 
 
-class HeadsDrafter:
+class HeadsDrafter(FeatureTreeDrafter):
     """Medusa or Hydra heads drafting a static tree (default) or a dynamic one."""
 
     def __init__(self, heads: DraftHeads, tree: str = "static", total_token: int = 60, depth: int | None = None,
                  top_k: int = 10, rank_accuracy=None):
-        if tree not in ("static", "dynamic"):
-            raise ValueError(f"tree must be 'static' or 'dynamic', got {tree!r}")
         depth = heads.num_heads if depth is None else depth
         if not 1 <= depth <= heads.num_heads:
             raise ValueError(f"depth {depth}: the {heads.kind} heads draft 1..{heads.num_heads} tokens deep")
-        if total_token < 2:
-            raise ValueError(f"total_token counts the root too: need >= 2, got {total_token}")
-        if tree == "dynamic" and depth < 2:
-            raise ValueError("a dynamic tree needs depth >= 2 (and as many heads)")
+        super().__init__()
         self.kind = heads.kind
         self.draft = HeadsDraft(heads)
-        if tree == "static":
-            choices = static_tree_choices(rank_accuracy or FALLBACK_RANK_ACCURACY, total_token - 1, depth)
-            self.proposer = StaticTreeProposer(self.draft, choices)
-        else:  # levels after the root's: depth - 1
-            self.proposer = TreeProposer(self.draft, FixedTreeBudget(total_token), depth - 1, top_k)
-        self.round = Proposal.empty()
-        self.counts: dict = {}
-        self.draft_seconds = 0.0
+        self.proposer = tree_proposer(self.draft, tree, total_token, depth, top_k,
+                                      rank_accuracy or FALLBACK_RANK_ACCURACY)
 
     @torch.inference_mode()
     def reset(self, prompt_ids: torch.Tensor) -> None:
         self.draft.feature = None
         self.proposer.reset()
-        self.counts = {"drafted_tokens": 0, "accepted_tokens": 0, "rounds": 0}
+        self.start_counts()
 
     @torch.inference_mode()
     def target_hidden(self, hidden: torch.Tensor) -> None:
         self.draft.feature = hidden[-1].to(self.draft.heads.out[0].weight.dtype)
 
-    @torch.inference_mode()
-    def propose(self, context: torch.Tensor, max_depth: int | None = None) -> DraftTree:
-        if self.draft.feature is None:  # no feature yet (a one-token prompt): a plain target step first
-            self.round = Proposal.empty()
-            return self.round.as_tree(context.device)
-        start = time.perf_counter()
-        self.round = self.proposer.propose(context, max_depth or self.proposer.max_rows)
-        self.draft_seconds = time.perf_counter() - start
-        self.counts["drafted_tokens"] += len(self.round.tokens)
-        self.counts["rounds"] += 1
-        return self.round.as_tree(context.device)
-
-    @torch.inference_mode()
-    def accepted(self, context: torch.Tensor, num_new: int, num_drafted: int) -> None:
-        self.counts["accepted_tokens"] += num_drafted
-        if self.round.tokens:
-            self.proposer.round_done(self.round, num_drafted, self.draft_seconds)
-
-    def stats(self) -> dict:
-        rounds = self.counts.get("rounds", 0)
-        return {**self.counts, "mean_draft_size": self.counts.get("drafted_tokens", 0) / rounds if rounds else 0.0}
+    def ready(self, context: torch.Tensor) -> bool:
+        return self.draft.feature is not None
 
 
 def load_heads_drafter(path: str | Path, target: torch.nn.Module, kind: str, dtype: torch.dtype | None = None,

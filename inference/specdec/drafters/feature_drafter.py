@@ -1,0 +1,72 @@
+"""What EAGLE's and Medusa/Hydra's drafters share: a round drafted by a tree proposer over a draft
+that reads the target's features (``TargetHiddenReader``), with the same counts in the stats."""
+from __future__ import annotations
+
+import time
+
+import torch
+
+from ..types import DraftTree
+from .sd2.budget import FixedTreeBudget
+from .sd2.proposers import Proposal, StaticTreeProposer, TreeProposer, static_tree_choices
+
+
+def tree_proposer(draft, tree: str, total_token: int, tokens_deep: int, top_k: int, rank_accuracy):
+    """A dynamic tree (EAGLE-2's: top-k expansion by path probability, reranked to ``total_token``
+    nodes with the root) or a static one (the ``total_token`` - 1 likeliest rank paths by
+    ``rank_accuracy``), at most ``tokens_deep`` drafted tokens deep."""
+    if tree not in ("static", "dynamic"):
+        raise ValueError(f"tree must be 'static' or 'dynamic', got {tree!r}")
+    if total_token < 2:
+        raise ValueError(f"total_token counts the root too: need >= 2, got {total_token}")
+    if tree == "dynamic":
+        if tokens_deep < 2:
+            raise ValueError("a dynamic tree drafts at least 2 tokens deep")
+        return TreeProposer(draft, FixedTreeBudget(total_token), tokens_deep - 1, top_k)  # levels after the root's
+    return StaticTreeProposer(draft, static_tree_choices(rank_accuracy, total_token - 1, tokens_deep))
+
+
+class FeatureTreeDrafter:
+    """Subclasses set ``self.draft`` and ``self.proposer`` and say when a feature is at hand."""
+
+    draft: object
+    proposer: object
+
+    def __init__(self):
+        self.round = Proposal.empty()
+        self.counts: dict = {}
+        self.draft_seconds = 0.0
+
+    def ready(self, context: torch.Tensor) -> bool:
+        """Whether the feature of the token before the root is at hand (not before the first step
+        of a one-token prompt)."""
+        raise NotImplementedError
+
+    def end_round(self) -> None:
+        """Drop what the round left in the draft (tree rows drafted from predicted features)."""
+
+    def start_counts(self) -> None:
+        self.counts = {"drafted_tokens": 0, "accepted_tokens": 0, "rounds": 0}
+
+    @torch.inference_mode()
+    def propose(self, context: torch.Tensor, max_depth: int | None = None) -> DraftTree:
+        if not self.ready(context):  # a plain target step first
+            self.round = Proposal.empty()
+            return self.round.as_tree(context.device)
+        start = time.perf_counter()
+        self.round = self.proposer.propose(context, max_depth or self.proposer.max_rows)
+        self.draft_seconds = time.perf_counter() - start
+        self.counts["drafted_tokens"] += len(self.round.tokens)
+        self.counts["rounds"] += 1
+        return self.round.as_tree(context.device)
+
+    @torch.inference_mode()
+    def accepted(self, context: torch.Tensor, num_new: int, num_drafted: int) -> None:
+        self.counts["accepted_tokens"] += num_drafted
+        if self.round.tokens:
+            self.end_round()
+            self.proposer.round_done(self.round, num_drafted, self.draft_seconds)
+
+    def stats(self) -> dict:
+        rounds = self.counts.get("rounds", 0)
+        return {**self.counts, "mean_draft_size": self.counts.get("drafted_tokens", 0) / rounds if rounds else 0.0}
