@@ -50,17 +50,23 @@ class DataArguments:
 
 
 @dataclass
-class SortedTrainingArguments(transformers.TrainingArguments):
+class DraftTrainingArguments(transformers.TrainingArguments):
+    """What every trainer here (SoFT's, EAGLE's) adds to Hugging Face's arguments."""
+
     model_max_length: int = field(default=2048, metadata={"help": "truncate conversations to this many tokens"})
+    max_train_minutes: float | None = field(default=None, metadata={"help": "stop training after this much wall-clock time"})
+    exit_quality_prompts: int = field(default=32, metadata={"help": "held-out prompts for the final report (0 = skip)"})
+    exit_quality_new_tokens: int = 64
+
+
+@dataclass
+class SortedTrainingArguments(DraftTrainingArguments):
     soft: bool = field(default=False, metadata={"help": "SoFT: train every exit in --submodels (else only the last layer)"})
     submodels: str = field(default="6,9,12", metadata={"help": "exits (layer counts), strictly increasing"})
     exit_weights: str | None = field(default=None, metadata={"help": "per-exit loss weights (default equal)"})
     distill: bool = field(default=False, metadata={"help": "add a KL loss to the frozen target's next-token distribution"})
     distill_weight: float = field(default=1.0, metadata={"help": "with --distill: loss = (1-w) CE + w KL"})
     loss_vocab: str = field(default="full", metadata={"help": "'full', or 'draft': exits and target over the draft vocabulary only (the reduced draft head; cheaper on CPU)"})
-    max_train_minutes: float | None = field(default=None, metadata={"help": "stop training after this much wall-clock time"})
-    exit_quality_prompts: int = field(default=32, metadata={"help": "held-out prompts for the final report (0 = skip)"})
-    exit_quality_new_tokens: int = 64
     update_thresholds: bool = field(default=True, metadata={"help": "write the report's suggested thresholds into config.sd2"})
 
 
@@ -117,33 +123,45 @@ class TimeLimitCallback(TrainerCallback):
             (checkpoint / self.STATE_FILE).write_text(json.dumps({"seconds": self.spent()}))
 
 
-class SortedTrainer(Trainer):
+class PartsLoggingTrainer(Trainer):
+    """A Trainer for a loss that is a per-batch mean, which logs beside the loss the mean of named
+    parts of it since the last log (each exit's loss, EAGLE's two terms); ``compute_loss`` hands
+    them to ``record``."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        # Our loss is a per-batch mean: let the Trainer divide it by the accumulation steps.
+        self.model_accepts_loss_kwargs = False
+        self.loss_is_scaled_for_ga = False
+        self._part_sums: dict[str, float] = {}
+        self._part_counts: dict[str, int] = {}
+
+    def record(self, **parts: float) -> None:
+        for name, value in parts.items():
+            self._part_sums[name] = self._part_sums.get(name, 0.0) + value
+            self._part_counts[name] = self._part_counts.get(name, 0) + 1
+
+    def log(self, logs, start_time=None):
+        if "loss" in logs:
+            for name, total in self._part_sums.items():
+                logs[name] = round(total / self._part_counts[name], 4)
+            self._part_sums, self._part_counts = {}, {}
+        super().log(logs, start_time)
+
+
+class SortedTrainer(PartsLoggingTrainer):
     """HF Trainer whose loss is the sorted loss over ``exits`` (norm and head shared)."""
 
     def __init__(self, *args, exits, weights=None, target=None, distill_weight=0.0, vocab_ids=None, **kwargs):
         super().__init__(*args, **kwargs)
         self.exits, self.weights = list(exits), exit_weights(list(exits), weights)
         self.target, self.distill_weight, self.vocab_ids = target, distill_weight, vocab_ids
-        # Our loss is a per-batch mean: let the Trainer divide it by the accumulation steps.
-        self.model_accepts_loss_kwargs = False
-        self.loss_is_scaled_for_ga = False
-        self._exit_loss_sums: dict[int, float] = {}
-        self._exit_loss_count = 0
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         result = sorted_loss(model, inputs["input_ids"], inputs["labels"], inputs.get("attention_mask"),
                              self.exits, self.weights, self.target, self.distill_weight, self.vocab_ids)
-        for k, value in result.per_exit.items():
-            self._exit_loss_sums[k] = self._exit_loss_sums.get(k, 0.0) + value
-        self._exit_loss_count += 1
+        self.record(**{f"loss_exit{k}": value for k, value in result.per_exit.items()})
         return (result.loss, None) if return_outputs else result.loss
-
-    def log(self, logs, start_time=None):
-        if self._exit_loss_count and "loss" in logs:
-            for k, total in self._exit_loss_sums.items():
-                logs[f"loss_exit{k}"] = round(total / self._exit_loss_count, 4)
-            self._exit_loss_sums, self._exit_loss_count = {}, 0
-        super().log(logs, start_time)
 
 
 def load_draft_for_training(model_args: ModelArguments, dtype) -> tuple[torch.nn.Module, DraftSpec]:
@@ -160,6 +178,19 @@ def load_draft_for_training(model_args: ModelArguments, dtype) -> tuple[torch.nn
     else:
         spec = DraftSpec.from_config(model.config)
     return model, spec
+
+
+def frozen_model_dtype(args: transformers.TrainingArguments) -> torch.dtype:
+    """The dtype a frozen model (the target) runs in: the mixed-precision one, else float32."""
+    return torch.bfloat16 if args.bf16 else (torch.float16 if args.fp16 else torch.float32)
+
+
+def load_tokenizer(path, max_length: int):
+    """The tokenizer of ``path``, with a pad token (unk or eos where it has none) for batching."""
+    tokenizer = AutoTokenizer.from_pretrained(path, model_max_length=max_length)
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.unk_token or tokenizer.eos_token
+    return tokenizer
 
 
 def training_conversations(data_args: DataArguments, seed: int) -> list[dict]:
@@ -205,7 +236,7 @@ def build_dataset(conversations, tokenizer, data_args: DataArguments, max_length
 def train(model_args: ModelArguments, data_args: DataArguments, args: SortedTrainingArguments) -> Path:
     from sd2train.preprocess import PaddingCollator
 
-    dtype = torch.bfloat16 if args.bf16 else (torch.float16 if args.fp16 else torch.float32)
+    dtype = frozen_model_dtype(args)
     # Mixed precision keeps float32 master weights; the frozen target can run in the low precision.
     model, spec = load_draft_for_training(model_args, torch.float32)
     num_layers = model.config.num_hidden_layers
@@ -222,9 +253,7 @@ def train(model_args: ModelArguments, data_args: DataArguments, args: SortedTrai
         model.get_input_embeddings().weight.requires_grad_(False)
         model.get_output_embeddings().weight.requires_grad_(False)
 
-    tokenizer = AutoTokenizer.from_pretrained(model_args.model_name_or_path, model_max_length=args.model_max_length)
-    if tokenizer.pad_token_id is None:
-        tokenizer.pad_token = tokenizer.unk_token or tokenizer.eos_token
+    tokenizer = load_tokenizer(model_args.model_name_or_path, args.model_max_length)
     dataset = build_dataset(training_conversations(data_args, args.seed), tokenizer, data_args,
                             args.model_max_length, args.seed)
 
