@@ -10,6 +10,11 @@ best: what a tree can still draft), the exit's mean top-1 probability when right
 wrong, the cross-entropy to the target's distribution and the NLL of the target's token. It also
 suggests per-exit confidence thresholds: the lowest at which an exit agrees with the target at
 least as often as the last exit does on the same tokens. Prints a table; writes JSON.
+
+    python -m sd2train.exit_quality --eagle models/eagle-smollm2-135m
+
+measures an EAGLE head (``sd2train.eagle``) on the same prompts and positions instead: the token it
+drafts first after a verification (depth 1), teacher-forced with the target's true features.
 """
 from __future__ import annotations
 
@@ -27,9 +32,10 @@ import torch.nn.functional as F
 from sd2.draft_spec import DraftSpec, validate_exits
 from sd2.paths import REPO_ROOT
 from sd2.spec_bench import TASKS, task_of
-from sd2train.exits import all_exit_logits, parse_int_list
+from sd2train.exits import all_exit_logits, exit_logits, last_layer_states, parse_int_list
 
 REPORT_FILE = "exit_quality.json"
+EAGLE_REPORT_FILE = "eagle_quality.json"
 CACHE_DIR = REPO_ROOT / "outputs" / "exit_quality_cache"
 THRESHOLD_GRID = [round(0.05 * i, 2) for i in range(1, 20)]
 
@@ -187,73 +193,130 @@ def speed_thresholds(top1_prob: dict[int, torch.Tensor], right: dict[int, torch.
     return {**best, "exit_costs": exit_costs, "estimated_speedup_alone": alone}
 
 
+class AgreementStats:
+    """One predictor's (an exit's, or an EAGLE head's) statistics against the target, position by
+    position. With ``vocab_ids`` (a draft vocabulary) also those of a head covering only those tokens."""
+
+    def __init__(self, vocab_ids: torch.Tensor | None = None):
+        self.vocab_ids = vocab_ids
+        self.parts: dict[str, list[torch.Tensor]] = {name: [] for name in (
+            "top1_prob", "right", "top4", "ce", "nll", "right_draft_vocab", "top4_draft_vocab")}
+
+    def add(self, logits: torch.Tensor, target_log_probs: torch.Tensor) -> None:
+        """``logits`` and ``target_log_probs`` (positions, vocab) for the same next tokens."""
+        log_q = F.log_softmax(logits.float(), -1)
+        target_top1 = target_log_probs.argmax(-1)
+        top_log_q, top = log_q.max(-1)
+        self.parts["top1_prob"].append(top_log_q.exp())
+        self.parts["right"].append(top == target_top1)
+        # Top-4 recall: the target's token among the predictor's 4 best, which a tree can still draft.
+        self.parts["top4"].append((log_q.topk(4, -1).indices == target_top1[:, None]).any(-1))
+        self.parts["ce"].append(-(target_log_probs.exp() * log_q).sum(-1))
+        self.parts["nll"].append(-log_q.gather(-1, target_top1[:, None])[:, 0])
+        if self.vocab_ids is not None:
+            sub_top4 = self.vocab_ids[log_q[:, self.vocab_ids].topk(4, -1).indices]
+            self.parts["right_draft_vocab"].append(sub_top4[:, 0] == target_top1)
+            self.parts["top4_draft_vocab"].append((sub_top4 == target_top1[:, None]).any(-1))
+
+    def cat(self, name: str) -> torch.Tensor:
+        return torch.cat(self.parts[name])
+
+    def summary(self) -> dict:
+        ok, p = self.cat("right"), self.cat("top1_prob")
+        result = {
+            "top1_agreement": float(ok.float().mean()),
+            "top4_recall": float(self.cat("top4").float().mean()),
+            "mean_top1_prob_right": float(p[ok].mean()) if ok.any() else None,
+            "mean_top1_prob_wrong": float(p[~ok].mean()) if (~ok).any() else None,
+            "cross_entropy_to_target": float(self.cat("ce").mean()),
+            "nll_of_target_token": float(self.cat("nll").mean()),
+        }
+        if self.vocab_ids is not None:
+            result["top1_agreement_draft_vocab"] = float(self.cat("right_draft_vocab").float().mean())
+            result["top4_recall_draft_vocab"] = float(self.cat("top4_draft_vocab").float().mean())
+        return result
+
+
 @torch.no_grad()
-def evaluate_exits(draft, target, sequences, prompt_lengths, exits, vocab_ids=None, exit_costs=None) -> dict:
-    """Per-exit statistics over every continuation position of every sequence. With ``vocab_ids``
-    (the draft vocabulary) also the agreement of an exit whose head covers only those tokens."""
+def measure_agreement(target, sequences, prompt_lengths, names, predict, vocab_ids=None,
+                      desc: str = "exit quality") -> dict:
+    """{name: AgreementStats} over every continuation position of every sequence, teacher-forced.
+    ``predict(ids, span, features)`` returns {name: logits (positions, vocab)} for the tokens that
+    follow positions ``span`` of ``ids`` (1, L); ``features`` are the target's last-layer states
+    (before its final norm) of ``ids``, whose norm and head give the target's own logits."""
     from tqdm import tqdm
 
-    probs, right, ce, nll, right_sub, top4, top4_sub = ({k: [] for k in exits} for _ in range(7))
-    for seq, prompt_len in tqdm(list(zip(sequences, prompt_lengths)), desc="exit quality", unit="seq"):
+    stats = {name: AgreementStats(vocab_ids) for name in names}
+    for seq, prompt_len in tqdm(list(zip(sequences, prompt_lengths)), desc=desc, unit="seq"):
         if len(seq) <= prompt_len:
             continue
         ids = torch.tensor([seq])
         span = slice(prompt_len - 1, len(seq) - 1)  # positions whose next token is generated
-        # The last len(seq) - prompt_len + 1 positions, less the final one (nothing follows it).
-        target_logits = target(input_ids=ids, logits_to_keep=len(seq) - prompt_len + 1).logits[0, :-1]
-        target_log_probs = F.log_softmax(target_logits.float(), -1)
-        target_top1 = target_log_probs.argmax(-1)
-        for k, logits in all_exit_logits(draft, exits, ids, positions=span).items():
-            log_q = F.log_softmax(logits[0].float(), -1)
-            top_log_q, top = log_q.max(-1)
-            probs[k].append(top_log_q.exp())
-            right[k].append(top == target_top1)
-            # Top-4 recall: the target's token among the exit's 4 best, which a tree can still draft.
-            top4[k].append((log_q.topk(4, -1).indices == target_top1[:, None]).any(-1))
-            ce[k].append(-(target_log_probs.exp() * log_q).sum(-1))
-            nll[k].append(-log_q.gather(-1, target_top1[:, None])[:, 0])
-            if vocab_ids is not None:
-                sub_top4 = vocab_ids[log_q[:, vocab_ids].topk(4, -1).indices]
-                right_sub[k].append(sub_top4[:, 0] == target_top1)
-                top4_sub[k].append((sub_top4 == target_top1[:, None]).any(-1))
-    cat = {name: {k: torch.cat(v[k]) for k in exits} for name, v in
-           (("probs", probs), ("right", right), ("ce", ce), ("nll", nll))}
-    per_exit = {}
-    for k in exits:
-        ok, p = cat["right"][k], cat["probs"][k]
-        per_exit[k] = {
-            "top1_agreement": float(ok.float().mean()),
-            "top4_recall": float(torch.cat(top4[k]).float().mean()),
-            "mean_top1_prob_right": float(p[ok].mean()) if ok.any() else None,
-            "mean_top1_prob_wrong": float(p[~ok].mean()) if (~ok).any() else None,
-            "cross_entropy_to_target": float(cat["ce"][k].mean()),
-            "nll_of_target_token": float(cat["nll"][k].mean()),
-        }
-        if vocab_ids is not None:
-            per_exit[k]["top1_agreement_draft_vocab"] = float(torch.cat(right_sub[k]).float().mean())
-            per_exit[k]["top4_recall_draft_vocab"] = float(torch.cat(top4_sub[k]).float().mean())
-    thresholds = choose_thresholds(cat["probs"], cat["right"])
-    report = {"positions": int(cat["right"][exits[0]].numel()), "per_exit": per_exit,
-              "suggested_thresholds": thresholds,
-              "cascade_suggested": cascade(cat["probs"], cat["right"], thresholds)}
+        features = last_layer_states(target, ids)
+        target_log_probs = F.log_softmax(exit_logits(target, features[0, span]).float(), -1)
+        for name, logits in predict(ids, span, features).items():
+            stats[name].add(logits, target_log_probs)
+    return stats
+
+
+def evaluate_exits(draft, target, sequences, prompt_lengths, exits, vocab_ids=None, exit_costs=None) -> dict:
+    """Per-exit statistics over every continuation position of every sequence. With ``vocab_ids``
+    (the draft vocabulary) also the agreement of an exit whose head covers only those tokens."""
+
+    def exits_at(ids, span, _features):
+        return {k: logits[0] for k, logits in all_exit_logits(draft, exits, ids, positions=span).items()}
+
+    stats = measure_agreement(target, sequences, prompt_lengths, exits, exits_at, vocab_ids)
+    probs = {k: s.cat("top1_prob") for k, s in stats.items()}
+    right = {k: s.cat("right") for k, s in stats.items()}
+    thresholds = choose_thresholds(probs, right)
+    report = {"positions": int(right[exits[0]].numel()), "per_exit": {k: s.summary() for k, s in stats.items()},
+              "suggested_thresholds": thresholds, "cascade_suggested": cascade(probs, right, thresholds)}
     if exit_costs:
-        report["speed_suggested"] = speed_thresholds(cat["probs"], cat["right"], exit_costs)
+        report["speed_suggested"] = speed_thresholds(probs, right, exit_costs)
     return report
 
 
-def format_table(report: dict) -> str:
-    lines = [f"exit quality of {report['draft']} vs {report['target']} "
-             f"({report['prompts']} held-out prompts of {report.get('prompt_tokens', [0, '?'])[0]}-{report.get('prompt_tokens', [0, '?'])[1]} tokens, {report['positions']} positions)",
-             f"{'exit':>4} {'top-1 agree':>11} {'top-4 recall':>12} {'p(top1)|right':>13} {'p(top1)|wrong':>13} "
+def evaluate_eagle(head, target, sequences, prompt_lengths, vocab_ids=None) -> dict:
+    """An EAGLE head's statistics at depth 1, the first token it drafts after a verification: to
+    predict the token after position p it reads the true feature f_{p-1} and token x_p (its row
+    p-1 predicts f_p), and its earlier rows read true features too. With ``vocab_ids`` (the draft
+    vocabulary beside the head) also those of the reduced head inference scores."""
+
+    def first_draft_token(ids, span, features):
+        if span.start < 1:
+            raise ValueError("an EAGLE head needs a prompt of at least 2 tokens")
+        predicted = head(ids[:, 1:], features[:, :-1])  # row t: f_{t+1} from x_{t+1} and f_t
+        return {1: head.logits(predicted[0, span.start - 1:span.stop - 1])}
+
+    stats = measure_agreement(target, sequences, prompt_lengths, [1], first_draft_token, vocab_ids, "eagle head")[1]
+    return {"positions": int(stats.cat("right").numel()), **stats.summary()}
+
+
+def agreement_table(rows: dict, label: str) -> list[str]:
+    """A header and one line per predictor (an exit, an EAGLE depth) of AgreementStats' summaries."""
+    width = max(len(label), *(len(str(k)) for k in rows))
+    lines = [f"{label:>{width}} {'top-1 agree':>11} {'top-4 recall':>12} {'p(top1)|right':>13} {'p(top1)|wrong':>13} "
              f"{'CE to target':>12} {'NLL tgt tok':>11} {'agree / top-4 (draft vocab)':>27}"]
     fmt = lambda v: f"{v:.3f}" if v is not None else "-"  # noqa: E731
     pct = lambda v: f"{v:.1%}" if v is not None else "-"  # noqa: E731
-    for k, row in report["per_exit"].items():
+    for k, row in rows.items():
         draft_vocab = f"{pct(row.get('top1_agreement_draft_vocab'))} / {pct(row.get('top4_recall_draft_vocab'))}"
-        lines.append(f"{k:>4} {row['top1_agreement']:>11.1%} {pct(row.get('top4_recall')):>12} "
+        lines.append(f"{k!s:>{width}} {row['top1_agreement']:>11.1%} {pct(row.get('top4_recall')):>12} "
                      f"{fmt(row['mean_top1_prob_right']):>13} "
                      f"{fmt(row['mean_top1_prob_wrong']):>13} {row['cross_entropy_to_target']:>12.3f} "
                      f"{row['nll_of_target_token']:>11.3f} {draft_vocab:>27}")
+    return lines
+
+
+def prompt_set_title(report: dict) -> str:
+    low, high = report.get("prompt_tokens", [0, "?"])
+    return f"{report['prompts']} held-out prompts of {low}-{high} tokens, {report['positions']} positions"
+
+
+def format_table(report: dict) -> str:
+    lines = [f"exit quality of {report['draft']} vs {report['target']} ({prompt_set_title(report)})",
+             *agreement_table(report["per_exit"], "exit")]
     c = report["cascade_suggested"]
     lines.append(f"suggested thresholds {c['thresholds']}: adaptive-exit agreement {c['agreement']:.1%}, "
                  f"share per exit {({k: round(v, 3) for k, v in c['share_per_exit'].items()})}")
@@ -309,6 +372,24 @@ def load_measured(draft_path, target_path=None, exits=None, layers=None) -> Meas
                     torch.tensor(vocab) if vocab is not None else None)
 
 
+def heldout_sequences(target_path, target, tokenizer, conv_template, num_prompts: int, new_tokens: int,
+                      max_prompt_tokens: int, min_prompt_tokens: int = 0, data_path=None,
+                      heldout_fraction: float = 0.02) -> tuple[list[list[int]], list[list[int]]]:
+    """(held-out prompts, each continued greedily by the target): the text both reports measure on."""
+    from sd2train.preprocess import get_format
+
+    prompts = heldout_prompts(tokenizer, get_format(conv_template, tokenizer), num_prompts, max_prompt_tokens,
+                              data_path, heldout_fraction, min_prompt_tokens)
+    return prompts, cached_continuations(target_path, target, tokenizer, prompts, new_tokens)
+
+
+def report_name(standard: str, min_prompt_tokens: int, max_prompt_tokens: int) -> str:
+    """The standard prompt set's report is the model's own; another prompt set's goes beside it."""
+    if min_prompt_tokens == 0:
+        return standard
+    return f"{Path(standard).stem}-prompts-{min_prompt_tokens}-{max_prompt_tokens}.json"
+
+
 def exit_quality(draft_path, target_path=None, exits=None, layers=None, num_prompts: int = 32,
                  new_tokens: int = 64, max_prompt_tokens: int = 192, data_path=None,
                  conv_template=None, write: bool = True, update_thresholds: bool = False,
@@ -316,16 +397,13 @@ def exit_quality(draft_path, target_path=None, exits=None, layers=None, num_prom
                  exit_costs: list[float] | None = None) -> dict:
     """The held-out report (see the module's docstring); ``exit_costs`` (one per exit, in target
     steps per draft token) adds the thresholds suggested for speed."""
-    from sd2train.preprocess import get_format
-
     started = time.time()
     m = load_measured(draft_path, target_path, exits, layers)
     exits = m.exits
     if exit_costs is not None and (len(exit_costs) != len(exits) or min(exit_costs) < 0):
         raise ValueError(f"{len(exit_costs)} exit costs for {len(exits)} exits {exits}: give one cost >= 0 per exit")
-    prompts = heldout_prompts(m.tokenizer, get_format(conv_template, m.tokenizer), num_prompts, max_prompt_tokens,
-                              data_path, heldout_fraction, min_prompt_tokens)
-    sequences = cached_continuations(m.target_path, m.target, m.tokenizer, prompts, new_tokens)
+    prompts, sequences = heldout_sequences(m.target_path, m.target, m.tokenizer, conv_template, num_prompts,
+                                           new_tokens, max_prompt_tokens, min_prompt_tokens, data_path, heldout_fraction)
     report = {"draft": str(draft_path), "target": m.target_path, "exits": exits, "prompts": len(prompts),
               "prompt_tokens": [min_prompt_tokens, max_prompt_tokens], "new_tokens": new_tokens}
     report.update(evaluate_exits(m.draft, m.target, sequences, [len(p) for p in prompts], exits, m.vocab_ids,
@@ -335,13 +413,40 @@ def exit_quality(draft_path, target_path=None, exits=None, layers=None, num_prom
     report["seconds"] = round(time.time() - started, 1)
     print(format_table(report))
     if write and layers is None:
-        # The standard prompt set's report is the draft's own; another prompt set's goes beside it.
-        name = REPORT_FILE if min_prompt_tokens == 0 else f"exit_quality-prompts-{min_prompt_tokens}-{max_prompt_tokens}.json"
-        Path(draft_path, name).write_text(json.dumps(report, indent=2))
+        Path(draft_path, report_name(REPORT_FILE, min_prompt_tokens, max_prompt_tokens)).write_text(
+            json.dumps(report, indent=2))
         if update_thresholds and exits == m.spec.exits and min_prompt_tokens == 0:
             chosen = report["speed_suggested"]["thresholds"] if exit_costs else report["suggested_thresholds"]
             write_thresholds(draft_path, chosen)
     return report
+
+
+def agreement_on_answers(by_task: dict, evaluate, names: list) -> dict:
+    """{"tasks": {task: answers, positions, top1_agreement and top4_recall per name}, "overall": the
+    position-weighted means}; ``evaluate(sequences, prompt_lengths)`` -> (positions, {name: (top-1, top-4)})."""
+    tasks = [t for t in TASKS if t in by_task] + sorted(set(by_task) - set(TASKS))
+    report = {"tasks": {}}
+    for task in tasks:
+        sequences, lengths = by_task[task]
+        positions, rates = evaluate(sequences, lengths)
+        report["tasks"][task] = {"answers": len(sequences), "positions": positions,
+                                 "top1_agreement": {k: top1 for k, (top1, _) in rates.items()},
+                                 "top4_recall": {k: top4 for k, (_, top4) in rates.items()}}
+    positions = sum(r["positions"] for r in report["tasks"].values())
+    report["overall"] = {metric: {k: sum(r[metric][k] * r["positions"] for r in report["tasks"].values()) / positions
+                                  for k in names} for metric in ("top1_agreement", "top4_recall")}
+    report["positions"] = positions
+    return report
+
+
+def format_task_table(title: str, report: dict, columns: dict) -> str:
+    """``columns``: {name in the report: its column heading}."""
+    lines = [title, f"{'task':<16}{'answers':>8}{'positions':>10}  " + "  ".join(f"{c:>13}" for c in columns.values())]
+    overall = {**report["overall"], "answers": "", "positions": report["positions"]}
+    for task, r in [*report["tasks"].items(), ("overall", overall)]:
+        cells = "  ".join(f"{r['top1_agreement'][k]:6.1%} /{r['top4_recall'][k]:6.1%}" for k in columns)
+        lines.append(f"{task:<16}{r['answers']!s:>8}{r['positions']!s:>10}  {cells}")
+    return "\n".join(lines)
 
 
 def exit_quality_on_answers(draft_path, answer_file, question_file=None, exits=None, conv_template=None) -> dict:
@@ -354,25 +459,96 @@ def exit_quality_on_answers(draft_path, answer_file, question_file=None, exits=N
     exits, vocab_ids = m.exits, m.vocab_ids
     by_task = answer_sequences(answer_file, question_file or SPEC_BENCH_QUESTIONS, m.tokenizer,
                                get_format(conv_template, m.tokenizer))
-    tasks = [t for t in TASKS if t in by_task] + sorted(set(by_task) - set(TASKS))
-    report = {"draft": str(draft_path), "answer_file": str(answer_file), "exits": exits, "tasks": {}}
-    for task in tasks:
-        sequences, lengths = by_task[task]
+    key = "_draft_vocab" if vocab_ids is not None else ""
+
+    def evaluate(sequences, lengths):
         result = evaluate_exits(m.draft, m.target, sequences, lengths, exits, vocab_ids)
-        key = "_draft_vocab" if vocab_ids is not None else ""
-        report["tasks"][task] = {"answers": len(sequences), "positions": result["positions"],
-                                 "top1_agreement": {k: r[f"top1_agreement{key}"] for k, r in result["per_exit"].items()},
-                                 "top4_recall": {k: r[f"top4_recall{key}"] for k, r in result["per_exit"].items()}}
-    positions = sum(r["positions"] for r in report["tasks"].values())
-    report["overall"] = {metric: {k: sum(r[metric][k] * r["positions"] for r in report["tasks"].values()) / positions
-                                  for k in exits} for metric in ("top1_agreement", "top4_recall")}
-    lines = [f"exit agreement of {draft_path} along {answer_file} (first turns, teacher-forced; "
-             f"{'draft' if vocab_ids is not None else 'full'}-vocabulary head): top-1 / top-4 per exit"]
-    lines.append(f"{'task':<16}{'answers':>8}{'positions':>10}  " + "  ".join(f"{'exit ' + str(k):>13}" for k in exits))
-    for task, r in [*report["tasks"].items(), ("overall", {**report["overall"], "answers": "", "positions": positions})]:
-        cells = "  ".join(f"{r['top1_agreement'][k]:6.1%} /{r['top4_recall'][k]:6.1%}" for k in exits)
-        lines.append(f"{task:<16}{r['answers']!s:>8}{r['positions']!s:>10}  {cells}")
-    print("\n".join(lines))
+        return result["positions"], {k: (r[f"top1_agreement{key}"], r[f"top4_recall{key}"])
+                                     for k, r in result["per_exit"].items()}
+
+    report = {"draft": str(draft_path), "answer_file": str(answer_file), "exits": exits,
+              **agreement_on_answers(by_task, evaluate, exits)}
+    print(format_task_table(f"exit agreement of {draft_path} along {answer_file} (first turns, teacher-forced; "
+                            f"{'draft' if vocab_ids is not None else 'full'}-vocabulary head): top-1 / top-4 per exit",
+                            report, {k: f"exit {k}" for k in exits}))
+    return report
+
+
+@dataclass
+class MeasuredHead:
+    """An EAGLE head, its target (both float32) and the draft vocabulary beside the head, if any."""
+
+    head: torch.nn.Module
+    target_path: str
+    target: torch.nn.Module
+    tokenizer: object
+    vocab_ids: torch.Tensor | None
+
+
+def load_measured_head(head_path, target_path=None) -> MeasuredHead:
+    """The target defaults to the one the head names; a head for another target is refused."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from sd2.draft_spec import DRAFT_VOCAB_FILE
+    from sd2.eagle_head import CONFIG_KEY, load_eagle_head
+
+    config_file = Path(head_path, "config.json")
+    if not config_file.is_file():
+        raise ValueError(f"no EAGLE head at {head_path} (config.json missing)")
+    target_path = str(target_path or json.loads(config_file.read_text()).get(CONFIG_KEY, {}).get("target") or "")
+    if not target_path:
+        raise ValueError(f"{head_path} names no target: pass --target")
+    target = AutoModelForCausalLM.from_pretrained(target_path, dtype=torch.float32).eval()
+    head = load_eagle_head(head_path, target, torch.float32)
+    vocab_file = Path(head_path, DRAFT_VOCAB_FILE)
+    vocab_ids = torch.tensor(json.loads(vocab_file.read_text())) if vocab_file.is_file() else None
+    return MeasuredHead(head, target_path, target, AutoTokenizer.from_pretrained(target_path), vocab_ids)
+
+
+def eagle_quality(head_path, target_path=None, num_prompts: int = 32, new_tokens: int = 64,
+                  max_prompt_tokens: int = 192, data_path=None, conv_template=None, write: bool = True,
+                  heldout_fraction: float = 0.02, min_prompt_tokens: int = 0) -> dict:
+    """An EAGLE head's held-out report: on the draft report's prompts and positions, its depth-1
+    agreement with the target's greedy token (teacher-forced with the target's true features)."""
+    started = time.time()
+    m = load_measured_head(head_path, target_path)
+    prompts, sequences = heldout_sequences(m.target_path, m.target, m.tokenizer, conv_template, num_prompts,
+                                           new_tokens, max_prompt_tokens, min_prompt_tokens, data_path,
+                                           heldout_fraction)
+    report = {"head": str(head_path), "target": m.target_path, "depth": 1, "prompts": len(prompts),
+              "prompt_tokens": [min_prompt_tokens, max_prompt_tokens], "new_tokens": new_tokens,
+              **evaluate_eagle(m.head, m.target, sequences, [len(p) for p in prompts], m.vocab_ids)}
+    if m.vocab_ids is not None:
+        report["draft_vocab_size"] = len(m.vocab_ids)
+    report["seconds"] = round(time.time() - started, 1)
+    print("\n".join([f"EAGLE head {head_path} vs {m.target_path} ({prompt_set_title(report)}; depth 1: the first "
+                     "token drafted after a verification, teacher-forced with the target's features)",
+                     *agreement_table({1: report}, "depth")]))
+    if write:
+        Path(head_path, report_name(EAGLE_REPORT_FILE, min_prompt_tokens, max_prompt_tokens)).write_text(
+            json.dumps(report, indent=2))
+    return report
+
+
+def eagle_quality_on_answers(head_path, answer_file, question_file=None, target_path=None, conv_template=None) -> dict:
+    """Per Spec-Bench task: an EAGLE head's depth-1 agreement along an answer file's greedy tokens
+    (the draft-vocabulary head's, when the head has one, as for a draft's exits)."""
+    from sd2.paths import SPEC_BENCH_QUESTIONS
+    from sd2train.preprocess import get_format
+
+    m = load_measured_head(head_path, target_path)
+    by_task = answer_sequences(answer_file, question_file or SPEC_BENCH_QUESTIONS, m.tokenizer,
+                               get_format(conv_template, m.tokenizer))
+    key = "_draft_vocab" if m.vocab_ids is not None else ""
+
+    def evaluate(sequences, lengths):
+        result = evaluate_eagle(m.head, m.target, sequences, lengths, m.vocab_ids)
+        return result["positions"], {1: (result[f"top1_agreement{key}"], result[f"top4_recall{key}"])}
+
+    report = {"head": str(head_path), "answer_file": str(answer_file), **agreement_on_answers(by_task, evaluate, [1])}
+    print(format_task_table(f"EAGLE head {head_path} along {answer_file} (first turns, teacher-forced; "
+                            f"{'draft' if key else 'full'}-vocabulary head): top-1 / top-4 at depth 1",
+                            report, {1: "depth 1"}))
     return report
 
 
@@ -387,8 +563,13 @@ def write_thresholds(draft_path, thresholds: list[float]) -> None:
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--draft", required=True, help="draft checkpoint (or a target, with --layers)")
-    parser.add_argument("--target", default=None, help="target checkpoint (default: the draft's config.sd2.target)")
+    measured = parser.add_mutually_exclusive_group(required=True)
+    measured.add_argument("--draft", help="draft checkpoint (or a target, with --layers)")
+    measured.add_argument("--eagle", metavar="HEAD",
+                          help="an EAGLE head (sd2train.eagle) instead: its depth-1 agreement on the same prompts "
+                               "and positions, written to HEAD/eagle_quality.json")
+    parser.add_argument("--target", default=None,
+                        help="target checkpoint (default: the one the draft's config.sd2 or the head's config names)")
     parser.add_argument("--layers", type=int, default=None, help="measure the first N layers of --draft untrained")
     parser.add_argument("--exits", default=None, help="comma-separated exits (default: the draft's)")
     parser.add_argument("--prompts", type=int, default=32, help="number of held-out prompts")
@@ -412,6 +593,21 @@ def main(argv=None):
                              "harness (e.g. AR's on Spec-Bench); reports each exit's agreement per task along it")
     parser.add_argument("--question-file", default=None, help="with --answer-file (default: Spec-Bench's)")
     args = parser.parse_args(argv)
+    if args.eagle:
+        draft_only = [flag for flag, value in (("--layers", args.layers), ("--exits", args.exits),
+                                               ("--exit-costs", args.exit_costs),
+                                               ("--update-thresholds", args.update_thresholds)) if value]
+        if draft_only:
+            parser.error(f"{', '.join(draft_only)}: for a draft's exits, not with --eagle")
+        if args.answer_file:
+            report = eagle_quality_on_answers(args.eagle, args.answer_file, args.question_file, args.target,
+                                              args.conv_template)
+        else:
+            report = eagle_quality(args.eagle, args.target, args.prompts, args.new_tokens, args.max_prompt_tokens,
+                                   args.data_path, args.conv_template, min_prompt_tokens=args.min_prompt_tokens)
+        if args.output:
+            Path(args.output).write_text(json.dumps(report, indent=2))
+        return
     if args.answer_file:
         report = exit_quality_on_answers(args.draft, args.answer_file, args.question_file,
                                          parse_int_list(args.exits) if args.exits else None, args.conv_template)

@@ -78,6 +78,14 @@ def exit_states(model: nn.Module, exits: list[int], input_ids, attention_mask=No
     return captured
 
 
+def last_layer_states(model: nn.Module, input_ids, attention_mask=None) -> torch.Tensor:
+    """The output of the model's last decoder layer, before the final norm (batch, seq, hidden): the
+    features an EAGLE head reads (what ``output_hidden_states`` returns last is normed in some
+    transformers versions, hence the hook)."""
+    depth = len(decoder_layers(unwrap(model)))
+    return exit_states(model, [depth], input_ids, attention_mask)[depth]
+
+
 def unwrap(model: nn.Module) -> nn.Module:
     """The Hugging Face model inside DDP/FSDP/DeepSpeed wrappers."""
     while not hasattr(model, "lm_head") and hasattr(model, "module"):
