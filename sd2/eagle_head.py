@@ -97,9 +97,10 @@ class EagleHead(nn.Module):
         return self.fc(torch.cat((self.embed(token_ids).to(features.dtype), features), dim=-1))
 
     def logits(self, features: torch.Tensor) -> torch.Tensor:
-        """The target's final norm and head over (predicted) features."""
+        """The target's final norm and head over (predicted) features. The normed rows take the
+        head's dtype: training predicts in float32 while the frozen target may be in bfloat16."""
         _, norm, lm_head = self._target
-        return lm_head(norm(features))
+        return lm_head(norm(features).to(lm_head.weight.dtype))
 
     def forward(self, next_ids: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
         """Training: ``features`` (B, T, H) = f_0..f_{T-1}, ``next_ids`` (B, T) = x_1..x_T; the
@@ -110,7 +111,9 @@ class EagleHead(nn.Module):
         out = self.layer(h, attention_mask=None, position_ids=positions, position_embeddings=self.rotary(h, positions))
         return out[0] if isinstance(out, tuple) else out
 
-    def save(self, path: str | Path) -> Path:
+    def save(self, path: str | Path, state_dict: dict[str, torch.Tensor] | None = None) -> Path:
+        """Write the head's folder. ``state_dict`` replaces the head's own weights: a training run
+        sharded by FSDP or DeepSpeed gathers the full weights first and saves them from one process."""
         from safetensors.torch import save_file
 
         path = Path(path)
@@ -118,7 +121,7 @@ class EagleHead(nn.Module):
         config = self.config.to_dict()
         config[CONFIG_KEY] = self.signature
         (path / "config.json").write_text(json.dumps(config, indent=1))
-        weights = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()
+        weights = {k: v.detach().contiguous().cpu() for k, v in (state_dict or self.state_dict()).items()
                    if k.startswith(("fc.", "layer."))}
         save_file(weights, path / "model.safetensors", metadata={"format": "pt"})
         return path
