@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -83,6 +84,48 @@ def test_long_cpu_preset_generates_replies_trains_on_them_and_resumes(tiny_setup
     assert not list(out.glob("checkpoint-*"))
     again = subprocess.run([str(script)], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=600)
     assert again.returncode == 0 and "nothing to do" in again.stdout
+
+
+@pytest.mark.slow
+def test_eagle_script_generates_replies_trains_a_head_and_measures_it(tiny_setup, tmp_path, default_model_dir):
+    from helpers import save_tiny_text_target
+
+    target = save_tiny_text_target(tmp_path / "target", default_model_dir, num_layers=2)
+    out, replies = tmp_path / "head", tmp_path / "replies.jsonl"
+    env = {**os.environ, "NPROC": "0", "TARGET": str(target), "PROMPTS": str(tiny_setup / "sharegpt.json"),
+           "REPLIES": str(replies), "OUTPUT_DIR": str(out), "GEN_CONVERSATIONS": "6", "MAX_STEPS": "2", "BATCH": "2",
+           "GEN_ARGS": "--heldout-fraction 0.3 --max-new-tokens 8",
+           "EXTRA_ARGS": "--heldout_fraction 0.3 --exit_quality_prompts 2 --exit_quality_new_tokens 3 --bf16 False "
+                         "--draft_vocab_size 300"}
+    result = subprocess.run([str(SCRIPTS / "train_eagle.sh")], env=env, cwd=tmp_path, capture_output=True, text=True,
+                            timeout=600)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert len(replies.read_text().splitlines()) == 6 and (out / "replies.done").is_file()
+    log = [json.loads(line) for line in (out / "loss_log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in log if "loss" in r] == [1, 2]
+    assert {"loss_feature", "loss_token", "target_forward_share"} <= set(log[0])
+    report = json.loads((out / "eagle_quality.json").read_text())
+    assert report["positions"] > 0 and 0 <= report["top1_agreement"] <= report["top4_recall"] <= 1
+    # At most 300 ids: a few tiny replies hold fewer distinct tokens.
+    assert report["draft_vocab_size"] == len(json.loads((out / "draft_vocab.json").read_text())) <= 300
+    assert (out / "tokenizer.json").is_file()
+    # The folder loads with sd2.eagle_head alone: no training code imported.
+    check = ("import sys, torch; from transformers import AutoModelForCausalLM; from sd2.eagle_head import "
+             f"load_eagle_head; target = AutoModelForCausalLM.from_pretrained({str(target)!r}); "
+             f"head = load_eagle_head({str(out)!r}, target); assert head.signature['target'] == {str(target)!r}; "
+             "assert not [m for m in sys.modules if m.startswith('sd2train')]")
+    loaded = subprocess.run([sys.executable, "-c", check], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert loaded.returncode == 0, loaded.stderr[-3000:]
+
+
+def test_eagle_training_refuses_deepspeed_zero3():
+    from sd2train.eagle import EagleTrainingArguments, check_arguments
+
+    zero2 = EagleTrainingArguments(output_dir="unused", use_cpu=True, deepspeed=str(CONFIGS / "zero2.json"))
+    check_arguments(zero2)
+    zero3 = EagleTrainingArguments(output_dir="unused", use_cpu=True, deepspeed=str(CONFIGS / "zero3.json"))
+    with pytest.raises(ValueError, match="ZeRO-3 is not supported for the EAGLE head"):
+        check_arguments(zero3)
 
 
 def test_fsdp_config_is_valid_for_accelerate():
