@@ -156,6 +156,9 @@ def add_sd2_args(g) -> None:
     g.add_argument("--lookup-first", action="store_true",
                    help="with --lookup-tokens: verify the lookup continuation alone where one is found, and run "
                         "the draft only where the context offers nothing to copy")
+    g.add_argument("--lookup-first-min-ngram", type=int, default=1,
+                   help="with --lookup-first: verify the lookup alone only after a match of at least N tokens "
+                        "(1-3); after a shorter one the draft runs and the lookup joins its tree as a branch")
     add_draft_dtype_arg(g, int8=True)
 
 
@@ -176,6 +179,7 @@ def build_sd2(args, model, tokenizer) -> Forward:
                                temperature=args.temperature, top_p=args.top_p, verify_costs=costs,
                                verify_timing_seconds=timing_seconds,  # reported in every answer's stats,
                                lookup_tokens=args.lookup_tokens, lookup_first=args.lookup_first,  # not its wall_time
+                               lookup_first_min_ngram=args.lookup_first_min_ngram,
                                passes="cuda_graphs" if args.cuda_graphs else "eager")
     engine.drafter = drafter
     engine.capture_graphs()  # the draft's graphs (the target's are kept)

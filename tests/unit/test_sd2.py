@@ -255,11 +255,12 @@ def test_a_bfloat16_target_emits_only_near_greedy_tokens(tree):
 
 
 @pytest.mark.parametrize("tree", [False, True], ids=["chain", "tree"])
-def test_lookup_first_copies_where_it_can_and_drafts_elsewhere(target, tree):
+@pytest.mark.parametrize("min_ngram", [1, 2])
+def test_lookup_first_copies_where_it_can_and_drafts_elsewhere(target, tree, min_ngram):
     prompt = PROMPT * 3  # repeated n-grams: prompt lookup finds continuations
     ar = SpeculativeEngine(target).generate(prompt, 40, set()).token_ids
     drafter = SD2Drafter(copy.deepcopy(target), exits=EXITS, thresholds=MIXED, tree=tree, total_token=12, depth=3,
-                         top_k=3, lookup_tokens=6, lookup_first=True)
+                         top_k=3, lookup_tokens=6, lookup_first=True, lookup_first_min_ngram=min_ngram)
     out = SpeculativeEngine(target, drafter).generate(prompt, 40, set())
     assert out.token_ids == ar
     stats = out.stats
@@ -267,6 +268,27 @@ def test_lookup_first_copies_where_it_can_and_drafts_elsewhere(target, tree):
     assert sum(stats["exit_tokens"].values()) > 0 and stats["lookup_tokens"] > 0
     with pytest.raises(ValueError, match="lookup_first needs lookup_tokens"):
         SD2Drafter(copy.deepcopy(target), exits=EXITS, thresholds=MIXED, lookup_first=True)
+
+
+@pytest.mark.parametrize("tree", [False, True], ids=["chain", "tree"])
+def test_lookup_first_waits_for_a_long_enough_match(target, tree):
+    drafter = SD2Drafter(copy.deepcopy(target), exits=EXITS, thresholds=MIXED, tree=tree, total_token=6, depth=2,
+                         top_k=2, lookup_tokens=4, lookup_first=True, lookup_first_min_ngram=2)
+    only_a_1gram = torch.tensor([5, 9, 3, 5])  # "5" was seen before, "3 5" was not
+    drafter.reset(only_a_1gram)
+    tree_ = drafter.propose(only_a_1gram)
+    assert drafter.drafted_this_round and drafter.counts["lookup_rounds"] == 0
+    assert 9 in tree_.tokens.tolist()  # what followed the earlier "5" joined the draft's tree
+    a_2gram = torch.tensor([5, 9, 3, 5, 9])  # "5 9" was seen before, followed by 3
+    drafter.reset(a_2gram)
+    tree_ = drafter.propose(a_2gram)
+    assert not drafter.drafted_this_round and drafter.counts["lookup_rounds"] == 1
+    assert tree_.tokens.tolist() == [3, 5, 9]
+    with pytest.raises(ValueError, match="lookup_first_min_ngram must be within"):
+        SD2Drafter(copy.deepcopy(target), exits=EXITS, thresholds=MIXED, lookup_tokens=4, lookup_first=True,
+                   lookup_first_min_ngram=4)
+    with pytest.raises(ValueError, match="lookup_first_min_ngram needs lookup_first"):
+        SD2Drafter(copy.deepcopy(target), exits=EXITS, thresholds=MIXED, lookup_tokens=4, lookup_first_min_ngram=2)
 
 
 def test_the_auto_budget_backs_off_while_drafting_does_not_pay_and_recovers():

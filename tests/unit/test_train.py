@@ -8,6 +8,7 @@ import torch.nn.functional as F
 from sd2.draft_spec import validate_exits
 from sd2train.exits import all_exit_logits, parse_int_list
 from sd2train.loss import IGNORE_INDEX, sorted_loss
+from sd2train.train import freeze_first_layers
 
 from helpers import tiny_llama
 
@@ -102,6 +103,23 @@ def test_twenty_steps_lower_the_soft_loss_on_a_fixed_batch():
         optimizer.step()
         losses.append(loss.item())
     assert losses[-1] < 0.5 * losses[0], losses
+
+
+def test_frozen_first_layers_stay_equal_to_the_target_while_the_rest_train():
+    target = tiny_llama(num_layers=4)
+    draft = tiny_llama(num_layers=4).train()
+    freeze_first_layers(draft, 2, shallowest_exit=3)
+    optimizer = torch.optim.AdamW([p for p in draft.parameters() if p.requires_grad], lr=3e-3)
+    input_ids, labels, mask = batch()
+    for _ in range(3):
+        optimizer.zero_grad()
+        sorted_loss(draft, input_ids, labels, mask, [3, 4]).loss.backward()
+        optimizer.step()
+    for frozen, original in zip(draft.model.layers[:2], target.model.layers[:2]):
+        assert all(torch.equal(a, b) for a, b in zip(frozen.parameters(), original.parameters()))
+    assert not torch.equal(draft.model.layers[2].mlp.up_proj.weight, target.model.layers[2].mlp.up_proj.weight)
+    with pytest.raises(ValueError, match="below the shallowest exit"):
+        freeze_first_layers(draft, 3, shallowest_exit=3)
 
 
 @pytest.mark.parametrize("exits, message", [

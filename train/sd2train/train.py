@@ -36,6 +36,7 @@ class ModelArguments:
     draft_layers: int | None = field(default=None, metadata={"help": "make the draft on the fly from the target's first N layers"})
     target_model_name_or_path: str | None = field(default=None, metadata={"help": "target for distillation and the report (default: config.sd2.target)"})
     freeze_embeddings: bool = field(default=False, metadata={"help": "freeze the (tied) embedding and LM head"})
+    freeze_layers: int = field(default=0, metadata={"help": "freeze the draft's first N decoder layers (from an untrained draft: kept equal to the target's, whose verification could then reuse them)"})
 
 
 @dataclass
@@ -252,6 +253,7 @@ def train(model_args: ModelArguments, data_args: DataArguments, args: SortedTrai
     if model_args.freeze_embeddings:
         model.get_input_embeddings().weight.requires_grad_(False)
         model.get_output_embeddings().weight.requires_grad_(False)
+    freeze_first_layers(model, model_args.freeze_layers, min(exits))
 
     tokenizer = load_tokenizer(model_args.model_name_or_path, args.model_max_length)
     dataset = build_dataset(training_conversations(data_args, args.seed), tokenizer, data_args,
@@ -307,6 +309,15 @@ def loss_vocab_ids(loss_vocab: str, draft_path: str, spec: DraftSpec) -> torch.T
         raise ValueError(f"--loss_vocab draft needs the draft vocabulary file of {draft_path} (make_draft "
                          "--draft-vocab-size > 0)")
     return torch.tensor(spec.load_vocab(draft_path), dtype=torch.long)
+
+
+def freeze_first_layers(model, count: int, shallowest_exit: int) -> None:
+    """Stops training the first `count` decoder layers. Below the shallowest exit only: an exit
+    made only of frozen layers would be the target's untrained early exit."""
+    if not 0 <= count < shallowest_exit:
+        raise ValueError(f"--freeze_layers must be in [0, {shallowest_exit}) (below the shallowest exit), got {count}")
+    for layer in model.model.layers[:count]:
+        layer.requires_grad_(False)
 
 
 def parse_float_list(text: str) -> list[float]:

@@ -37,10 +37,19 @@ def find_continuation(tokens: np.ndarray, ngram_size: int, max_len: int) -> np.n
 
 def prompt_lookup(tokens: np.ndarray, min_ngram_size: int, max_ngram_size: int, max_len: int) -> np.ndarray | None:
     """PLD's proposal: the continuation of the longest n-gram suffix (max down to min) seen before."""
+    match = longest_match(tokens, min_ngram_size, max_ngram_size, max_len)
+    return None if match is None else match[0]
+
+
+def longest_match(tokens: np.ndarray, min_ngram_size: int, max_ngram_size: int,
+                  max_len: int) -> tuple[np.ndarray, int] | None:
+    """(continuation, n-gram size) of PLD's proposal: a longer match is likelier to be copied on
+    (on AR's Spec-Bench answers the first token was right 21% of the time after a 1-gram match,
+    42% after a 2-gram and 68% after a 3-gram)."""
     for size in range(max_ngram_size, min_ngram_size - 1, -1):
         found = find_continuation(tokens, size, max_len)
         if found is not None:
-            return found
+            return found, size
     return None
 
 

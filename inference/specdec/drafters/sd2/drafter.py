@@ -10,8 +10,9 @@ last repeated n-gram of the context) joins the tree as one more branch, sharing 
 agrees with the draft. It costs no draft compute and wins where text is copied (translation,
 summarisation, RAG), while the draft wins where it agrees. Rounds in which drafting does not pay
 (auto mode) still verify the lookup branch. With ``lookup_first`` a round whose lookup finds a
-continuation verifies that alone and the draft does not run (``stats["lookup_rounds"]``); the
-draft drafts only where the context offers nothing to copy.
+continuation after a match of at least ``lookup_first_min_ngram`` tokens verifies that alone and
+the draft does not run (``stats["lookup_rounds"]``); the draft drafts where the context offers
+nothing to copy, or only a shorter match (which then joins the draft's tree as a branch).
 """
 from __future__ import annotations
 
@@ -26,7 +27,7 @@ from ...llama import LlamaRunner
 from ...static_passes import PASSES, StaticPasses
 from ...types import DraftTree
 from ...vocab import load_draft
-from ..pld import prompt_lookup
+from ..pld import longest_match
 from .budget import AutoTreeBudget, FixedTreeBudget
 from .proposers import ChainProposer, Proposal, TreeProposer
 from .sorted_draft import SortedDraft
@@ -44,7 +45,8 @@ class SD2Drafter:
                  draft_vocab: list[int] | None = None, temperature: float = 0.0, top_p: float = 1.0,
                  verify_costs: dict[int, float] | None = None, verify_timing_seconds: float | None = None,
                  max_draft_len: int = 16, int8_weights: bool = False, lookup_tokens: int = 0,
-                 lookup_ngram: tuple[int, int] = (1, 3), lookup_first: bool = False, passes: str = "eager"):
+                 lookup_ngram: tuple[int, int] = (1, 3), lookup_first: bool = False, lookup_first_min_ngram: int = 1,
+                 passes: str = "eager"):
         spec = DraftSpec.from_config(draft.config, exits, thresholds)  # the checkpoint's unless overridden
         if temperature < 0 or not 0 < top_p <= 1:
             raise ValueError(f"need temperature >= 0 and 0 < top_p <= 1, got {temperature}, {top_p}")
@@ -52,6 +54,11 @@ class SD2Drafter:
             raise ValueError(f"lookup_tokens must be >= 0, got {lookup_tokens}")
         if lookup_first and not lookup_tokens:
             raise ValueError("lookup_first needs lookup_tokens > 0")
+        if lookup_first_min_ngram != 1 and not lookup_first:
+            raise ValueError("lookup_first_min_ngram needs lookup_first")
+        if not lookup_ngram[0] <= lookup_first_min_ngram <= lookup_ngram[1]:
+            raise ValueError(f"lookup_first_min_ngram must be within the lookup's n-gram sizes {lookup_ngram}, "
+                             f"got {lookup_first_min_ngram}")
         if passes not in PASSES:
             raise ValueError(f"passes must be one of {PASSES}, got {passes!r}")
         runner = LlamaRunner(draft)
@@ -69,6 +76,7 @@ class SD2Drafter:
                 else FixedTreeBudget(total_token)
             self.proposer = TreeProposer(self.draft, budget, depth, top_k)
         self.lookup_tokens, self.lookup_ngram, self.lookup_first = lookup_tokens, lookup_ngram, lookup_first
+        self.lookup_first_min_ngram = lookup_first_min_ngram
         self.round = Proposal.empty()
         self.drafted_this_round = False
         self.draft_seconds = 0.0
@@ -100,10 +108,11 @@ class SD2Drafter:
     @torch.inference_mode()
     def propose(self, context: torch.Tensor, max_depth: int | None = None) -> DraftTree:
         max_depth = max_depth or self.proposer.max_rows
-        found = None
+        found, match_size = None, 0
         if self.lookup_tokens:
-            found = prompt_lookup(context.cpu().numpy(), *self.lookup_ngram, min(self.lookup_tokens, max_depth))
-        if self.lookup_first and found is not None:  # copy what the context offers; the draft rests
+            match = longest_match(context.cpu().numpy(), *self.lookup_ngram, min(self.lookup_tokens, max_depth))
+            found, match_size = match or (None, 0)
+        if self.lookup_first and match_size >= self.lookup_first_min_ngram:  # copy the context; the draft rests
             self.counts["lookup_rounds"] += 1
             proposal, self.drafted_this_round = Proposal.empty(), False
         elif self.proposer.skip_round():  # auto mode found drafting slower than plain target steps lately
