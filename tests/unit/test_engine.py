@@ -106,6 +106,11 @@ def test_linear_mode_is_chosen_per_device_and_dtype():
     for rows in (x[:1, :1], x):  # one row (padded to two columns inside) and several
         torch.testing.assert_close(linear_for(torch.device("cpu"), torch.float32, "weight_left")(rows, w, b),
                                    torch.nn.functional.linear(rows, w, b))
+    for n in range(1, 18):  # every padded row count (1, 3, 10-15) and the ones around them
+        rows = torch.randn(1, n, 8)
+        out = linear_for(torch.device("cpu"), torch.float32, "weight_left")(rows, w, b)
+        assert out.shape == (1, n, 6)
+        torch.testing.assert_close(out, torch.nn.functional.linear(rows, w, b))
     with pytest.raises(ValueError, match="linear mode"):
         linear_for(torch.device("cpu"), torch.float32, "fast")
 
