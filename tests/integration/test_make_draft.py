@@ -94,3 +94,21 @@ def test_unsupported_architecture_is_a_clear_error():
     model = GPT2LMHeadModel(GPT2Config(n_layer=2, n_embd=32, n_head=2, vocab_size=64))
     with pytest.raises(ValueError, match="not supported"):
         truncate_to_first_layers(model, 1)
+
+
+def test_the_exit_report_measures_a_smaller_draft_vocabulary(saved_target, tmp_path):
+    from sd2train.exit_quality import exit_quality
+
+    target_dir, _ = saved_target
+    data = tmp_path / "sharegpt.json"
+    data.write_text(json.dumps([{"id": f"c{i}", "conversations": [
+        {"from": "human", "value": f"say {i}"}, {"from": "gpt", "value": f"answer number {i} of many"}]}
+        for i in range(200)]))
+    out = make_draft(target_dir, 3, tmp_path / "draft", draft_vocab_size=16, data_path=data)
+    small = exit_quality(out, num_prompts=2, new_tokens=4, data_path=data, draft_vocab_size=8)
+    assert small["draft_vocab_size"] == 8 and (out / "exit_quality-vocab-8.json").is_file()
+    assert not (out / "exit_quality.json").exists()  # the standard report is left alone
+    full = exit_quality(out, num_prompts=2, new_tokens=4, data_path=data)
+    assert full["draft_vocab_size"] == 16 and small["positions"] == full["positions"]
+    with pytest.raises(ValueError, match="--draft-vocab-size 17: .* a draft vocabulary of 16"):
+        exit_quality(out, num_prompts=2, new_tokens=4, data_path=data, draft_vocab_size=17)

@@ -394,11 +394,18 @@ def exit_quality(draft_path, target_path=None, exits=None, layers=None, num_prom
                  new_tokens: int = 64, max_prompt_tokens: int = 192, data_path=None,
                  conv_template=None, write: bool = True, update_thresholds: bool = False,
                  heldout_fraction: float = 0.02, min_prompt_tokens: int = 0,
-                 exit_costs: list[float] | None = None) -> dict:
+                 exit_costs: list[float] | None = None, draft_vocab_size: int | None = None) -> dict:
     """The held-out report (see the module's docstring); ``exit_costs`` (one per exit, in target
-    steps per draft token) adds the thresholds suggested for speed."""
+    steps per draft token) adds the thresholds suggested for speed; ``draft_vocab_size`` measures
+    the draft head over the first N ids of the draft vocabulary (inference's ``--draft-vocab-size``),
+    written beside the standard report."""
     started = time.time()
     m = load_measured(draft_path, target_path, exits, layers)
+    if draft_vocab_size is not None:
+        if m.vocab_ids is None or not 0 < draft_vocab_size <= len(m.vocab_ids):
+            have = "no draft vocabulary" if m.vocab_ids is None else f"a draft vocabulary of {len(m.vocab_ids)}"
+            raise ValueError(f"--draft-vocab-size {draft_vocab_size}: {draft_path} has {have}")
+        m.vocab_ids = m.vocab_ids[:draft_vocab_size]  # the most frequent first, as make_draft writes them
     exits = m.exits
     if exit_costs is not None and (len(exit_costs) != len(exits) or min(exit_costs) < 0):
         raise ValueError(f"{len(exit_costs)} exit costs for {len(exits)} exits {exits}: give one cost >= 0 per exit")
@@ -413,9 +420,11 @@ def exit_quality(draft_path, target_path=None, exits=None, layers=None, num_prom
     report["seconds"] = round(time.time() - started, 1)
     print(format_table(report))
     if write and layers is None:
-        Path(draft_path, report_name(REPORT_FILE, min_prompt_tokens, max_prompt_tokens)).write_text(
-            json.dumps(report, indent=2))
-        if update_thresholds and exits == m.spec.exits and min_prompt_tokens == 0:
+        name = report_name(REPORT_FILE, min_prompt_tokens, max_prompt_tokens)
+        if draft_vocab_size is not None:
+            name = f"{Path(name).stem}-vocab-{draft_vocab_size}.json"
+        Path(draft_path, name).write_text(json.dumps(report, indent=2))
+        if update_thresholds and exits == m.spec.exits and min_prompt_tokens == 0 and draft_vocab_size is None:
             chosen = report["speed_suggested"]["thresholds"] if exit_costs else report["suggested_thresholds"]
             write_thresholds(draft_path, chosen)
     return report
@@ -588,6 +597,9 @@ def main(argv=None):
                         help="each exit's cost per draft token in target steps, comma-separated (as "
                              "scripts/benchmark_sd2.py prints them, e.g. 0.07,0.11,0.15): also suggests the "
                              "thresholds with the best estimated speed-up")
+    parser.add_argument("--draft-vocab-size", type=int, default=None,
+                        help="score the draft head over the first N ids of the draft vocabulary only (what "
+                             "inference's --draft-vocab-size runs); written as exit_quality-vocab-N.json")
     parser.add_argument("--answer-file", default=None,
                         help="instead of held-out prompts: a float32 greedy answer file of the evaluation "
                              "harness (e.g. AR's on Spec-Bench); reports each exit's agreement per task along it")
@@ -596,7 +608,8 @@ def main(argv=None):
     if args.eagle:
         draft_only = [flag for flag, value in (("--layers", args.layers), ("--exits", args.exits),
                                                ("--exit-costs", args.exit_costs),
-                                               ("--update-thresholds", args.update_thresholds)) if value]
+                                               ("--update-thresholds", args.update_thresholds),
+                                               ("--draft-vocab-size", args.draft_vocab_size)) if value]
         if draft_only:
             parser.error(f"{', '.join(draft_only)}: for a draft's exits, not with --eagle")
         if args.answer_file:
@@ -608,6 +621,8 @@ def main(argv=None):
         if args.output:
             Path(args.output).write_text(json.dumps(report, indent=2))
         return
+    if args.answer_file and args.draft_vocab_size:
+        parser.error("--draft-vocab-size: for the held-out report, not with --answer-file")
     if args.answer_file:
         report = exit_quality_on_answers(args.draft, args.answer_file, args.question_file,
                                          parse_int_list(args.exits) if args.exits else None, args.conv_template)
@@ -619,7 +634,8 @@ def main(argv=None):
     report = exit_quality(args.draft, args.target, exits, args.layers,
                           args.prompts, args.new_tokens, args.max_prompt_tokens, args.data_path,
                           args.conv_template, update_thresholds=args.update_thresholds,
-                          min_prompt_tokens=args.min_prompt_tokens, exit_costs=costs)
+                          min_prompt_tokens=args.min_prompt_tokens, exit_costs=costs,
+                          draft_vocab_size=args.draft_vocab_size)
     if args.output:
         Path(args.output).write_text(json.dumps(report, indent=2))
 
