@@ -32,6 +32,14 @@ def tiny_setup(tmp_path_factory, default_model_dir):
     return root
 
 
+def generate_then_train_env(target, tmp_path, replies, out, **settings) -> dict:
+    """Environment for a script that generates 6 tiny replies of 8 tokens and trains a 2-layer draft on them."""
+    return {**os.environ, "TARGET": str(target), "DRAFT": str(tmp_path / "init"), "DRAFT_LAYERS": "2",
+            "EXITS": "1,2", "DRAFT_VOCAB_SIZE": "64", "REPLIES": str(replies), "OUTPUT_DIR": str(out),
+            "GEN_CONVERSATIONS": "6", "BATCH": "2", "GEN_ARGS": "--heldout-fraction 0.3 --max-new-tokens 8",
+            **settings}
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("mode", ["soft", "sft"])
 def test_launch_script_runs_end_to_end_on_cpu(tiny_setup, mode, tmp_path):
@@ -67,11 +75,9 @@ def test_long_cpu_preset_generates_replies_trains_on_them_and_resumes(tiny_setup
 
     target = save_tiny_text_target(tmp_path / "target", default_model_dir, num_layers=4)
     out, replies = tmp_path / "draft", tmp_path / "replies.jsonl"
-    env = {**os.environ, "TARGET": str(target), "DRAFT": str(tmp_path / "init"), "DRAFT_LAYERS": "2",
-           "EXITS": "1,2", "DRAFT_VOCAB_SIZE": "64", "PROMPTS": str(tiny_setup / "sharegpt.json"),
-           "REPLIES": str(replies), "OUTPUT_DIR": str(out), "GEN_CONVERSATIONS": "6", "STEPS": "2", "BATCH": "2",
-           "GEN_ARGS": "--heldout-fraction 0.3 --max-new-tokens 8",
-           "TRAIN_ARGS": "--heldout_fraction 0.3 --exit_quality_prompts 2 --exit_quality_new_tokens 3 --bf16 False"}
+    env = generate_then_train_env(target, tmp_path, replies, out, PROMPTS=str(tiny_setup / "sharegpt.json"),
+                                  STEPS="2", TRAIN_ARGS="--heldout_fraction 0.3 --exit_quality_prompts 2 "
+                                                        "--exit_quality_new_tokens 3 --bf16 False")
     script = SCRIPTS / "train_draft_soft_long_cpu.sh"
     result = subprocess.run([str(script)], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
@@ -94,11 +100,9 @@ def test_target_replies_are_generated_before_training_where_asked(tiny_setup, tm
 
     target = save_tiny_text_target(tmp_path / "target", default_model_dir, num_layers=4)
     out, replies = tmp_path / "draft", tmp_path / "replies.jsonl"
-    env = {**os.environ, "NPROC": "0", "TARGET_REPLIES": "1", "TARGET": str(target), "DRAFT": str(tmp_path / "init"),
-           "DRAFT_LAYERS": "2", "EXITS": "1,2", "DRAFT_VOCAB_SIZE": "64", "DATA": str(tiny_setup / "sharegpt.json"),
-           "REPLIES": str(replies), "OUTPUT_DIR": str(out), "GEN_CONVERSATIONS": "6", "MAX_STEPS": "1", "BATCH": "2",
-           "GEN_ARGS": "--heldout-fraction 0.3 --max-new-tokens 8",
-           "EXTRA_ARGS": "--heldout_fraction 0.3 --exit_quality_prompts 0 --bf16 False"}
+    env = generate_then_train_env(target, tmp_path, replies, out, NPROC="0", TARGET_REPLIES="1",
+                                  DATA=str(tiny_setup / "sharegpt.json"), MAX_STEPS="1",
+                                  EXTRA_ARGS="--heldout_fraction 0.3 --exit_quality_prompts 0 --bf16 False")
     script = SCRIPTS / "train_draft_soft.sh"
     result = subprocess.run([str(script)], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
