@@ -24,9 +24,15 @@ DTYPE=${DTYPE:-float32}                                  # float32 | bfloat16 | 
 DRAFT_DTYPE=${DRAFT_DTYPE-bfloat16}                      # SpS draft dtype ('' = the target's); the target
                                                          # verifies in DTYPE, so output is unchanged
 SD2_DRAFT_DTYPE=${SD2_DRAFT_DTYPE-}                      # SD2 draft dtype; empty: int8 on a CPU, bfloat16 on CUDA
-LOOKUP_TOKENS=${LOOKUP_TOKENS:-0}                        # SD2 (chain and tree): prompt lookup branch of up to N tokens (0: none)
-LOOKUP_FIRST=${LOOKUP_FIRST:-0}                          # 1: SD2 verifies the lookup continuation alone where found
-SD2_EXITS=${SD2_EXITS:-}                                 # SD2 exits, e.g. 6 or 6,9,12 (empty: the draft's own)
+# SD2's defaults are its fastest measured setting on 2 CPU cores in float32 (README, "SD2 now"):
+# lookup-first of 3 and a tree of 3 exit-6 nodes keep every verification pass at <= 4 rows.
+LOOKUP_TOKENS=${LOOKUP_TOKENS:-3}                        # SD2 (chain and tree): prompt lookup of up to N tokens (0: none)
+LOOKUP_FIRST=${LOOKUP_FIRST:-1}                          # 1: where lookup finds a continuation, SD2 verifies it alone
+                                                         # (0: as an extra branch beside the draft's)
+SD2_TREE=${SD2_TREE:-"--total-token 4 --depth 2 --top-k 2 --submodels 6 --thresholds 0"}  # sd2_tree's shape and exits
+                                                         # ("--total-token auto": sized by timed passes, the draft's exits)
+SD2_EXITS=${SD2_EXITS:-}                                 # SD2 exits, e.g. 6 or 6,9,12 (empty: the draft's own; sd2_chain,
+                                                         # and sd2_tree over SD2_TREE's)
 SD2_THRESHOLDS=${SD2_THRESHOLDS:-}                       # one per exit, the last 0 (empty: the draft's, or defaults)
 DEVICE=${DEVICE:-auto}                                   # auto | cpu | cuda
 CUDA_GRAPHS=${CUDA_GRAPHS:-0}                            # 1: the shared engine's methods with --cuda-graphs (CUDA)
@@ -124,11 +130,12 @@ DRAFT_ARGS=(--drafter-path "$DRAFT" ${DRAFT_DTYPE:+--draft-dtype "$DRAFT_DTYPE"}
 if [ -z "$SD2_DRAFT_DTYPE" ]; then
     SD2_DRAFT_DTYPE=$("$PYTHON" -c "import torch; print('bfloat16' if torch.cuda.is_available() and '$DEVICE' != 'cpu' else 'int8')")
 fi
-SD2_ARGS=(--drafter-path "$DRAFT" --draft-dtype "$SD2_DRAFT_DTYPE" ${SD2_EXITS:+--submodels "$SD2_EXITS"}
-          ${SD2_THRESHOLDS:+--thresholds "$SD2_THRESHOLDS"} --lookup-tokens "$LOOKUP_TOKENS")
+SD2_ARGS=(--drafter-path "$DRAFT" --draft-dtype "$SD2_DRAFT_DTYPE" --lookup-tokens "$LOOKUP_TOKENS")
 [ "$LOOKUP_FIRST" = 1 ] && SD2_ARGS+=(--lookup-first)
-run sd2_chain inference_sd2       "${ENGINE[@]}" "${SD2_ARGS[@]}"                 # exits/thresholds from the draft's config
-run sd2_tree  inference_sd2       "${ENGINE[@]}" "${SD2_ARGS[@]}" --tree --total-token auto
+SD2_OVERRIDES=(${SD2_EXITS:+--submodels "$SD2_EXITS"} ${SD2_THRESHOLDS:+--thresholds "$SD2_THRESHOLDS"})  # last flag wins
+run sd2_chain inference_sd2       "${ENGINE[@]}" "${SD2_ARGS[@]}" "${SD2_OVERRIDES[@]}"   # adaptive: the draft's exits
+# shellcheck disable=SC2086  # SD2_TREE splits into flags
+run sd2_tree  inference_sd2       "${ENGINE[@]}" "${SD2_ARGS[@]}" --tree $SD2_TREE "${SD2_OVERRIDES[@]}"
 run sps       inference_sps       "${ENGINE[@]}" "${DRAFT_ARGS[@]}"               # the draft at its deepest exit
 run sps_hf    inference_sps       --drafter-path "$DRAFT" --engine hf   # HF assisted generation
 run pld       inference_pld       "${ENGINE[@]}"

@@ -61,7 +61,9 @@ elif [ -f "$DRAFT/model.safetensors" ] && [ -f "$DRAFT/exit_quality.json" ]; the
 else
     # Checkpoints every 50 steps (~1.5 min) let an interrupted run resume instead of starting over.
     RESUME=$(ls -d "$DRAFT"/checkpoint-* 2>/dev/null | sort -V | tail -1 || true)
-    if [ "$HAS_GPU" = 1 ]; then DATA_ARGS=""; else DATA_ARGS="MAX_MINUTES=$TRAIN_MINUTES DATA=$REPLIES VOCAB_DATA= DISTILL=False"; fi
+    # CPU: cross-entropy on the replies at lr 2e-3, the best of 3e-4 / 1e-3 / 2e-3 at 600 steps (train/README.md)
+    if [ "$HAS_GPU" = 1 ]; then DATA_ARGS=""; else
+        DATA_ARGS="MAX_MINUTES=$TRAIN_MINUTES DATA=$REPLIES VOCAB_DATA= DISTILL=False LR=${LR:-2e-3}"; fi
     env $DATA_ARGS OUTPUT_DIR="$DRAFT" SAVE_STRATEGY=steps \
         EXTRA_ARGS="--save_steps 50 --save_total_limit 1 ${RESUME:+--resume_from_checkpoint $RESUME} ${TRAIN_ARGS:-}" \
         bash train/scripts/train_draft_soft.sh

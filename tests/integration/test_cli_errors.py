@@ -156,7 +156,7 @@ def test_eval_sh_refuses_unknown_methods_before_running_any(tiny, tmp_path, meth
     ("DTYPE", "fp32", "DTYPE 'fp32'"),
     ("MAX_NEW_TOKENS", "12x", "MAX_NEW_TOKENS '12x': not a whole number"),
     ("SD2_EXITS", "6;9", "SD2_EXITS '6;9'"),
-    ("LOOKUP_FIRST", "1", "LOOKUP_FIRST=1 needs LOOKUP_TOKENS > 0"),
+    ("LOOKUP_TOKENS", "0", "LOOKUP_FIRST=1 needs LOOKUP_TOKENS > 0"),  # LOOKUP_FIRST is 1 by default
     ("NUM_WORKERS", "two", "NUM_WORKERS 'two': not a whole number"),
     ("CUDA_GRAPHS", "yes", "CUDA_GRAPHS 'yes': use 0 or 1"),
 ])

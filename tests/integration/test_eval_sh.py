@@ -6,6 +6,7 @@ import os
 import subprocess
 
 from evaluation.hf_reference import main as hf_reference_main
+from evaluation.methods import REGISTRY, parser_for
 from sd2.paths import REPO_ROOT
 
 
@@ -67,3 +68,39 @@ def test_eval_sh_gives_cuda_graphs_to_the_engine_methods_only(tmp_path):
     refused = subprocess.run(["bash", str(REPO_ROOT / "inference" / "eval.sh")], env={**env, "DEVICE": "cpu"},
                              capture_output=True, text=True, timeout=120)
     assert refused.returncode == 2 and "CUDA_GRAPHS=1 needs a CUDA device" in refused.stderr
+
+
+def test_eval_sh_runs_sd2_in_its_fastest_measured_setting_unless_told_otherwise(tmp_path):
+    """By default sd2_chain keeps the draft's own exits and sd2_tree is a tree of 3 exit-6 nodes, both
+    with lookup-first of 3; SD2_TREE, SD2_EXITS / SD2_THRESHOLDS and LOOKUP_* change them (a stand-in
+    python records the command lines, and they parse)."""
+    calls = tmp_path / "calls"
+    python = tmp_path / "python"
+    python.write_text(f'#!/bin/sh\necho "$@" >> "{calls}"\n')
+    python.chmod(0o755)
+    draft = tmp_path / "draft"
+    draft.mkdir()
+    (draft / "config.json").write_text("{}")
+    env = {**os.environ, "PYTHON": str(python), "METHODS": "sd2_chain sd2_tree", "DRAFT": str(draft),
+           "SD2_DRAFT_DTYPE": "int8", "ANSWERS": str(tmp_path / "answers")}
+
+    def method_lines(**settings):
+        calls.unlink(missing_ok=True)
+        done = subprocess.run(["bash", str(REPO_ROOT / "inference" / "eval.sh")], env={**env, **settings},
+                              capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, done.stderr
+        lines = [line.split() for line in calls.read_text().splitlines() if line.startswith("-m ")]
+        assert [line[1] for line in lines] == ["evaluation.inference_sd2"] * 2
+        return [parser_for(REGISTRY["sd2"]).parse_args(line[2:]) for line in lines]
+
+    chain, tree = method_lines()
+    assert (chain.tree, chain.submodels, chain.thresholds) == (False, None, None)  # the draft's exits
+    assert (tree.tree, tree.total_token, tree.depth, tree.top_k, tree.submodels, tree.thresholds) == \
+        (True, 4, 2, 2, [6], [0.0])
+    assert all((a.lookup_tokens, a.lookup_first, a.draft_dtype) == (3, True, "int8") for a in (chain, tree))
+
+    chain, tree = method_lines(SD2_TREE="--total-token auto", SD2_EXITS="6,9,12", SD2_THRESHOLDS="0.7,0.35,0",
+                               LOOKUP_TOKENS="8", LOOKUP_FIRST="0")
+    assert tree.total_token == "auto"
+    assert all((a.submodels, a.thresholds) == ([6, 9, 12], [0.7, 0.35, 0.0]) for a in (chain, tree))
+    assert all((a.lookup_tokens, a.lookup_first) == (8, False) for a in (chain, tree))
