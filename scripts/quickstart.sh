@@ -38,19 +38,16 @@ HAS_GPU=$("$PY" -c "import torch; print(int(torch.cuda.is_available()))")
 if [ "$HAS_GPU" = 1 ]; then DTYPE=${DTYPE:-bfloat16}; else DTYPE=${DTYPE:-float32}; fi
 echo "device: $([ "$HAS_GPU" = 1 ] && echo CUDA || echo CPU), evaluation dtype: $DTYPE"
 
-REPLIES=${REPLIES:-$ROOT/outputs/target_replies/$(basename "$TARGET")-n128.jsonl}
 step "2/8 training data: the target's own replies to training-split ShareGPT prompts"
 if [ -n "$USER_DRAFT" ] || { [ -f "$DRAFT/model.safetensors" ] && [ -f "$DRAFT/exit_quality.json" ]; }; then
     echo "the draft needs no training; skipping"
 elif [ "$HAS_GPU" = 1 ]; then
     echo "GPU: the training script generates the target's replies on the GPU first (step 3)"
-elif [ -f "$DRAFT/replies.done" ]; then
-    echo "$REPLIES: generated; skipping"
 else
-    # Resumable: an interrupted run appends to the same file, skipping the ids already there.
-    TARGET="$TARGET" REPLIES="$REPLIES" GEN_CONVERSATIONS="$GEN_CONVERSATIONS" GEN_MINUTES="$GEN_MINUTES" \
+    # Resumable: an interrupted run appends to the same file, skipping the ids already there; once
+    # finished, $DRAFT/replies.done names the file and a rerun skips this step.
+    TARGET="$TARGET" GEN_CONVERSATIONS="$GEN_CONVERSATIONS" GEN_MINUTES="$GEN_MINUTES" RECORD="$DRAFT/replies.done" \
         bash train/scripts/generate_target_replies.sh
-    mkdir -p "$DRAFT" && echo "$REPLIES" > "$DRAFT/replies.done"
 fi
 
 step "3/8 SoFT draft: first 12 layers, exits 6/9/12, trained on the target's replies"
@@ -63,7 +60,7 @@ else
     RESUME=$(ls -d "$DRAFT"/checkpoint-* 2>/dev/null | sort -V | tail -1 || true)
     # CPU: cross-entropy on the replies at lr 2e-3, the best of 3e-4 / 1e-3 / 2e-3 at 600 steps (train/README.md)
     if [ "$HAS_GPU" = 1 ]; then DATA_ARGS=""; else
-        DATA_ARGS="MAX_MINUTES=$TRAIN_MINUTES DATA=$REPLIES VOCAB_DATA= DISTILL=False LR=${LR:-2e-3}"; fi
+        DATA_ARGS="MAX_MINUTES=$TRAIN_MINUTES DATA=$(cat "$DRAFT/replies.done") VOCAB_DATA= DISTILL=False LR=${LR:-2e-3}"; fi
     env $DATA_ARGS OUTPUT_DIR="$DRAFT" SAVE_STRATEGY=steps \
         EXTRA_ARGS="--save_steps 50 --save_total_limit 1 ${RESUME:+--resume_from_checkpoint $RESUME} ${TRAIN_ARGS:-}" \
         bash train/scripts/train_draft_soft.sh
@@ -103,7 +100,7 @@ done
 step "8/8 where everything is"
 cat <<SUMMARY
   target              $TARGET
-  training data       $REPLIES   (the target's replies; metadata beside it)
+  training data       $(cat "$DRAFT/replies.done" 2>/dev/null || echo "none: your own draft")   (the target's replies; metadata beside them)
   draft (SoFT)        $DRAFT   (loss log: loss_log.jsonl, exit quality: exit_quality.json)
   answers             $ANSWERS/smollm2-135m-<method>-$SUFFIX.jsonl
   speed/equal reports $REPORT

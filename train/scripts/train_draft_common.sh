@@ -27,14 +27,8 @@ fi
 # own. Resumable, and skipped once OUTPUT_DIR/replies.done records it. TARGET_REPLIES=0: DATA as is.
 if [[ "$NPROC" -gt 0 ]]; then TARGET_REPLIES=${TARGET_REPLIES:-1}; else TARGET_REPLIES=${TARGET_REPLIES:-0}; fi
 if [[ "$TARGET_REPLIES" = 1 ]]; then
-  if [[ "$NPROC" -gt 0 ]]; then export REPLY_TOKENS=${REPLY_TOKENS:-1024}; else export REPLY_TOKENS=${REPLY_TOKENS:-128}; fi
-  PROMPT_SET=${DATA:+-$(basename "${DATA%.*}")}  # the prompts' file, if not the package's ShareGPT
-  REPLIES=${REPLIES:-$ROOT/outputs/target_replies/$(basename "$TARGET")$PROMPT_SET-n$REPLY_TOKENS.jsonl}
-  if [[ ! -f "$OUTPUT_DIR/replies.done" ]]; then
-    TARGET="$TARGET" REPLIES="$REPLIES" PROMPTS="$DATA" CONV_TEMPLATE="$CONV_TEMPLATE" \
-      bash "$ROOT/train/scripts/generate_target_replies.sh"
-    mkdir -p "$OUTPUT_DIR" && echo "$REPLIES" > "$OUTPUT_DIR/replies.done"
-  fi
+  TARGET="$TARGET" PROMPTS="$DATA" CONV_TEMPLATE="$CONV_TEMPLATE" RECORD="$OUTPUT_DIR/replies.done" \
+    bash "$ROOT/train/scripts/generate_target_replies.sh"
   DATA=$(cat "$OUTPUT_DIR/replies.done")
 fi
 VOCAB_DATA=${VOCAB_DATA-$DATA}                          # text the draft vocabulary is counted on (empty: the package's ShareGPT)

@@ -19,7 +19,6 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 cd "$ROOT"
 TARGET=${TARGET:-$ROOT/models/smollm2-135m-instruct}
-REPLIES=${REPLIES:-$ROOT/outputs/target_replies/$(basename "$TARGET")-n128.jsonl}
 OUTPUT_DIR=${OUTPUT_DIR:-$ROOT/models/sd2-draft-soft-12-long}
 GEN_CONVERSATIONS=${GEN_CONVERSATIONS:-12000}
 GEN_MINUTES=${GEN_MINUTES:-55}
@@ -30,11 +29,9 @@ if [[ -f "$OUTPUT_DIR/exit_quality.json" ]]; then
   echo "[long preset] $OUTPUT_DIR is trained and measured; nothing to do"; exit 0
 fi
 mkdir -p "$OUTPUT_DIR"
-if [[ ! -f "$OUTPUT_DIR/replies.done" ]]; then
-  TARGET="$TARGET" REPLIES="$REPLIES" GEN_CONVERSATIONS="$GEN_CONVERSATIONS" GEN_MINUTES="$GEN_MINUTES" \
-    bash train/scripts/generate_target_replies.sh
-  echo "$REPLIES" > "$OUTPUT_DIR/replies.done"
-fi
+TARGET="$TARGET" GEN_CONVERSATIONS="$GEN_CONVERSATIONS" GEN_MINUTES="$GEN_MINUTES" \
+  RECORD="$OUTPUT_DIR/replies.done" bash train/scripts/generate_target_replies.sh
+REPLIES=$(cat "$OUTPUT_DIR/replies.done")
 RESUME=$(ls -d "$OUTPUT_DIR"/checkpoint-* 2>/dev/null | sort -V | tail -1 || true)
 TARGET="$TARGET" DATA="$REPLIES" VOCAB_DATA="" DISTILL="${DISTILL:-False}" LR="${LR:-1e-3}" OUTPUT_DIR="$OUTPUT_DIR" MAX_STEPS="$STEPS" \
   MAX_MINUTES="$TRAIN_MINUTES" MAX_CONVERSATIONS="${MAX_CONVERSATIONS:-$GEN_CONVERSATIONS}" SAVE_STRATEGY=steps \

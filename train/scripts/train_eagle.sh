@@ -39,13 +39,9 @@ fi
 if [[ -z "${DATA:-}" && "$NPROC" -eq 0 ]]; then
   # The target's own replies, as the SoFT presets train on: generation is resumable and skipped
   # once this head's folder records it as done.
-  export REPLY_TOKENS=${REPLY_TOKENS:-128}
-  DATA=${REPLIES:-$ROOT/outputs/target_replies/$(basename "$TARGET")-n$REPLY_TOKENS.jsonl}
-  if [[ ! -f "$OUTPUT_DIR/replies.done" ]]; then
-    TARGET="$TARGET" REPLIES="$DATA" GEN_CONVERSATIONS="${GEN_CONVERSATIONS:-1500}" GEN_MINUTES="${GEN_MINUTES:-7}" \
-      bash "$ROOT/train/scripts/generate_target_replies.sh"
-    mkdir -p "$OUTPUT_DIR" && echo "$DATA" > "$OUTPUT_DIR/replies.done"
-  fi
+  TARGET="$TARGET" GEN_CONVERSATIONS="${GEN_CONVERSATIONS:-1500}" GEN_MINUTES="${GEN_MINUTES:-7}" \
+    RECORD="$OUTPUT_DIR/replies.done" bash "$ROOT/train/scripts/generate_target_replies.sh"
+  DATA=$(cat "$OUTPUT_DIR/replies.done")
 fi
 
 ARGS=(--target_model_name_or_path "$TARGET" --output_dir "$OUTPUT_DIR" ${DATA:+--data_path "$DATA"}
