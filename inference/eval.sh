@@ -31,8 +31,8 @@ LOOKUP_FIRST=${LOOKUP_FIRST:-1}                          # 1: where lookup finds
                                                          # (0: as an extra branch beside the draft's)
 SD2_TREE=${SD2_TREE:-"--total-token 4 --depth 2 --top-k 2 --submodels 6 --thresholds 0"}  # sd2_tree's shape and exits
                                                          # ("--total-token auto": sized by timed passes, the draft's exits)
-SD2_EXITS=${SD2_EXITS:-}                                 # SD2 exits, e.g. 6 or 6,9,12 (empty: the draft's own; sd2_chain,
-                                                         # and sd2_tree over SD2_TREE's)
+SD2_EXITS=${SD2_EXITS:-}                                 # SD2 exits for both methods, e.g. 6 or 6,9,12 (empty: the
+                                                         # draft's own for sd2_chain, SD2_TREE's for sd2_tree)
 SD2_THRESHOLDS=${SD2_THRESHOLDS:-}                       # one per exit, the last 0 (empty: the draft's, or defaults)
 DEVICE=${DEVICE:-auto}                                   # auto | cpu | cuda
 CUDA_GRAPHS=${CUDA_GRAPHS:-0}                            # 1: the shared engine's methods with --cuda-graphs (CUDA)
