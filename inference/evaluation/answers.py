@@ -113,14 +113,19 @@ def reorganize_answers(path: Path) -> list[dict]:
     tmp = path.with_name(path.name + ".tmp")
     with tmp.open("w", encoding="utf-8") as f:
         for record in records:
-            f.write(json.dumps(record, ensure_ascii=False) + "\n")
+            f.write(answer_line(record))
     os.replace(tmp, path)
     return records
 
 
+def answer_line(record: dict) -> str:
+    """A record as one line of standard JSON (NaN or Infinity anywhere is an error, not written)."""
+    return json.dumps(record, ensure_ascii=False, allow_nan=False) + "\n"
+
+
 def append_answer(path: Path, record: dict) -> None:
     with path.open("a", encoding="utf-8") as f:
-        f.write(json.dumps(record, ensure_ascii=False) + "\n")
+        f.write(answer_line(record))
         f.flush()
         os.fsync(f.fileno())
 

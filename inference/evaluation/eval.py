@@ -12,6 +12,8 @@ settings only, and the final sort/de-duplication.
 from __future__ import annotations
 
 import argparse
+import math
+import os
 import random
 import sys
 import time
@@ -39,6 +41,8 @@ from sd2.paths import DEFAULT_MODEL_DIR, REPO_ROOT
 from specdec.types import GenerationOutput
 
 Forward = Callable[[list[int], int, set[int]], GenerationOutput]
+
+MAX_SEED = 2**32 - 1  # what every generator (torch, CUDA, numpy) accepts
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -147,6 +151,10 @@ def answer_file(args) -> Path:
 
 
 def selected_questions(args) -> list[dict]:
+    for flag in ("question_begin", "question_end"):
+        if getattr(args, flag) is not None and getattr(args, flag) < 0:
+            raise EvalConfigError(f"--{flag.replace('_', '-')} must be >= 0 (an index into the question file), "
+                                  f"got {getattr(args, flag)}")
     categories = [c.strip() for c in args.categories.split(",") if c.strip()] if args.categories else None
     questions = load_questions(question_file(args), args.question_begin, args.question_end, categories)
     if args.questions_per_task is not None:
@@ -193,19 +201,34 @@ def plan_eval(args, tokenizer) -> EvalPlan:
     """Everything that can be wrong with the input, checked before any model weights or generation."""
     if args.max_new_tokens < 1:
         raise EvalConfigError(f"--max-new-tokens must be >= 1, got {args.max_new_tokens}")
-    if args.temperature < 0:
-        raise EvalConfigError(f"--temperature must be >= 0, got {args.temperature}")
-    if not 0 < args.top_p <= 1:
+    if not (math.isfinite(args.temperature) and args.temperature >= 0):  # nan/inf would sample garbage
+        raise EvalConfigError(f"--temperature must be a finite number >= 0 (0: greedy), got {args.temperature}")
+    if not 0 < args.top_p <= 1:  # NaN fails this too
         raise EvalConfigError(f"--top-p must be in (0, 1], got {args.top_p}")
     if args.num_warmup < 0:
         raise EvalConfigError(f"--num-warmup must be >= 0, got {args.num_warmup}")
+    if not 0 <= args.seed <= MAX_SEED:
+        raise EvalConfigError(f"--seed must be a whole number in [0, {MAX_SEED}], got {args.seed}")
     check_sharding_args(args)
     prompter = ChatPrompter.from_name(args.conv_template, tokenizer)
     questions = selected_questions(args)
     settings = run_settings(args)
+    check_writable(answer_file(args))
     return EvalPlan(args.model_id, question_file(args), answer_file(args), questions,
                     existing_answers(args, settings, repair=True), prompter, settings, args.max_new_tokens,
                     args.num_warmup, args.seed)
+
+
+def check_writable(path: Path) -> None:
+    """The answer file can be made and appended to: found now, not after the model has loaded."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise EvalConfigError(f"--answer-file {path}: cannot create its folder ({exc.strerror})") from None
+    if not path.parent.is_dir():
+        raise EvalConfigError(f"--answer-file {path}: {path.parent} is not a folder")
+    if not os.access(path if path.exists() else path.parent, os.W_OK):
+        raise EvalConfigError(f"--answer-file {path}: not writable")
 
 
 def check_sharding_args(args) -> None:
@@ -311,9 +334,12 @@ def _synchronize(device: torch.device) -> None:
 
 
 def _jsonable(value):
-    """A method's stats as plain JSON: tensors and numpy values become lists/numbers, keys strings."""
+    """A method's stats as plain JSON: tensors and numpy values become lists/numbers, keys strings,
+    NaN and infinities null (standard JSON has no such numbers)."""
     if isinstance(value, torch.Tensor) or type(value).__module__ == "numpy":
-        return value.tolist()
+        return _jsonable(value.tolist())
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
     if isinstance(value, dict):
         return {(k if isinstance(k, str) else str(k)): _jsonable(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):

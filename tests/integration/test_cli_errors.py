@@ -167,3 +167,72 @@ def test_eval_sh_checks_every_setting_before_the_first_method(tiny, tmp_path, se
                           text=True, timeout=120)
     assert done.returncode == 2 and message in done.stderr, done.stderr
     assert not list(tmp_path.iterdir())  # AR did not run first
+
+
+# ---------------------------------------------------------------- as a new user runs them: real processes
+
+def cli(module: str, args: list[str], code: int = 2) -> str:
+    """Run ``python -m evaluation.<module> args`` from inference/; it must exit ``code`` (2: bad input)
+    with one ``error:`` line and no traceback. Returns stderr from that line on."""
+    done = subprocess.run([sys.executable, "-m", f"evaluation.{module}", *args], cwd=REPO_ROOT / "inference",
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == code, done.stdout[-2000:] + done.stderr[-2000:]
+    assert done.stderr.count("error: ") == 1 and "Traceback" not in done.stderr, done.stderr[-3000:]
+    return done.stderr[done.stderr.index("error: "):]
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--temperature", "nan"], "--temperature must be a finite number >= 0 (0: greedy), got nan"),
+    (["--temperature", "inf"], "--temperature must be a finite number >= 0 (0: greedy), got inf"),
+    (["--top-p", "nan"], "--top-p must be in (0, 1], got nan"),
+    (["--seed", str(10**23)], f"--seed must be a whole number in [0, {2**32 - 1}], got {10**23}"),
+    (["--seed", "1e23"], "argument --seed: invalid int value: '1e23'"),
+    (["--question-begin", "-1"], "--question-begin must be >= 0 (an index into the question file), got -1"),
+    (["--question-end", "-2"], "--question-end must be >= 0"),
+])
+def test_bad_numbers_fail_before_the_model_loads(tiny, tmp_path, capsys, flags, message):
+    assert message in fails(inference_baseline.main, common(tiny, tmp_path, *flags), capsys)
+    assert not (tmp_path / "a.jsonl").exists()
+
+
+def test_nan_temperature_as_a_process(tiny, tmp_path):
+    assert "--temperature must be a finite number" in cli("inference_baseline",
+                                                          common(tiny, tmp_path, "--temperature", "nan"))
+
+
+@pytest.mark.parametrize("where", ["under a file", "under a missing root"])
+def test_an_answer_file_that_cannot_be_written_fails_before_the_model_loads(tiny, tmp_path, capsys, where):
+    (tmp_path / "plain-file").write_text("not a folder")
+    path = tmp_path / "plain-file" / "a.jsonl" if where == "under a file" else "/proc/no-such-folder/a.jsonl"
+    args = common(tiny, tmp_path)
+    args[args.index("--answer-file") + 1] = str(path)
+    message = fails(inference_baseline.main, args, capsys)
+    assert f"--answer-file {path}: cannot create its folder" in message
+    assert (tmp_path / "plain-file").read_text() == "not a folder"
+
+
+def test_sampled_answers_are_standard_json(tiny, tmp_path):
+    """No NaN or Infinity in any record: every line parses with the constants refused."""
+    from evaluation.answers import answer_line
+
+    done = subprocess.run([sys.executable, "-m", "evaluation.inference_baseline",
+                           *common(tiny, tmp_path, "--temperature", "0.7", "--top-p", "0.9")],
+                          cwd=REPO_ROOT / "inference", capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+
+    def refuse(constant):
+        raise AssertionError(f"non-standard JSON constant {constant}")
+
+    (line,) = (tmp_path / "a.jsonl").read_text().splitlines()
+    assert json.loads(line, parse_constant=refuse)["settings"]["temperature"] == 0.7
+    with pytest.raises(ValueError):
+        answer_line({"question_id": 1, "wall_time": [float("nan")]})
+
+
+def test_non_finite_stats_are_written_as_null():
+    import torch
+
+    from evaluation.eval import _jsonable
+
+    assert _jsonable({"tau": float("nan"), 3: torch.tensor([1.0, float("inf")]), "n": [2, float("-inf")]}) == \
+        {"tau": None, "3": [1.0, None], "n": [2, None]}
