@@ -186,8 +186,15 @@ def build_sd2(args, model, tokenizer) -> Forward:
     return engine.generate
 
 
+def _sd2_check(args) -> None:
+    if args.tree and ((args.total_token != "auto" and args.total_token < 2) or args.depth < 1 or args.top_k < 1):
+        raise ValueError(f"need --total-token >= 2 (or auto), --depth >= 1 and --top-k >= 1, got {args.total_token}, "
+                         f"{args.depth}, {args.top_k}")
+    check_model_folder(Path(args.drafter_path), "--drafter-path")
+
+
 register(Method("sd2", "SD2: a sorted draft with adaptive exits, drafting a chain or (--tree) a dynamic tree.",
-                add_sd2_args, build_sd2, lambda args: check_model_folder(Path(args.drafter_path), "--drafter-path")))
+                add_sd2_args, build_sd2, _sd2_check))
 
 
 # ---------------------------------------------------------------- SpS

@@ -137,38 +137,6 @@ def test_the_scripts_exit_2_with_one_error_line_as_subprocesses(tiny, tmp_path):
         assert "Traceback" not in done.stderr
 
 
-@pytest.mark.parametrize("methods, message", [
-    ("foo", "unknown method 'foo' in METHODS"),
-    ("ar sd2-chain", "unknown method 'sd2-chain' in METHODS (did you mean sd2_chain?)"),
-    ("  ", "METHODS is empty"),
-])
-def test_eval_sh_refuses_unknown_methods_before_running_any(tiny, tmp_path, methods, message):
-    env = {"PATH": "/usr/bin:/bin", "METHODS": methods, "TARGET": str(tiny[0]), "ANSWERS": str(tmp_path)}
-    done = subprocess.run(["bash", str(REPO_ROOT / "inference" / "eval.sh")], env=env, capture_output=True,
-                          text=True, timeout=120)
-    assert done.returncode == 2 and message in done.stderr, done.stderr
-    assert not list(tmp_path.iterdir())  # nothing ran
-
-
-@pytest.mark.parametrize("setting, value, message", [
-    ("DRAFT", "/no/such/draft", "DRAFT /no/such/draft: not a model folder"),
-    ("SD2_DRAFT_DTYPE", "int4", "SD2_DRAFT_DTYPE 'int4'"),
-    ("DTYPE", "fp32", "DTYPE 'fp32'"),
-    ("MAX_NEW_TOKENS", "12x", "MAX_NEW_TOKENS '12x': not a whole number"),
-    ("SD2_EXITS", "6;9", "SD2_EXITS '6;9'"),
-    ("LOOKUP_TOKENS", "0", "LOOKUP_FIRST=1 needs LOOKUP_TOKENS > 0"),  # LOOKUP_FIRST is 1 by default
-    ("NUM_WORKERS", "two", "NUM_WORKERS 'two': not a whole number"),
-    ("CUDA_GRAPHS", "yes", "CUDA_GRAPHS 'yes': use 0 or 1"),
-])
-def test_eval_sh_checks_every_setting_before_the_first_method(tiny, tmp_path, setting, value, message):
-    env = {"PATH": "/usr/bin:/bin", "METHODS": "ar sd2_tree", "TARGET": str(tiny[0]), "DRAFT": str(tiny[1]),
-           "ANSWERS": str(tmp_path), setting: value}
-    done = subprocess.run(["bash", str(REPO_ROOT / "inference" / "eval.sh")], env=env, capture_output=True,
-                          text=True, timeout=120)
-    assert done.returncode == 2 and message in done.stderr, done.stderr
-    assert not list(tmp_path.iterdir())  # AR did not run first
-
-
 # ---------------------------------------------------------------- as a new user runs them: real processes
 
 def cli(module: str, args: list[str], code: int = 2) -> str:
