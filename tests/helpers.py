@@ -37,8 +37,8 @@ class WrappedDrafter:
     def reset(self, prompt_ids):
         self.inner.reset(prompt_ids)
 
-    def propose(self, context, max_depth=None):
-        return self.inner.propose(context, max_depth)
+    def propose(self, context, max_depth=None, generator=None):
+        return self.inner.propose(context, max_depth, generator)
 
     def accepted(self, context, num_new, num_drafted):
         self.inner.accepted(context, num_new, num_drafted)

@@ -37,7 +37,7 @@ class SpeculativeEngine:
         self.temperature = temperature
         self.top_p = top_p
         self.max_length = min(max_length or self.runner.max_position, self.runner.max_position)
-        self.generator = generator
+        self.generator = self._one_generator(generator)
         # Accurate per-phase times on CUDA need a synchronisation at each boundary (slower).
         self.sync_timing = sync_timing and self.runner.device.type == "cuda"
         # target_passes: eager (each pass at its own shape), static (fixed shapes, run eagerly: the
@@ -52,6 +52,23 @@ class SpeculativeEngine:
     @property
     def device(self) -> torch.device:
         return self.runner.device
+
+    def _one_generator(self, generator: torch.Generator | None) -> torch.Generator | None:
+        """The generator every draw of a step uses, the drafter's and the acceptance test's:
+        ``generator`` (on the engine's device), or else the device's default one, which
+        ``torch.manual_seed`` seeds."""
+        device = self.device
+        if generator is None:
+            if device.type == "cpu":
+                return torch.default_generator
+            if device.type == "cuda":
+                return torch.cuda.default_generators[device.index if device.index is not None else 0]
+            return None  # another backend: its own default
+        if torch.device(generator.device).type != device.type or (
+                device.type == "cuda" and torch.device(generator.device).index not in (None, device.index)):
+            raise ValueError(f"the generator is on {generator.device} but the target on {device}: "
+                             f"create it with torch.Generator(device='{device}')")
+        return generator
 
     @property
     def observe(self):
@@ -118,7 +135,8 @@ class SpeculativeEngine:
             t0 = self._clock()
             max_depth = limit - length - 1  # every step also adds the target's own (bonus) token
             # With no room for drafts the drafter is not asked, and this is the last step.
-            tree = self.drafter.propose(context_buf[:length], max_depth) if max_depth else DraftTree.empty(self.device)
+            tree = (self.drafter.propose(context_buf[:length], max_depth, generator=self.generator) if max_depth
+                    else DraftTree.empty(self.device))
             t1 = self._clock()
             past = length - 1  # == cache length: the root is not cached yet
             room = capacity - past - 1 if target.max_tokens is None else min(capacity - past, target.max_tokens) - 1

@@ -59,15 +59,26 @@ class DraftTree:
 
 class Drafter(Protocol):
     """What a method implements. ``context`` is every accepted token so far (prompt included),
-    as a 1-D long tensor on the engine's device; its last token is the tree's root."""
+    as a 1-D long tensor on the engine's device; its last token is the tree's root.
+
+    Randomness. The engine owns one ``torch.Generator`` on its device (``SpeculativeEngine.generator``)
+    and hands it to every ``propose`` call. A drafter that samples (a chain drawn from its q) draws
+    with that generator only, never with the global RNG or a generator of its own, so the draws of
+    drafter and verification form one seeded stream and a seed reproduces a sampled run token for
+    token. Drafters whose proposals are deterministic (top-k trees, lookups) ignore it."""
 
     def reset(self, prompt_ids: torch.Tensor) -> None:
         """A new sequence starts (drop any per-sequence state, e.g. a draft KV cache)."""
 
-    def propose(self, context: torch.Tensor, max_depth: int | None = None) -> DraftTree:
+    def propose(self, context: torch.Tensor, max_depth: int | None = None,
+                generator: torch.Generator | None = None) -> DraftTree:
         """Candidates to verify after ``context[-1]``. ``max_depth``: no path longer than this can
         be kept (the tokens still wanted, less the target's bonus token); a drafter may draft less
-        near the end of an answer, and the engine never asks when it is 0."""
+        near the end of an answer, and the engine never asks when it is 0. ``generator``: the
+        engine's generator, on the context's device; sample with it and nothing else (None, only
+        when called outside the engine: the device's default generator). A sampled node's
+        ``draft_probs`` row is the distribution it was drawn from (q > 0 at its token); a node not
+        drawn from a distribution (a lookup token beside a sampled chain) gets a one-hot row."""
 
     def accepted(self, context: torch.Tensor, num_new: int, num_drafted: int) -> None:
         """Verification added ``num_new`` tokens to the end of ``context``: the first

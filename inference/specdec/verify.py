@@ -13,7 +13,12 @@ at each accepted node, its children are tried in order; child x is accepted with
 min(1, p(x) / q(x)); on rejection p becomes norm(max(0, p - q)) and the next child is tried; when
 no child is accepted the next token is drawn from what is left of p. Each emitted token is then
 distributed exactly as the target's p. Without draft probabilities q is one-hot at the proposed
-token (deterministic proposals such as a top-k tree), so a rejection removes x from p.
+token (deterministic proposals such as a top-k tree), so a rejection removes x from p. A node
+with a q row must have been drawn from it (q(x) > 0; a node that was not, such as a lookup token
+beside a sampled chain, carries a one-hot row): subtracting a q that never proposed x would bias p,
+so a node with q(x) = 0 is refused as an internal error.
+
+Every draw uses ``generator`` (the engine's, on its device), so a seeded run repeats exactly.
 """
 from __future__ import annotations
 
@@ -65,6 +70,7 @@ def sample_accept(probs: torch.Tensor, tokens: list[int], parents: list[int],
     (one row per node) the distributions the nodes were sampled from, or None for one-hot q.
     """
     kids = children_lists(parents)
+    device = generator.device if generator is not None else probs.device  # draws where the generator lives
     path: list[int] = []
     node = -1
     while True:
@@ -75,8 +81,12 @@ def sample_accept(probs: torch.Tensor, tokens: list[int], parents: list[int],
                 accept = p[x]
             else:
                 q = draft_probs[child]
-                accept = torch.clamp(p[x] / q[x], max=1.0) if q[x] > 0 else p.new_tensor(0.0)
-            if torch.rand((), generator=generator, device=p.device) < accept:
+                if not q[x] > 0:
+                    raise AssertionError(f"internal error: draft node {child} (token {x}) has q = 0 in its own "
+                                         "draft_probs row, so it was not drawn from that row; a node proposed "
+                                         "without sampling needs a one-hot row")
+                accept = torch.clamp(p[x] / q[x], max=1.0)
+            if torch.rand((), generator=generator, device=device) < accept:
                 path.append(child)
                 node = child
                 break
@@ -89,4 +99,4 @@ def sample_accept(probs: torch.Tensor, tokens: list[int], parents: list[int],
             if total > 0:  # zero only when p == q, where x is always accepted anyway
                 p = residual / total
         else:
-            return path, int(torch.multinomial(p, 1, generator=generator))
+            return path, int(torch.multinomial(p.to(device), 1, generator=generator))

@@ -41,8 +41,8 @@ def test_a_stop_token_inside_an_accepted_run_ends_the_answer_there(target, ar_to
 class IgnoresBudget(WrappedDrafter):
     """A drafter that drafts its full length whatever budget it is told: the engine must cut."""
 
-    def propose(self, context, max_depth=None):
-        return self.inner.propose(context)
+    def propose(self, context, max_depth=None, generator=None):
+        return self.inner.propose(context, generator=generator)
 
 
 @pytest.mark.parametrize("mode", MODES)
@@ -95,8 +95,8 @@ class RecordingDrafter(WrappedDrafter):
         super().__init__(inner)
         self.calls = []
 
-    def propose(self, context, max_depth=None):
-        tree = self.inner.propose(context, max_depth)
+    def propose(self, context, max_depth=None, generator=None):
+        tree = self.inner.propose(context, max_depth, generator)
         deepest = max(depths(tree.parents.tolist()), default=0)
         self.calls.append((len(context), max_depth, deepest))
         return tree

@@ -137,8 +137,8 @@ def test_medusa_and_hydra_sampling_keep_the_target_distribution(kind, tree):
 class ReportsTemperatureOne(WrappedDrafter):
     """A broken drafter: samples its chain at temperature 0.9 but reports q at temperature 1."""
 
-    def propose(self, context, max_depth=None):
-        tree = self.inner.propose(context, max_depth)
+    def propose(self, context, max_depth=None, generator=None):
+        tree = self.inner.propose(context, max_depth, generator)
         if tree.draft_probs is None:
             return tree
         q_at_one = tree.draft_probs.clamp(min=1e-30) ** 0.9  # softmax(l / 0.9) ** 0.9 ∝ softmax(l)

@@ -49,12 +49,13 @@ class FeatureTreeDrafter:
         self.counts = {"drafted_tokens": 0, "accepted_tokens": 0, "rounds": 0}
 
     @torch.inference_mode()
-    def propose(self, context: torch.Tensor, max_depth: int | None = None) -> DraftTree:
+    def propose(self, context: torch.Tensor, max_depth: int | None = None,
+                generator: torch.Generator | None = None) -> DraftTree:
         if not self.ready(context):  # a plain target step first
             self.round = Proposal.empty()
             return self.round.as_tree(context.device)
         start = time.perf_counter()
-        self.round = self.proposer.propose(context, max_depth or self.proposer.max_rows)
+        self.round = self.proposer.propose(context, max_depth or self.proposer.max_rows, generator)
         self.draft_seconds = time.perf_counter() - start
         self.counts["drafted_tokens"] += len(self.round.tokens)
         self.counts["rounds"] += 1

@@ -75,7 +75,8 @@ class LookaheadDrafter:
         if len(entries) > self.guess:
             del entries[next(iter(entries))]
 
-    def propose(self, context: torch.Tensor, max_depth: int | None = None) -> DraftTree:
+    def propose(self, context: torch.Tensor, max_depth: int | None = None,
+                generator: torch.Generator | None = None) -> DraftTree:
         if self._column_nodes is not None and not self._observed:
             raise RuntimeError("lookahead needs the target's outputs on its window: the engine must call "
                                "drafter.observe(tree, target_argmax) after each verification pass")

@@ -64,7 +64,8 @@ class PromptLookupDrafter:
     def reset(self, prompt_ids: torch.Tensor) -> None:
         pass
 
-    def propose(self, context: torch.Tensor, max_depth: int | None = None) -> DraftTree:
+    def propose(self, context: torch.Tensor, max_depth: int | None = None,
+                generator: torch.Generator | None = None) -> DraftTree:
         count = self.num_pred_tokens if max_depth is None else min(self.num_pred_tokens, max_depth)
         found = prompt_lookup(context.cpu().numpy(), self.min_ngram_size, self.max_ngram_size, count)
         if found is None:

@@ -41,7 +41,8 @@ class RestDrafter:
     def reset(self, prompt_ids: torch.Tensor) -> None:
         self.last_match_len = 0
 
-    def propose(self, context: torch.Tensor, max_depth: int | None = None) -> DraftTree:
+    def propose(self, context: torch.Tensor, max_depth: int | None = None,
+                generator: torch.Generator | None = None) -> DraftTree:
         tail = context[-self.max_token_span:].tolist()
         self.last_match_len, rows = self.datastore.continuations(
             tail, self.max_token_span, self.min_token_span, self.draft_len, self.max_matches)

@@ -2,8 +2,8 @@
 with the target's vocabulary drafts a chain, token by token, on the engine's own model runner
 and KV cache.
 
-Greedy: the draft's argmax. Sampling: tokens are drawn from the draft's own distribution
-(temperature and top-p as the target uses), which goes to the engine as ``draft_probs`` so its
+Greedy: the draft's argmax. Sampling: tokens are drawn, with the engine's generator, from the
+draft's own distribution (temperature and top-p as the target uses), which goes to the engine as ``draft_probs`` so its
 acceptance test min(1, p/q) keeps the target's distribution exactly.
 
 Draft length adapts as in Hugging Face's assisted generation (the original SpS baseline):
@@ -62,7 +62,8 @@ class SpeculativeSamplingDrafter:
         self.seen = torch.cat((self.seen, ids))
         return self.runner.head(h[:, -1:])[0]
 
-    def propose(self, context: torch.Tensor, max_depth: int | None = None) -> DraftTree:
+    def propose(self, context: torch.Tensor, max_depth: int | None = None,
+                generator: torch.Generator | None = None) -> DraftTree:
         context = context.to(self.runner.device)
         wanted = min(context.numel() + self.draft_length.value, self.runner.max_position)
         if wanted > self.cache.max_len:
@@ -84,7 +85,7 @@ class SpeculativeSamplingDrafter:
         for i in range(max(k, 0)):
             if self.temperature > 0:
                 q = target_probs(logits, self.temperature, self.top_p)
-                token = torch.multinomial(q, 1)
+                token = torch.multinomial(q, 1, generator=generator)
                 probs.append(q)
             else:
                 token = logits.argmax(-1, keepdim=True)

@@ -106,7 +106,8 @@ class SD2Drafter:
         return {**out, **(budget.stats() if budget else {})}
 
     @torch.inference_mode()
-    def propose(self, context: torch.Tensor, max_depth: int | None = None) -> DraftTree:
+    def propose(self, context: torch.Tensor, max_depth: int | None = None,
+                generator: torch.Generator | None = None) -> DraftTree:
         max_depth = max_depth or self.proposer.max_rows
         found, match_size = None, 0
         if self.lookup_tokens:
@@ -120,7 +121,7 @@ class SD2Drafter:
             proposal, self.drafted_this_round = Proposal.empty(), False
         else:
             start = time.perf_counter()
-            proposal, self.drafted_this_round = self.proposer.propose(context, max_depth), True
+            proposal, self.drafted_this_round = self.proposer.propose(context, max_depth, generator), True
             self.draft_seconds = time.perf_counter() - start
             for exit_ in proposal.exits:
                 self.counts["exit_tokens"][exit_] += 1

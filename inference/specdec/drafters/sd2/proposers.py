@@ -90,7 +90,7 @@ class ChainProposer:
     def skip_round(self) -> bool:
         return False
 
-    def propose(self, context: torch.Tensor, max_depth: int) -> Proposal:
+    def propose(self, context: torch.Tensor, max_depth: int, generator: torch.Generator | None = None) -> Proposal:
         draft = self.draft
         upto = draft.feed_context(context, self.max_rows)
         tokens, probs, exits, rows = [], [], [], []
@@ -99,7 +99,7 @@ class ChainProposer:
             logp, exit_ = draft.cascade(upto, 1)
             if self.temperature > 0:
                 q = target_probs(logp, self.temperature, self.top_p)[0]  # the nucleus the target keeps
-                idx = torch.multinomial(q, 1)
+                idx = torch.multinomial(q, 1, generator=generator)
                 probs.append(q)
             else:
                 idx = logp[0].argmax().view(1)
@@ -138,7 +138,7 @@ class TreeProposer:
     def skip_round(self) -> bool:
         return self.budget.skip_round()
 
-    def propose(self, context: torch.Tensor, max_depth: int) -> Proposal:
+    def propose(self, context: torch.Tensor, max_depth: int, generator: torch.Generator | None = None) -> Proposal:
         draft, k = self.draft, self.top_k
         upto = draft.feed_context(context, self.max_rows)
         root_pos = context.numel() - 1
@@ -250,7 +250,7 @@ class StaticTreeProposer:
     def skip_round(self) -> bool:
         return False
 
-    def propose(self, context: torch.Tensor, max_depth: int) -> Proposal:
+    def propose(self, context: torch.Tensor, max_depth: int, generator: torch.Generator | None = None) -> Proposal:
         draft = self.draft
         upto = draft.feed_context(context, self.max_rows)
         root_pos, device = context.numel() - 1, context.device
