@@ -24,14 +24,14 @@ echo "== CUDA tests"
     tests/unit/test_engine.py tests/unit/test_verify.py tests/unit/test_sd2.py
 
 echo "== benchmark (${PER_TASK:-2} questions per task, ${MAX_NEW_TOKENS:-128} new tokens)"
-SD2_TREE="--tree --total-token auto"
-SD2_SMALL_TREE="--tree --total-token 6 --depth 2 --top-k 3 --lookup-tokens 8 --lookup-first"
-"$PY" scripts/benchmark_sd2.py --model-path "$MODEL" --drafter-path "$DRAFT" --device cuda \
+# SD2 without prompt lookup here (--lookup-tokens 0 --lookup-first 0), but for the small tree's
+"$PY" scripts/benchmark_methods.py --model-path "$MODEL" --drafter-path "$DRAFT" --device cuda \
     --questions-per-task "${PER_TASK:-2}" --max-new-tokens "${MAX_NEW_TOKENS:-128}" \
-    --dtypes "${DTYPES:-float32,bfloat16}" --draft-dtype bfloat16 --baseline ar_graphs \
-    --methods ar,ar_graphs,hf_static,pld \
+    --dtypes "${DTYPES:-float32,bfloat16}" --sd2-draft-dtype bfloat16 --baseline ar_graphs \
+    --lookup-tokens 0 --lookup-first 0 \
+    --presets ar,ar_graphs,hf_static,pld,sd2_tree_auto \
     --method "pld_graphs=pld --cuda-graphs" \
-    --method "sd2_tree=sd2 $SD2_TREE" \
-    --method "sd2_tree_graphs=sd2 --cuda-graphs $SD2_TREE" \
-    --method "sd2_chain_graphs=sd2 --cuda-graphs" \
-    --method "sd2_small_tree_lookup_graphs=sd2 --cuda-graphs $SD2_SMALL_TREE" ${BENCH_ARGS:-}
+    --method "sd2_tree_auto_graphs=sd2_tree_auto --cuda-graphs" \
+    --method "sd2_chain_graphs=sd2_chain --cuda-graphs" \
+    --method "sd2_small_tree_lookup_graphs=sd2 --cuda-graphs --tree --total-token 6 --depth 2 --top-k 3 --lookup-tokens 8 --lookup-first" \
+    ${BENCH_ARGS:-}

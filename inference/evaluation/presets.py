@@ -13,8 +13,9 @@ verification pass at <= 4 rows).
 """
 from __future__ import annotations
 
+import argparse
 import shlex
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 from evaluation.methods import DEFAULT_DATASTORE, REGISTRY
 from sd2.paths import REPO_ROOT
@@ -143,3 +144,39 @@ def table(settings: Settings | None = None, device: str = "auto") -> str:
     for p in PRESETS.values():
         rows.append(f"{p.name:<{width}}  {p.description}\n{'':<{width}}  = {p.method} {shlex.join(p.argv(settings, device))}".rstrip())
     return "\n".join(rows)
+
+
+def _bool01(text: str) -> bool:
+    if text not in ("0", "1"):
+        raise argparse.ArgumentTypeError(f"use 0 or 1, got {text!r}")
+    return text == "1"
+
+
+def add_settings_args(s) -> None:
+    """The Settings as command-line flags (run_presets and benchmark_methods share them; eval.sh's
+    variable in brackets)."""
+    defaults = Settings()
+    s.add_argument("--drafter-path", dest="draft", default=defaults.draft, help="SD2's (and SpS's) draft [DRAFT]")
+    s.add_argument("--datastore-path", dest="datastore", default=defaults.datastore, help="REST's datastore [DATASTORE]")
+    s.add_argument("--ea-model-path", dest="eagle_head", default=defaults.eagle_head, help="EAGLE head [EAGLE_HEAD]")
+    s.add_argument("--medusa-model-path", dest="medusa_heads", default=defaults.medusa_heads,
+                   help="Medusa heads [MEDUSA_HEADS]")
+    s.add_argument("--hydra-model-path", dest="hydra_heads", default=defaults.hydra_heads,
+                   help="Hydra heads [HYDRA_HEADS]")
+    s.add_argument("--draft-dtype", default=defaults.draft_dtype,
+                   help="SpS's draft dtype ('': the target's) [DRAFT_DTYPE]")
+    s.add_argument("--sd2-draft-dtype", default=None,
+                   help="SD2's draft dtype (default: int8 on a CPU, bfloat16 on CUDA) [SD2_DRAFT_DTYPE]")
+    s.add_argument("--lookup-tokens", type=int, default=defaults.lookup_tokens,
+                   help="SD2: prompt lookup of up to N tokens (0: none) [LOOKUP_TOKENS]")
+    s.add_argument("--lookup-first", type=_bool01, default=defaults.lookup_first,
+                   help="1: where lookup finds a continuation, SD2 verifies it alone; 0: beside the draft's [LOOKUP_FIRST]")
+    s.add_argument("--sd2-tree", default=defaults.sd2_tree,
+                   help=f"sd2_tree's shape and exits (default: {defaults.sd2_tree!r}) [SD2_TREE]")
+    s.add_argument("--sd2-exits", default="", help="every SD2 preset's exits, e.g. 6,9,12 [SD2_EXITS]")
+    s.add_argument("--sd2-thresholds", default="", help="one per exit, the last 0 [SD2_THRESHOLDS]")
+    s.add_argument("--sd2-args", default="", help="more flags for every SD2 preset (last: they win)")
+
+
+def settings_from(args) -> Settings:
+    return Settings(**{f.name: getattr(args, f.name) for f in fields(Settings)})

@@ -21,12 +21,12 @@ import argparse
 import shlex
 import subprocess
 import sys
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 
 from evaluation.eval import EvalConfigError, check_model_folder, check_sharding_args, run_cli, selected_questions
 from evaluation.methods import REGISTRY, check_method_args, parser_for
-from evaluation.presets import PRESETS, Settings, find, table
+from evaluation.presets import PRESETS, add_settings_args, find, settings_from, table
 from sd2.paths import REPO_ROOT
 
 # the Spec-Bench entry point of each registered method: evaluation/<module>.py
@@ -40,14 +40,7 @@ def entry_module(method: str) -> str:
     return ENTRY_POINTS.get(method, f"inference_{method}")
 
 
-def _bool01(text: str) -> bool:
-    if text not in ("0", "1"):
-        raise argparse.ArgumentTypeError(f"use 0 or 1, got {text!r}")
-    return text == "1"
-
-
 def build_parser() -> argparse.ArgumentParser:
-    defaults = Settings()
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
                                 allow_abbrev=False)  # the harness's flags pass through whole
     p.add_argument("--presets", help="comma- or space-separated preset names [eval.sh: METHODS]")
@@ -58,32 +51,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="where answer files go (default: data/<bench-name>/model_answer) [ANSWERS]")
     p.add_argument("--cuda-graphs", action="store_true",
                    help="--cuda-graphs for every preset on the shared engine; answer files named -graphs- [CUDA_GRAPHS=1]")
-    s = p.add_argument_group("settings the presets share (evaluation.presets.Settings)")
-    s.add_argument("--drafter-path", dest="draft", default=defaults.draft, help="SD2's (and SpS's) draft [DRAFT]")
-    s.add_argument("--datastore-path", dest="datastore", default=defaults.datastore, help="REST's datastore [DATASTORE]")
-    s.add_argument("--ea-model-path", dest="eagle_head", default=defaults.eagle_head, help="EAGLE head [EAGLE_HEAD]")
-    s.add_argument("--medusa-model-path", dest="medusa_heads", default=defaults.medusa_heads,
-                   help="Medusa heads [MEDUSA_HEADS]")
-    s.add_argument("--hydra-model-path", dest="hydra_heads", default=defaults.hydra_heads,
-                   help="Hydra heads [HYDRA_HEADS]")
-    s.add_argument("--draft-dtype", default=defaults.draft_dtype,
-                   help="SpS's draft dtype ('': the target's) [DRAFT_DTYPE]")
-    s.add_argument("--sd2-draft-dtype", default=None,
-                   help="SD2's draft dtype (default: int8 on a CPU, bfloat16 on CUDA) [SD2_DRAFT_DTYPE]")
-    s.add_argument("--lookup-tokens", type=int, default=defaults.lookup_tokens,
-                   help="SD2: prompt lookup of up to N tokens (0: none) [LOOKUP_TOKENS]")
-    s.add_argument("--lookup-first", type=_bool01, default=defaults.lookup_first,
-                   help="1: where lookup finds a continuation, SD2 verifies it alone; 0: beside the draft's [LOOKUP_FIRST]")
-    s.add_argument("--sd2-tree", default=defaults.sd2_tree,
-                   help=f"sd2_tree's shape and exits (default: {defaults.sd2_tree!r}) [SD2_TREE]")
-    s.add_argument("--sd2-exits", default="", help="every SD2 preset's exits, e.g. 6,9,12 [SD2_EXITS]")
-    s.add_argument("--sd2-thresholds", default="", help="one per exit, the last 0 [SD2_THRESHOLDS]")
-    s.add_argument("--sd2-args", default="", help="more flags for every SD2 preset (last: they win)")
+    add_settings_args(p.add_argument_group("settings the presets share (evaluation.presets.Settings)"))
     return p
-
-
-def settings_from(args) -> Settings:
-    return Settings(**{f.name: getattr(args, f.name) for f in fields(Settings)})
 
 
 @dataclass
@@ -107,16 +76,21 @@ def _strict(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
 
 def parse_preset(name: str, method_flags: list[str], harness: list[str]):
     """The registered method's arguments for a preset, checked as its entry point checks them."""
-    method = REGISTRY[PRESETS[name].method]
-    argv = [*method_flags, *harness]
+    return checked_args(f"preset {name}", PRESETS[name].method, [*method_flags, *harness])
+
+
+def checked_args(label: str, registered: str, argv: list[str]) -> argparse.Namespace:
+    """``argv`` parsed by the registered method's parser and passed through its checks (no model
+    loads); a refusal is an EvalConfigError starting with ``label``."""
+    method = REGISTRY[registered]
     try:
         parsed = _strict(parser_for(method)).parse_args(argv)
     except EvalConfigError as exc:  # the flags as given, to find the bad one in
-        raise EvalConfigError(f"preset {name}: {exc} (flags: {shlex.join(argv)})") from None
+        raise EvalConfigError(f"{label}: {exc} (flags: {shlex.join(argv)})") from None
     try:
         check_method_args(method, parsed)
     except ValueError as exc:  # EvalConfigError too
-        raise EvalConfigError(f"preset {name}: {exc}") from None
+        raise EvalConfigError(f"{label}: {exc}") from None
     return parsed
 
 

@@ -9,13 +9,15 @@ import shlex
 import subprocess
 
 import pytest
+import torch
+from safetensors.torch import save_file
 
 from evaluation.hf_reference import main as hf_reference_main
 from evaluation.methods import REGISTRY, parser_for
 from evaluation.presets import PRESETS
 from sd2.paths import DEFAULT_MODEL_DIR, REPO_ROOT
 
-from helpers import save_tiny_text_target
+from helpers import save_tiny_text_target, tiny_llama
 
 EVAL_SH = REPO_ROOT / "inference" / "eval.sh"
 
@@ -29,9 +31,10 @@ def tiny(tmp_path_factory):
     config = json.loads((draft / "config.json").read_text())
     config["sd2"] = {"exits": [1, 2], "thresholds": [0.5, 0.0]}
     (draft / "config.json").write_text(json.dumps(config))
-    for name in ("eagle", "medusa", "hydra"):
+    for name in ("eagle", "medusa", "hydra"):  # what the checks look for: a config, whole weights
         (root / name).mkdir()
         (root / name / "config.json").write_text("{}")
+        save_file({"weight": torch.zeros(1)}, root / name / "model.safetensors")
     (root / "store.npz").write_bytes(b"")
     return root
 
@@ -135,16 +138,12 @@ def test_cuda_graphs_on_a_cpu_are_refused_before_anything_runs(tiny, tmp_path):
 
 
 def test_a_failing_method_leaves_the_others_and_their_reports(tiny, tmp_path):
-    """A draft whose weights are damaged passes the checks and fails once loaded: the methods after it
-    still run, the reports of the finished ones print, and eval.sh exits 1 naming it."""
-    broken = tmp_path / "broken-draft"
-    broken.mkdir()
-    for f in (tiny / "draft").iterdir():
-        (broken / f.name).write_bytes(f.read_bytes())
-    weights = broken / "model.safetensors"
-    weights.write_bytes(weights.read_bytes()[:1000])
+    """A draft of another vocabulary passes the checks and is refused once the target has loaded: the
+    methods after it still run, the reports of the finished ones print, and eval.sh exits 1 naming it."""
+    other = tmp_path / "other-vocabulary"
+    tiny_llama(num_layers=1, vocab_size=1000).save_pretrained(other)
     answers = tmp_path / "answers"
-    done = eval_sh({"METHODS": "ar sps pld", "TARGET": str(tiny / "target"), "DRAFT": str(broken),
+    done = eval_sh({"METHODS": "ar sps pld", "TARGET": str(tiny / "target"), "DRAFT": str(other),
                     "ANSWERS": str(answers), "QUESTION_BEGIN": "80", "QUESTION_END": "82", "MAX_NEW_TOKENS": "6",
                     "WARMUP": "0", "MODEL_NAME": "smoke"}, timeout=600)
     assert done.returncode == 1, done.stderr[-3000:]

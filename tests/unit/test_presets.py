@@ -8,6 +8,7 @@ import json
 import shlex
 
 import pytest
+import torch
 
 from evaluation import presets as presets_module
 from evaluation import run_presets
@@ -18,10 +19,13 @@ from evaluation.presets import PRESETS, Settings, find
 
 @pytest.fixture
 def model_folders(tmp_path):
-    """Folders the presets' model paths point at: config.json is what the checks look for."""
+    """Folders the presets' model paths point at, with what the checks look for (a config, whole weights)."""
+    from safetensors.torch import save_file
+
     for name in ("draft", "eagle", "medusa", "hydra"):
         (tmp_path / name).mkdir()
         (tmp_path / name / "config.json").write_text(json.dumps({}))
+        save_file({"weight": torch.zeros(1)}, tmp_path / name / "model.safetensors")
     (tmp_path / "store.npz").write_bytes(b"")
     return Settings(draft=str(tmp_path / "draft"), datastore=str(tmp_path / "store.npz"),
                     eagle_head=str(tmp_path / "eagle"), medusa_heads=str(tmp_path / "medusa"),
