@@ -76,6 +76,11 @@ class SpeculativeEngine:
         return getattr(self.drafter, "observe", None)
 
     @property
+    def read_logits(self):
+        """The drafter's optional TargetLogitsReader hook (Token Recycling), or None."""
+        return getattr(self.drafter, "target_logits", None)
+
+    @property
     def read_hidden(self):
         """The drafter's optional TargetHiddenReader hook (EAGLE, Medusa, Hydra), or None."""
         return getattr(self.drafter, "target_hidden", None)
@@ -160,6 +165,8 @@ class SpeculativeEngine:
                 path, bonus = sample_accept(probs, tokens, parents, draft_probs, self.generator)
             if n and self.observe is not None:  # e.g. lookahead learns n-grams from every node
                 self.observe(DraftTree(tree.tokens[:n], tree.parents[:n]), logits[1:].argmax(dim=-1))
+            if self.read_logits is not None:  # e.g. Token Recycling keeps every row's top-k
+                self.read_logits(ids, logits)
             target.keep(torch.tensor([past + 1 + i for i in path], device=self.device), past + 1)
             added = [tokens[i] for i in path] + [bonus]
             added = added[:limit - length]  # max_new_tokens and the context limit

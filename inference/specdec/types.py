@@ -97,6 +97,16 @@ class VerificationObserver(Protocol):
         """``target_argmax[i]`` (long, shape (len(tree),)) = argmax of the target's logits at node i."""
 
 
+class TargetLogitsReader(Protocol):
+    """Optional extra a drafter may implement: the target's logits at *every* row of the pass just
+    verified (the root's, then each tree node's, rejected nodes included). The engine calls it
+    when present, before ``accepted``. Token Recycling keeps each row's top-k candidates."""
+
+    def target_logits(self, tokens: torch.Tensor, logits: torch.Tensor) -> None:
+        """``tokens`` (n + 1,): the pass's input, the root then the verified nodes; ``logits``
+        (n + 1, vocab): the target's logits for the token after each of them."""
+
+
 class TargetHiddenReader(Protocol):
     """Optional extra for drafters that draft from the target's own features (EAGLE, Medusa,
     Hydra). The engine calls it whenever the target's cache takes tokens: after prefill (the prompt
