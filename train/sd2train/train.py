@@ -3,6 +3,10 @@
     python -m sd2train.train --model_name_or_path models/sd2-draft-12 --output_dir outputs/draft \
         --soft True --submodels 6,9,12 [--exit_weights 1,1,1] [--distill True --distill_weight 1.0] \
         [--data_path sharegpt.json] [--conv_template vicuna] [--model_max_length 2048] [HF TrainingArguments]
+    python -m sd2train.train --recipe quickstart --model_name_or_path D --output_dir O --data_path REPLIES
+
+``--recipe NAME_OR_PATH`` starts from a recipe file (train/configs/recipes/: quickstart, long_cpu,
+gpu; ``sd2train.recipes``), the command line's flags overriding it.
 
 FastChat-style arguments (``ModelArguments``, ``DataArguments``, ``TrainingArguments``) on the
 Hugging Face ``Trainer``; ``compute_loss`` is the sorted loss of ``sd2train.loss``. Held-out
@@ -16,6 +20,7 @@ from __future__ import annotations
 import json
 import random
 import shutil
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,6 +33,7 @@ from sd2.draft_spec import DraftSpec, validate_exits
 from sd2train.exits import parse_int_list
 from sd2train.loss import exit_weights, sorted_loss
 from sd2train.make_draft import truncate_to_first_layers
+from sd2train.recipes import with_recipe
 
 
 @dataclass
@@ -63,7 +69,7 @@ class DraftTrainingArguments(transformers.TrainingArguments):
 @dataclass
 class SortedTrainingArguments(DraftTrainingArguments):
     soft: bool = field(default=False, metadata={"help": "SoFT: train every exit in --submodels (else only the last layer)"})
-    submodels: str = field(default="6,9,12", metadata={"help": "exits (layer counts), strictly increasing"})
+    submodels: str = field(default="6,9,12", metadata={"aliases": ["--exits"], "help": "exits (layer counts), strictly increasing"})
     exit_weights: str | None = field(default=None, metadata={"help": "per-exit loss weights (default equal)"})
     distill: bool = field(default=False, metadata={"help": "add a KL loss to the frozen target's next-token distribution"})
     distill_weight: float = field(default=1.0, metadata={"help": "with --distill: loss = (1-w) CE + w KL"})
@@ -329,6 +335,7 @@ def parse_float_list(text: str) -> list[float]:
 
 def main(argv=None):
     parser = transformers.HfArgumentParser((ModelArguments, DataArguments, SortedTrainingArguments))
+    argv = with_recipe(sys.argv[1:] if argv is None else argv, parser)  # --recipe NAME: its settings, then the flags
     model_args, data_args, args = parser.parse_args_into_dataclasses(argv)
     train(model_args, data_args, args)
 

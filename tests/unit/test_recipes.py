@@ -1,0 +1,77 @@
+"""Training recipes as files: each loads and gives the trainer exactly the arguments its launch
+script passed as flags before (the quick start's overrides, the long CPU preset, the GPU recipe);
+the command line overrides a recipe; a bad recipe is refused by name."""
+from __future__ import annotations
+
+import pytest
+import transformers
+
+from sd2train.recipes import RecipeError, recipe_names, with_recipe
+from sd2train.train import DataArguments, ModelArguments, SortedTrainingArguments
+
+RUN = ["--model_name_or_path", "D", "--target_model_name_or_path", "T", "--output_dir", "O", "--data_path", "R"]
+# What train_draft_common.sh passed before the recipes were files (its CPU defaults with the quick
+# start's and the long preset's environment overrides; its GPU branch without the FSDP flags).
+CPU_BEFORE = ["--submodels", "6,9,12", "--logging_steps", "1", "--save_strategy", "steps", "--report_to", "none",
+              "--soft", "True", "--use_cpu", "True", "--bf16", "True", "--num_train_epochs", "1",
+              "--per_device_train_batch_size", "4", "--gradient_accumulation_steps", "1", "--lr_scheduler_type", "cosine",
+              "--warmup_steps", "0.04", "--weight_decay", "0", "--model_max_length", "256", "--freeze_embeddings", "True",
+              "--distill", "False", "--loss_vocab", "draft", "--dataloader_num_workers", "0",
+              "--train_sampling_strategy", "group_by_length", "--save_total_limit", "1"]
+BEFORE = {
+    "quickstart": CPU_BEFORE + ["--max_steps", "600", "--learning_rate", "2e-3", "--max_train_conversations", "4000",
+                                "--max_train_minutes", "20", "--save_steps", "50"],
+    "long_cpu": CPU_BEFORE + ["--max_steps", "4500", "--learning_rate", "1e-3", "--max_train_conversations", "12000",
+                              "--max_train_minutes", "60", "--save_steps", "100"],
+    "gpu": ["--submodels", "6,9,12", "--logging_steps", "1", "--save_strategy", "no", "--report_to", "none",
+            "--soft", "True", "--bf16", "True", "--num_train_epochs", "3", "--per_device_train_batch_size", "2",
+            "--gradient_accumulation_steps", "16", "--learning_rate", "2e-5", "--lr_scheduler_type", "cosine",
+            "--warmup_steps", "0.04", "--weight_decay", "0", "--model_max_length", "2048",
+            "--gradient_checkpointing", "True", "--lazy_preprocess", "True", "--distill", "False"],
+}
+
+
+def parser():
+    return transformers.HfArgumentParser((ModelArguments, DataArguments, SortedTrainingArguments))
+
+
+def parsed(argv) -> dict:
+    """Every argument the trainer would see (as parsed, before TrainingArguments checks the machine:
+    the GPU recipe asks for bf16 on a GPU)."""
+    p = parser()
+    return vars(p.parse_args(with_recipe(argv, p)))
+
+
+def test_the_three_recipes_ship():
+    assert {"quickstart", "long_cpu", "gpu"} <= set(recipe_names())
+
+
+@pytest.mark.parametrize("name", sorted(BEFORE))
+def test_a_recipe_gives_the_arguments_its_script_passed_before(name):
+    assert parsed(["--recipe", name, *RUN]) == parsed([*RUN, *BEFORE[name]])
+
+
+def test_the_command_line_overrides_a_recipe_and_old_spellings_still_parse(tmp_path):
+    args = parsed(["--recipe", "quickstart", *RUN, "--learning_rate", "1e-3", "--exits", "4,8"])
+    assert (args["learning_rate"], args["submodels"], args["max_steps"]) == (1e-3, "4,8", 600)
+    assert parsed([*RUN, "--submodels", "4,8"])["submodels"] == "4,8"  # the original spelling
+    assert parsed([*RUN, "--max-train-minutes", "5"])["max_train_minutes"] == 5  # hyphens too, as HF's parser has them
+    own = tmp_path / "mine.yaml"
+    own.write_text("learning_rate: 5.0e-4\nsubmodels: [3, 6]\n")
+    mine = parsed([f"--recipe={own}", *RUN])
+    assert (mine["learning_rate"], mine["submodels"]) == (5e-4, "3,6")
+
+
+@pytest.mark.parametrize("text, argv, message", [
+    (None, ["--recipe", "quick"], "--recipe quick: no such recipe (known: "),
+    (None, ["--recipe"], "--recipe needs a name"),
+    ("learning_rat: 1.0e-3\n", None, "'learning_rat' is not an argument of this trainer"),
+    ("- a list\n", None, "must be a mapping"),
+    ("a: [unclosed\n", None, "not valid YAML"),
+])
+def test_a_bad_recipe_is_refused_by_name(tmp_path, text, argv, message):
+    if text is not None:
+        (tmp_path / "bad.yaml").write_text(text)
+        argv = ["--recipe", str(tmp_path / "bad.yaml")]
+    with pytest.raises(RecipeError, match=message.replace("(", r"\(").replace("[", r"\[")):
+        with_recipe([*argv, *RUN], parser())

@@ -1,0 +1,75 @@
+"""Training recipes as files: ``--recipe NAME_OR_PATH`` gives a trainer the settings of
+``train/configs/recipes/NAME.yaml`` (or of any YAML file), and every flag on the command line
+overrides them. A recipe is a mapping of the trainer's own argument names (``learning_rate``,
+``submodels``, ...) to values; one that names no such argument is refused with its file.
+
+    python -m sd2train.train --recipe quickstart --model_name_or_path D --output_dir O --learning_rate 1e-3
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+RECIPES_DIR = Path(__file__).resolve().parents[1] / "configs" / "recipes"
+
+
+class RecipeError(ValueError):
+    pass
+
+
+def recipe_names() -> list[str]:
+    return sorted(p.stem for p in RECIPES_DIR.glob("*.yaml"))
+
+
+def recipe_file(name_or_path: str) -> Path:
+    path = Path(name_or_path)
+    if path.suffix in (".yaml", ".yml") or path.is_file():
+        if not path.is_file():
+            raise RecipeError(f"--recipe {name_or_path}: no such file")
+        return path
+    if (RECIPES_DIR / f"{name_or_path}.yaml").is_file():
+        return RECIPES_DIR / f"{name_or_path}.yaml"
+    raise RecipeError(f"--recipe {name_or_path}: no such recipe (known: {', '.join(recipe_names())}, or a YAML file)")
+
+
+def load_recipe(name_or_path: str) -> dict:
+    import yaml
+
+    path = recipe_file(name_or_path)
+    try:
+        settings = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise RecipeError(f"--recipe {path}: not valid YAML ({exc})") from None
+    if not isinstance(settings, dict):
+        raise RecipeError(f"--recipe {path}: must be a mapping of argument names to values")
+    return settings
+
+
+def recipe_argv(name_or_path: str, parser) -> list[str]:
+    """The recipe as command-line flags for ``parser`` (an HfArgumentParser)."""
+    known = {action.dest for action in parser._actions}
+    argv = []
+    for key, value in load_recipe(name_or_path).items():
+        if key not in known:
+            raise RecipeError(f"--recipe {recipe_file(name_or_path)}: {key!r} is not an argument of this trainer")
+        if isinstance(value, (list, tuple)):
+            value = ",".join(str(v) for v in value)
+        argv += [f"--{key}", str(value)]  # True / False as HfArgumentParser reads booleans
+    return argv
+
+
+def with_recipe(argv: list[str], parser) -> list[str]:
+    """``argv`` with ``--recipe X`` replaced by the recipe's flags, placed first so that the
+    command line's own flags (parsed later: the last one wins) override them."""
+    argv, recipes, rest, i = list(argv), [], [], 0
+    while i < len(argv):
+        flag, eq, value = argv[i].partition("=")
+        if flag == "--recipe":
+            if not eq:
+                if i + 1 == len(argv) or argv[i + 1].startswith("--"):
+                    raise RecipeError(f"--recipe needs a name ({', '.join(recipe_names())}) or a YAML file")
+                value, i = argv[i + 1], i + 1
+            recipes.append(value)
+        else:
+            rest.append(argv[i])
+        i += 1
+    return [flag for name in recipes for flag in recipe_argv(name, parser)] + rest
