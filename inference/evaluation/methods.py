@@ -445,3 +445,26 @@ def _hf_build(args, model, tokenizer) -> Forward:
 
 register(Method("hf", "Hugging Face's generate, assisted generation and prompt lookup (outside references).",
                 _hf_args, _hf_build, _hf_check))
+
+
+# ---------------------------------------------------------------- EAGLE-3
+
+def _eagle3_args(g) -> None:
+    g.add_argument("--ea-model-path", "--drafter-path", dest="drafter_path", required=True,
+                   help="the EAGLE-3 head for this target (python -m sd2train.eagle3 trains one)")
+    g.add_argument("--total-token", type=int, default=60, help="tree nodes, the root included")
+    g.add_argument("--depth", type=int, default=7,
+                   help="expansion steps after the first top-k (the deepest token is depth + 1; EAGLE-3's 7)")
+    g.add_argument("--top-k", type=int, default=10, help="children per expanded node and frontier width")
+
+
+def _eagle3_build(args, model, tokenizer) -> Forward:
+    from specdec.drafters.eagle3 import load_eagle3_drafter
+
+    drafter = load_eagle3_drafter(args.drafter_path, model, total_token=args.total_token, depth=args.depth,
+                                  top_k=args.top_k)
+    return _engine(model, drafter, args)
+
+
+register(Method("eagle3", "EAGLE-3: a head over the target's fused low/middle/high features, trained with "
+                "training-time test, drafts EAGLE-2's dynamic tree.", _eagle3_args, _eagle3_build, _eagle_check))

@@ -91,11 +91,16 @@ class SpeculativeEngine:
         (never inside its time). Shapes already captured are kept, so it may be called again after
         the drafter changes."""
         if isinstance(self.target, StaticTarget):
+            self._read_features_of(self.drafter)
             self.capture_seconds += self.target.capture()
         drafter_capture = getattr(self.drafter, "capture_graphs", None)
         if callable(drafter_capture):
             self.capture_seconds += drafter_capture()
         return self.capture_seconds
+
+    def _read_features_of(self, drafter) -> None:
+        """The target computes the features the drafter reads (``TargetHiddenReader.feature_layers``)."""
+        self.target.feature_layers = tuple(getattr(drafter, "feature_layers", ()))
 
     def _clock(self) -> float:
         if self.sync_timing:
@@ -124,6 +129,7 @@ class SpeculativeEngine:
         times = {"draft": 0.0, "verify": 0.0, "other": 0.0}
 
         read_hidden = self.read_hidden
+        self._read_features_of(self.drafter)
         self.drafter.reset(context_buf[:length])
         t0 = self._clock()
         if length > 1:

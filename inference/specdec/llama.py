@@ -176,28 +176,38 @@ class LlamaRunner:
         rows, where ``past`` is the (common) cache length of these layers; ``None`` means every
         new row sees everything (only right for n == 1).
         """
-        n = h.shape[1]
-        kv, group, dim = self.num_kv_heads, self.num_heads // self.num_kv_heads, self.head_dim
-        cos, sin = rope if rope is not None else self.rope(h, positions)
-        # Grouped-query attention: fold each KV head's query heads into its rows, (1, kv, group*n, dim),
-        # so attention reads every key once with no repeated K/V (the mask repeats per group).
-        if mask is not None and group > 1:
-            mask = mask.repeat(1, 1, group, 1)
+        rope = rope if rope is not None else self.rope(h, positions)
+        mask = self.grouped_mask(mask)
         for i in layers:
             layer = self.layers[i]
-            attn = layer.self_attn
-            x = layer.input_layernorm(h)
-            q = self._project(attn.q_proj, x).reshape(1, n, self.num_heads, dim).transpose(1, 2)
-            k = self._project(attn.k_proj, x).reshape(1, n, kv, dim).transpose(1, 2)
-            v = self._project(attn.v_proj, x).reshape(1, n, kv, dim).transpose(1, 2)
-            q = (q * cos + _rotate_half(q) * sin).reshape(1, kv, group * n, dim)
-            k = k * cos + _rotate_half(k) * sin
-            keys, values = cache.append(i, k, v)
-            o = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask, scale=self.scaling)
-            o = o.reshape(1, kv * group, n, dim).transpose(1, 2).reshape(1, n, -1)
-            h = h + self._project(attn.o_proj, o)
+            h = h + self.attend(i, layer.self_attn, layer.input_layernorm(h), cache, rope, mask)
             h = h + self._mlp(layer.mlp, layer.post_attention_layernorm(h))
         return h
+
+    def grouped_mask(self, mask: torch.Tensor | None) -> torch.Tensor | None:
+        """Grouped-query attention folds each KV head's query heads into its rows (see ``attend``), so
+        the mask repeats per group."""
+        group = self.num_heads // self.num_kv_heads
+        return mask.repeat(1, 1, group, 1) if mask is not None and group > 1 else mask
+
+    def attend(self, i: int, attn: torch.nn.Module, x: torch.Tensor, cache: KVCache,
+               rope: tuple[torch.Tensor, torch.Tensor], mask: torch.Tensor | None) -> torch.Tensor:
+        """Layer ``i``'s self-attention over its normed input rows ``x`` (1, n, in), appending their
+        KV to ``cache``; its output projection (1, n, hidden). ``mask`` comes from ``grouped_mask``."""
+        n = x.shape[1]
+        kv, group, dim = self.num_kv_heads, self.num_heads // self.num_kv_heads, self.head_dim
+        cos, sin = rope
+        # Each KV head's query heads as its rows, (1, kv, group*n, dim): attention reads every key
+        # once, with no repeated K/V.
+        q = self._project(attn.q_proj, x).reshape(1, n, self.num_heads, dim).transpose(1, 2)
+        k = self._project(attn.k_proj, x).reshape(1, n, kv, dim).transpose(1, 2)
+        v = self._project(attn.v_proj, x).reshape(1, n, kv, dim).transpose(1, 2)
+        q = (q * cos + _rotate_half(q) * sin).reshape(1, kv, group * n, dim)
+        k = k * cos + _rotate_half(k) * sin
+        keys, values = cache.append(i, k, v)
+        o = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask, scale=self.scaling)
+        o = o.reshape(1, kv * group, n, dim).transpose(1, 2).reshape(1, n, -1)
+        return self._project(attn.o_proj, o)
 
     def _project(self, module: torch.nn.Linear, x: torch.Tensor) -> torch.Tensor:
         quantized = self.int8.get(id(module))

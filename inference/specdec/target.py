@@ -28,7 +28,10 @@ class EagerTarget:
     def __init__(self, runner: LlamaRunner):
         self.runner = runner
         self.cache: KVCache | None = None
-        self.hidden: torch.Tensor | None = None  # the last verification's last-layer states (n, hidden)
+        self.hidden: torch.Tensor | None = None  # the last verification's features (see ``feature_layers``)
+        # The features a drafter reads: empty, the last layer's output (n, hidden); else the outputs
+        # after each of these layer counts, side by side (n, len * hidden) (EAGLE-3's fusion).
+        self.feature_layers: tuple[int, ...] = ()
 
     def start(self, capacity: int) -> None:
         """A new sequence of at most ``capacity`` cached tokens (the verified tree included)."""
@@ -41,27 +44,37 @@ class EagerTarget:
         return self.cache.lengths[0]
 
     def prefill(self, ids: torch.Tensor) -> torch.Tensor:
-        """Cache ``ids`` (n,), the first tokens of the sequence; their last-layer hidden states (n, hidden),
-        before the final norm (no logits)."""
+        """Cache ``ids`` (n,), the first tokens of the sequence; their features (the last layer's
+        hidden states before the final norm, or those of ``feature_layers``; no logits)."""
         n = ids.numel()
-        runner = self.runner
-        h = runner.run_layers(runner.embed(ids), self.cache, range(runner.num_layers),
-                              torch.arange(n, device=ids.device), causal_mask(n, 0, ids.device))
-        return h[0]
+        h, features = self._run(ids, torch.arange(n, device=ids.device), causal_mask(n, 0, ids.device))
+        return features
 
     def verify(self, ids: torch.Tensor, positions: torch.Tensor, tree_mask: torch.Tensor | None) -> torch.Tensor:
         """Logits (n, vocab) for ``ids`` (n,) after the cached rows; ``tree_mask`` (n, n) says which new
         rows each new row sees (None: n == 1). Appends their keys/values; their last-layer hidden
-        states stay in ``self.hidden`` until the next pass."""
+        states (or those of ``feature_layers``) stay in ``self.hidden`` until the next pass."""
         mask = None
         if tree_mask is not None:
             past = self.length
             mask = torch.cat((torch.ones(ids.numel(), past, dtype=torch.bool, device=ids.device), tree_mask),
                              dim=1)[None, None]
+        h, self.hidden = self._run(ids, positions, mask)
+        return self.runner.head(h)
+
+    def _run(self, ids: torch.Tensor, positions: torch.Tensor, mask: torch.Tensor | None):
+        """Every layer over ``ids``: the last layer's states (1, n, hidden) and the features."""
         runner = self.runner
-        h = runner.run_layers(runner.embed(ids), self.cache, range(runner.num_layers), positions, mask)
-        self.hidden = h[0]
-        return runner.head(h)
+        h = runner.embed(ids)
+        if not self.feature_layers:
+            h = runner.run_layers(h, self.cache, range(runner.num_layers), positions, mask)
+            return h, h[0]
+        rope, states, start = runner.rope(h, positions), [], 0
+        for end in (*self.feature_layers, runner.num_layers):
+            h = runner.run_layers(h, self.cache, range(start, end), positions, mask, rope)
+            states.append(h[0])
+            start = end
+        return h, torch.cat(states[:len(self.feature_layers)], dim=-1)
 
     def keep(self, rows: torch.Tensor, start: int) -> None:
         """Keep the rows before ``start`` and then ``rows`` (see :meth:`KVCache.keep`)."""
@@ -102,9 +115,24 @@ class StaticTarget(EagerTarget):
         mask = None
         if tree_mask is not None:
             mask = torch.cat((torch.ones(ids.numel(), past, dtype=torch.bool, device=ids.device), tree_mask), dim=1)
-        self.hidden, logits = self.passes.run(self.layers, ids, positions, past, mask, logits=True)
+        if not self.feature_layers:
+            self.hidden, logits = self.passes.run(self.layers, ids, positions, past, mask, logits=True)
+            return logits
+        h, states = ids, []
+        for layers in self._segments()[:-1]:
+            h = self.passes.run(layers, h, positions, past, mask)
+            states.append(h[0].clone())  # a later replay may reuse this output's memory
+        _, logits = self.passes.run(self._segments()[-1], h, positions, past, mask, logits=True)
+        self.hidden = torch.cat(states, dim=-1)
         return logits
+
+    def _segments(self) -> list[range]:
+        """The layers cut after each of ``feature_layers``; the last segment ends with the head."""
+        ends = (*self.feature_layers, self.runner.num_layers)
+        return [range(a, b) for a, b in zip((0, *ends[:-1]), ends)]
 
     def capture(self) -> float:
         """Record the CUDA graph of every verification shape; seconds taken."""
-        return self.passes.capture(self.layers, from_hidden=False, logits=True)
+        segments = self._segments()
+        return sum(self.passes.capture(layers, from_hidden=layers.start > 0, logits=layers is segments[-1])
+                   for layers in segments)

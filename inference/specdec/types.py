@@ -111,11 +111,18 @@ class TargetHiddenReader(Protocol):
     """Optional extra for drafters that draft from the target's own features (EAGLE, Medusa,
     Hydra). The engine calls it whenever the target's cache takes tokens: after prefill (the prompt
     less its last token) and after each verification (the root and the accepted path, before
-    ``accepted``), so the drafter holds a feature for every cached token, in order."""
+    ``accepted``), so the drafter holds a feature for every cached token, in order.
+
+    ``feature_layers`` (optional attribute, increasing layer counts): the drafter reads the outputs
+    after each of those many layers, side by side, instead of the last layer's (EAGLE-3's fusion of
+    low, middle and high layers)."""
+
+    feature_layers: tuple[int, ...] = ()
 
     def target_hidden(self, hidden: torch.Tensor) -> None:
         """``hidden`` (n, hidden_size): the target's last decoder layer's output (before the final
-        norm) for the n tokens just cached, in position order."""
+        norm) for the n tokens just cached, in position order; with ``feature_layers``
+        (n, len(feature_layers) * hidden_size)."""
 
 
 @dataclass

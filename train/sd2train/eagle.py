@@ -180,6 +180,11 @@ def check_arguments(args: EagleTrainingArguments) -> None:
                          f"{args.feature_weight} and {args.token_weight}")
     if args.feature_noise < 0:
         raise ValueError(f"--feature_noise must be >= 0, got {args.feature_noise}")
+    check_head_parallelism(args)
+
+
+def check_head_parallelism(args) -> None:
+    """What a one-layer head over a frozen target cannot use (EAGLE's and EAGLE-3's trainers)."""
     if args.gradient_checkpointing:
         raise ValueError("--gradient_checkpointing: the head is one decoder layer, nothing to checkpoint")
     ds_config = getattr(args, "hf_deepspeed_config", None)

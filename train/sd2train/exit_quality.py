@@ -14,7 +14,8 @@ least as often as the last exit does on the same tokens. Prints a table; writes 
     python -m sd2train.exit_quality --eagle models/eagle-smollm2-135m
 
 measures an EAGLE head (``sd2train.eagle``) on the same prompts and positions instead: the token it
-drafts first after a verification (depth 1), teacher-forced with the target's true features.
+drafts first after a verification (depth 1), teacher-forced with the target's true features; an
+EAGLE-3 head (``sd2train.eagle3``) at depths 1, 2 and 3 (the head unrolled over its own outputs).
 """
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ import argparse
 import hashlib
 import itertools
 import json
+import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -293,6 +295,35 @@ def evaluate_eagle(head, target, sequences, prompt_lengths, vocab_ids=None) -> d
     return {"positions": int(stats.cat("right").numel()), **stats.summary()}
 
 
+def evaluate_eagle3(head, target, sequences, prompt_lengths, depths=(1, 2, 3)) -> dict:
+    """An EAGLE-3 head's statistics at each depth k: to predict the token after position p it
+    reads the target's fused features at p - k and the tokens up to p, unrolled k steps over its
+    own outputs (``Eagle3Head.unroll``: what a depth-k tree node reads when its ancestors are
+    right). Depth 1 is the first token drafted after a verification. The head scores the draft
+    vocabulary only: its logits are -inf elsewhere, so both columns are the reduced head's."""
+    from sd2train.eagle3 import target_states
+
+    def unrolled(ids, span, _features):
+        if span.start < max(depths):
+            raise ValueError(f"an EAGLE-3 head at depth {max(depths)} needs prompts of at least {max(depths) + 1} tokens")
+        features, _ = target_states(target, head.feature_layers, ids)
+        outputs = head.unroll(ids, features, max(depths))
+        result = {}
+        for k in depths:
+            scores = head.logits(outputs[k - 1][0, span.start - k:span.stop - k]).float()
+            full = scores.new_full((scores.shape[0], target.config.vocab_size), float("-inf"))
+            full[:, head.vocab_ids] = scores
+            result[k] = full
+        return result
+
+    stats = measure_agreement(target, sequences, prompt_lengths, list(depths), unrolled, head.vocab_ids,
+                              "eagle-3 head")
+    # Cross-entropy and NLL are infinite wherever the target's token is outside the draft vocabulary.
+    finite = lambda row: {k: v if v is None or math.isfinite(v) else None for k, v in row.items()}  # noqa: E731
+    return {"positions": int(stats[depths[0]].cat("right").numel()),
+            "per_depth": {k: finite(s.summary()) for k, s in stats.items()}}
+
+
 def agreement_table(rows: dict, label: str) -> list[str]:
     """A header and one line per predictor (an exit, an EAGLE depth) of AgreementStats' summaries."""
     width = max(len(label), *(len(str(k)) for k in rows))
@@ -304,8 +335,8 @@ def agreement_table(rows: dict, label: str) -> list[str]:
         draft_vocab = f"{pct(row.get('top1_agreement_draft_vocab'))} / {pct(row.get('top4_recall_draft_vocab'))}"
         lines.append(f"{k!s:>{width}} {row['top1_agreement']:>11.1%} {pct(row.get('top4_recall')):>12} "
                      f"{fmt(row['mean_top1_prob_right']):>13} "
-                     f"{fmt(row['mean_top1_prob_wrong']):>13} {row['cross_entropy_to_target']:>12.3f} "
-                     f"{row['nll_of_target_token']:>11.3f} {draft_vocab:>27}")
+                     f"{fmt(row['mean_top1_prob_wrong']):>13} {fmt(row['cross_entropy_to_target']):>12} "
+                     f"{fmt(row['nll_of_target_token']):>11} {draft_vocab:>27}")
     return lines
 
 
@@ -492,6 +523,7 @@ class MeasuredHead:
     target: torch.nn.Module
     tokenizer: object
     vocab_ids: torch.Tensor | None
+    eagle3: bool = False  # an EAGLE-3 head (sd2train.eagle3), measured at depths 1..3
 
 
 def load_measured_head(head_path, target_path=None) -> MeasuredHead:
@@ -499,15 +531,21 @@ def load_measured_head(head_path, target_path=None) -> MeasuredHead:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from sd2.draft_spec import DRAFT_VOCAB_FILE
+    from sd2.eagle3_head import CONFIG_KEY as EAGLE3_KEY, load_eagle3_head
     from sd2.eagle_head import CONFIG_KEY, load_eagle_head
 
     config_file = Path(head_path, "config.json")
     if not config_file.is_file():
         raise ValueError(f"no EAGLE head at {head_path} (config.json missing)")
-    target_path = str(target_path or json.loads(config_file.read_text()).get(CONFIG_KEY, {}).get("target") or "")
+    config = json.loads(config_file.read_text())
+    eagle3 = EAGLE3_KEY in config
+    target_path = str(target_path or config.get(EAGLE3_KEY if eagle3 else CONFIG_KEY, {}).get("target") or "")
     if not target_path:
         raise ValueError(f"{head_path} names no target: pass --target")
     target = AutoModelForCausalLM.from_pretrained(target_path, dtype=torch.float32).eval()
+    if eagle3:
+        head = load_eagle3_head(head_path, target, torch.float32)
+        return MeasuredHead(head, target_path, target, AutoTokenizer.from_pretrained(target_path), head.vocab_ids, True)
     head = load_eagle_head(head_path, target, torch.float32)
     vocab_file = Path(head_path, DRAFT_VOCAB_FILE)
     vocab_ids = torch.tensor(json.loads(vocab_file.read_text())) if vocab_file.is_file() else None
@@ -524,15 +562,23 @@ def eagle_quality(head_path, target_path=None, num_prompts: int = 32, new_tokens
     prompts, sequences = heldout_sequences(m.target_path, m.target, m.tokenizer, conv_template, num_prompts,
                                            new_tokens, max_prompt_tokens, min_prompt_tokens, data_path,
                                            heldout_fraction)
-    report = {"head": str(head_path), "target": m.target_path, "depth": 1, "prompts": len(prompts),
-              "prompt_tokens": [min_prompt_tokens, max_prompt_tokens], "new_tokens": new_tokens,
-              **evaluate_eagle(m.head, m.target, sequences, [len(p) for p in prompts], m.vocab_ids)}
+    report = {"head": str(head_path), "target": m.target_path, "prompts": len(prompts),
+              "prompt_tokens": [min_prompt_tokens, max_prompt_tokens], "new_tokens": new_tokens}
+    lengths = [len(p) for p in prompts]
+    if m.eagle3:  # depth 1's figures also at the top level, where EAGLE's report has them
+        measured = evaluate_eagle3(m.head, m.target, sequences, lengths)
+        report.update({"depth": 1, "positions": measured["positions"], **measured["per_depth"][1],
+                       "per_depth": measured["per_depth"]})
+    else:
+        report.update({"depth": 1, **evaluate_eagle(m.head, m.target, sequences, lengths, m.vocab_ids)})
     if m.vocab_ids is not None:
         report["draft_vocab_size"] = len(m.vocab_ids)
     report["seconds"] = round(time.time() - started, 1)
-    print("\n".join([f"EAGLE head {head_path} vs {m.target_path} ({prompt_set_title(report)}; depth 1: the first "
-                     "token drafted after a verification, teacher-forced with the target's features)",
-                     *agreement_table({1: report}, "depth")]))
+    depths = ("depths 1-3: the k-th token drafted after a verification, unrolled over the head's own outputs"
+              if m.eagle3 else "depth 1: the first token drafted after a verification")
+    print("\n".join([f"EAGLE{'-3' if m.eagle3 else ''} head {head_path} vs {m.target_path} ({prompt_set_title(report)}; "
+                     f"{depths}, teacher-forced with the target's features)",
+                     *agreement_table(report.get("per_depth", {1: report}), "depth")]))
     if write:
         Path(head_path, report_name(EAGLE_REPORT_FILE, min_prompt_tokens, max_prompt_tokens)).write_text(
             json.dumps(report, indent=2))
@@ -550,14 +596,21 @@ def eagle_quality_on_answers(head_path, answer_file, question_file=None, target_
                                get_format(conv_template, m.tokenizer))
     key = "_draft_vocab" if m.vocab_ids is not None else ""
 
+    depths = [1, 2, 3] if m.eagle3 else [1]
+
     def evaluate(sequences, lengths):
+        if m.eagle3:
+            result = evaluate_eagle3(m.head, m.target, sequences, lengths, tuple(depths))
+            return result["positions"], {k: (r[f"top1_agreement{key}"], r[f"top4_recall{key}"])
+                                         for k, r in result["per_depth"].items()}
         result = evaluate_eagle(m.head, m.target, sequences, lengths, m.vocab_ids)
         return result["positions"], {1: (result[f"top1_agreement{key}"], result[f"top4_recall{key}"])}
 
-    report = {"head": str(head_path), "answer_file": str(answer_file), **agreement_on_answers(by_task, evaluate, [1])}
-    print(format_task_table(f"EAGLE head {head_path} along {answer_file} (first turns, teacher-forced; "
-                            f"{'draft' if key else 'full'}-vocabulary head): top-1 / top-4 at depth 1",
-                            report, {1: "depth 1"}))
+    report = {"head": str(head_path), "answer_file": str(answer_file),
+              **agreement_on_answers(by_task, evaluate, depths)}
+    print(format_task_table(f"EAGLE{'-3' if m.eagle3 else ''} head {head_path} along {answer_file} (first turns, "
+                            f"teacher-forced; {'draft' if key else 'full'}-vocabulary head): top-1 / top-4 per depth",
+                            report, {k: f"depth {k}" for k in depths}))
     return report
 
 
@@ -576,7 +629,7 @@ def main(argv=None):
     measured.add_argument("--draft", help="draft checkpoint (or a target, with --layers)")
     measured.add_argument("--eagle", metavar="HEAD",
                           help="an EAGLE head (sd2train.eagle) instead: its depth-1 agreement on the same prompts "
-                               "and positions, written to HEAD/eagle_quality.json")
+                               "and positions (an EAGLE-3 head's at depths 1-3), written to HEAD/eagle_quality.json")
     parser.add_argument("--target", default=None,
                         help="target checkpoint (default: the one the draft's config.sd2 or the head's config names)")
     parser.add_argument("--layers", type=int, default=None, help="measure the first N layers of --draft untrained")

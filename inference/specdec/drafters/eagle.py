@@ -47,9 +47,11 @@ def head_runner(head: EagleHead) -> LlamaRunner:
 class EagleDraft(SortedDraft):
     """The head's rows (see the module docstring); one exit, numbered 1."""
 
+    make_runner = staticmethod(head_runner)  # EAGLE-3's head runs its own layer
+
     def __init__(self, head: EagleHead, vocab_ids: list[int] | None = None, branching: bool = True,
                  passes: str = "eager", max_draft_rows: int = 256):
-        runner = head_runner(head)
+        runner = self.make_runner(head)
         static = None if passes == "eager" else StaticPasses(  # as SD2's draft: a context, then a round's rows
             runner, runner.max_position + max_draft_rows + 1, STATIC_PASS_ROWS, cuda_graphs=passes == "cuda_graphs")
         super().__init__(runner, [1], [0.0], vocab_ids, branching, passes=static)
@@ -123,10 +125,13 @@ class EagleDrafter(FeatureTreeDrafter):
         if passes not in PASSES:
             raise ValueError(f"passes must be one of {PASSES}, got {passes!r}")
         super().__init__()
-        self.draft = EagleDraft(head, draft_vocab, passes=passes, max_draft_rows=max(total_token, depth * top_k))
+        self.draft = self._new_draft(head, draft_vocab, passes, max(total_token, depth * top_k))
         # EAGLE-2's depth counts expansions after the first top-k; a static tree's, drafted tokens
         self.proposer = tree_proposer(self.draft, tree, total_token, depth + 1 if tree == "dynamic" else depth, top_k,
                                       rank_accuracy or FALLBACK_RANK_ACCURACY)
+
+    def _new_draft(self, head, draft_vocab, passes: str, max_draft_rows: int) -> EagleDraft:
+        return EagleDraft(head, draft_vocab, passes=passes, max_draft_rows=max_draft_rows)
 
     def capture_graphs(self) -> float:
         """Capture the head's fixed-shape passes as CUDA graphs (``passes='cuda_graphs'``); seconds."""

@@ -1,0 +1,212 @@
+"""Train an EAGLE-3 draft head for a target (EAGLE-3, Li et al. 2025), on the data SoFT trains on.
+
+    python -m sd2train.eagle3 --target_model_name_or_path models/smollm2-135m-instruct \
+        --output_dir models/eagle3-smollm2-135m --data_path outputs/target_replies/smollm2-135m-instruct-n128.jsonl \
+        [--ttt_steps 7 --step_weight_decay 0.8] [--feature_layers 2,15,27] [--draft_vocab_size 8192] \
+        [--model_max_length 2048] [HF TrainingArguments]
+
+The head (``sd2.eagle3_head``) reads a fusion of the target's states after three layers (2, L // 2,
+L - 3 by default) and the next token, and scores the draft vocabulary. The target is frozen; its
+states and logits are computed on the fly each batch (forward hooks on those layers, no cache on
+disk). **Training-time test**: the head is unrolled ``ttt_steps`` steps over each sequence, step j
+reading its own step-(j-1) outputs in place of the target's fused features (``Eagle3Head.unroll``),
+and EAGLE-3's loss is
+
+    sum_j step_weight_decay^j * CE(target's distribution over the draft vocabulary, head's)   at step j
+
+at the rows whose predicted token is an assistant token (label != -100) and whose target argmax is
+in the draft vocabulary (the target's distribution renormalised over it: forward KL up to a
+constant). Data and arguments are the SoFT trainer's (``sd2train.train``); under torchrun it runs
+with FSDP or DeepSpeed ZeRO-2 like any HF Trainer. At the end the head is saved as its own folder
+(``Eagle3Head.save``: config naming the target, safetensors, draft_vocab.json) with the target's
+tokenizer and the loss log, and its held-out agreement at depths 1..3 is measured
+(``sd2train.exit_quality --eagle``).
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+import transformers
+from transformers import AutoModelForCausalLM
+
+from sd2.eagle3_head import Eagle3Head, check_feature_layers, default_feature_layers
+from sd2train.eagle import EagleTrainer, check_head_parallelism
+from sd2train.exits import capture_exit_states, parse_int_list, unwrap
+from sd2train.preprocess import IGNORE_INDEX
+from sd2train.train import (
+    DataArguments,
+    DraftTrainingArguments,
+    LossLogCallback,
+    TimeLimitCallback,
+    build_dataset,
+    frozen_model_dtype,
+    heldout_source,
+    load_tokenizer,
+    training_conversations,
+)
+
+
+@dataclass
+class Eagle3ModelArguments:
+    target_model_name_or_path: str = field(metadata={"help": "the target the head drafts for (frozen)"})
+    draft_vocab_size: int = field(default=8192, metadata={"help": "the head scores the N tokens most frequent in the "
+                                                                  "training replies, special tokens first (0 = the "
+                                                                  "target's whole vocabulary)"})
+    feature_layers: str = field(default="", metadata={"help": "the three fused layer counts (default EAGLE-3's: "
+                                                              "2, L // 2, L - 3)"})
+
+
+@dataclass
+class Eagle3TrainingArguments(DraftTrainingArguments):
+    ttt_steps: int = field(default=7, metadata={"help": "training-time test: steps the head is unrolled over its own "
+                                                        "outputs (EAGLE-3's 7)"})
+    step_weight_decay: float = field(default=0.8, metadata={"help": "step j's loss weighs this ** j (EAGLE-3's 0.8)"})
+    # The head's forward takes (input_ids, features), not the batch's columns: keep them all.
+    remove_unused_columns: bool = False
+
+
+@dataclass
+class Eagle3Loss:
+    loss: torch.Tensor
+    step_losses: list[float]  # each step's cross-entropy, before weighting
+    step_accuracies: list[float]  # each step's top-1 agreement with the target on the counted rows
+    num_rows: int  # rows that count at step 0
+
+
+def target_states(target, layers, input_ids, attention_mask=None) -> tuple[torch.Tensor, torch.Tensor]:
+    """The frozen target's states after each of ``layers`` side by side (B, T, 3H), and its logits
+    (B, T, V), from one forward."""
+    with capture_exit_states(unwrap(target), list(layers)) as captured:
+        logits = target(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).logits
+    return torch.cat([captured[k] for k in layers], dim=-1), logits
+
+
+def eagle3_loss(head, features, target_logits, input_ids, labels, steps: int, decay: float = 0.8) -> Eagle3Loss:
+    """EAGLE-3's loss (see the module doc) for a batch: ``features`` (B, T, 3H) and ``target_logits``
+    (B, T, V) the target's of ``input_ids`` (B, T); ``labels`` (B, T), -100 where not an assistant
+    token. ``head`` may be wrapped (DDP, FSDP, DeepSpeed): its unroll runs through the wrapper.
+
+    Row t of step j predicts x_{t+j+2}: it is compared with the target's distribution at position
+    t+j+1 and counts when labels[t+j+2] != -100 and the target's argmax there is a draft token."""
+    inner = unwrap(head)
+    vocab_ids = inner.vocab_ids
+    length = input_ids.shape[1]
+    steps = min(steps, length - 2)
+    with torch.no_grad():
+        in_vocab = torch.zeros(target_logits.shape[-1], dtype=torch.bool, device=vocab_ids.device)
+        in_vocab[vocab_ids] = True
+        drafted_argmax = in_vocab[target_logits.argmax(-1)]  # (B, T)
+        target_log_probs = F.log_softmax(target_logits[..., vocab_ids].float(), -1)  # over the draft vocabulary
+    outputs = head(input_ids, features, steps, logits=False)
+    total, step_losses, step_accuracies, rows = None, [], [], 0
+    for j, out in enumerate(outputs):
+        counted = (labels[:, j + 2:] != IGNORE_INDEX) & drafted_argmax[:, j + 1:-1]  # rows t < T - j - 2
+        if j == 0:
+            rows = int(counted.sum())
+        if not counted.any():
+            part = out.sum() * 0.0  # nothing to learn here: a zero that keeps the graph
+            step_losses.append(0.0)
+            step_accuracies.append(0.0)
+        else:
+            log_q = F.log_softmax(inner.logits(out[:, :length - j - 2][counted]).float(), -1)
+            p_log = target_log_probs[:, j + 1:-1][counted]
+            part = -(p_log.exp() * log_q).sum(-1).mean()
+            step_losses.append(float(part.detach()))
+            step_accuracies.append(float((log_q.argmax(-1) == p_log.argmax(-1)).float().mean()))
+        total = decay ** j * part if total is None else total + decay ** j * part
+    return Eagle3Loss(total, step_losses, step_accuracies, rows)
+
+
+class Eagle3Trainer(EagleTrainer):
+    """HF Trainer for an EAGLE-3 head: each batch's features and logits come from the frozen
+    ``target``; logs each step's loss and agreement and the target's share of the step time."""
+
+    def __init__(self, *args, target, steps: int, decay: float, **kwargs):
+        super().__init__(*args, target=target, **kwargs)
+        self.steps, self.decay = steps, decay
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        from sd2train.eagle import _synchronize
+
+        started = time.perf_counter()
+        with torch.no_grad():
+            features, logits = target_states(self.target, unwrap(model).feature_layers, inputs["input_ids"],
+                                             inputs.get("attention_mask"))
+        _synchronize(features.device)
+        target_seconds = time.perf_counter() - started
+        self.seconds["target_forward"] += target_seconds
+        result = eagle3_loss(model, features, logits, inputs["input_ids"], inputs["labels"], self.steps, self.decay)
+        parts = {f"loss_step{j}": v for j, v in enumerate(result.step_losses)}
+        parts.update({f"acc_step{j}": v for j, v in enumerate(result.step_accuracies)})
+        self.record(**parts, target_forward_s=target_seconds)
+        return (result.loss, None) if return_outputs else result.loss
+
+
+def check_arguments(args: Eagle3TrainingArguments) -> None:
+    """Clear errors for settings this trainer cannot honour, before any weights or data load."""
+    if args.ttt_steps < 1:
+        raise ValueError(f"--ttt_steps must be >= 1, got {args.ttt_steps}")
+    if not 0 < args.step_weight_decay <= 1:
+        raise ValueError(f"--step_weight_decay must be in (0, 1], got {args.step_weight_decay}")
+    check_head_parallelism(args)  # as EAGLE's: no gradient checkpointing, no ZeRO-3
+
+
+def train_eagle3(model_args: Eagle3ModelArguments, data_args: DataArguments, args: Eagle3TrainingArguments) -> Path:
+    from sd2train.make_draft import draft_vocab, stop_token_ids
+    from sd2train.preprocess import PaddingCollator
+
+    check_arguments(args)
+    target_path = model_args.target_model_name_or_path
+    target = AutoModelForCausalLM.from_pretrained(target_path, dtype=torch.float32)
+    layers = check_feature_layers(parse_int_list(model_args.feature_layers) if model_args.feature_layers else
+                                  default_feature_layers(target.config.num_hidden_layers),
+                                  target.config.num_hidden_layers)
+    tokenizer = load_tokenizer(target_path, args.model_max_length)
+    conversations = training_conversations(data_args, args.seed)
+    vocab = None
+    if model_args.draft_vocab_size > 0:  # the same on every process: counted on the same conversations
+        vocab = draft_vocab(tokenizer, conversations, min(model_args.draft_vocab_size, len(tokenizer)),
+                            stop_token_ids(tokenizer, target.generation_config))
+    # The head starts as float32 copies of the target's parts and trains in float32; the frozen
+    # target (its embedding shared with the head) runs in the mixed precision.
+    head = Eagle3Head.for_target(target, vocab, layers, target_path).float()
+    target.to(frozen_model_dtype(args)).eval().requires_grad_(False)
+    target.to(args.device)
+
+    output = Path(args.output_dir)
+    dataset = build_dataset(conversations, tokenizer, data_args, args.model_max_length, args.seed)
+    callbacks = [LossLogCallback()] + ([TimeLimitCallback(args.max_train_minutes)] if args.max_train_minutes else [])
+    trainer = Eagle3Trainer(model=head, args=args, train_dataset=dataset,
+                            data_collator=PaddingCollator(tokenizer.pad_token_id), processing_class=tokenizer,
+                            callbacks=callbacks, target=target, steps=args.ttt_steps, decay=args.step_weight_decay)
+    started = time.time()
+    trainer.train(resume_from_checkpoint=args.resume_from_checkpoint)
+    weights = trainer.accelerator.get_state_dict(trainer.model_wrapped)  # gathered where sharded
+    if trainer.is_world_process_zero():
+        head.save(output, weights)
+        tokenizer.save_pretrained(output)
+        print(f"[eagle3] {trainer.state.global_step} steps of {args.ttt_steps} unrolled steps in "
+              f"{(time.time() - started) / 60:.1f} min; the target's forward took {trainer.target_forward_share():.0%} "
+              f"of the training steps' time; head saved to {output}")
+        if args.exit_quality_prompts > 0:
+            from sd2train.exit_quality import eagle_quality
+
+            del trainer, target, head
+            eagle_quality(output, target_path, num_prompts=args.exit_quality_prompts,
+                          new_tokens=args.exit_quality_new_tokens, conv_template=data_args.conv_template,
+                          data_path=heldout_source(data_args.data_path), heldout_fraction=data_args.heldout_fraction)
+    return output
+
+
+def main(argv=None):
+    parser = transformers.HfArgumentParser((Eagle3ModelArguments, DataArguments, Eagle3TrainingArguments))
+    model_args, data_args, args = parser.parse_args_into_dataclasses(argv)
+    train_eagle3(model_args, data_args, args)
+
+
+if __name__ == "__main__":
+    main()
