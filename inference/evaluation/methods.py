@@ -458,6 +458,13 @@ def _eagle3_args(g) -> None:
     g.add_argument("--top-k", type=int, default=10, help="children per expanded node and frontier width")
 
 
+def _eagle3_check(args) -> None:
+    if args.total_token < 2 or args.depth < 1 or args.top_k < 1:
+        raise ValueError(f"need --total-token >= 2, --depth >= 1 and --top-k >= 1, got {args.total_token}, "
+                         f"{args.depth}, {args.top_k}")
+    check_model_folder(Path(args.drafter_path), "--ea-model-path")
+
+
 def _eagle3_build(args, model, tokenizer) -> Forward:
     from specdec.drafters.eagle3 import load_eagle3_drafter
 
@@ -467,4 +474,4 @@ def _eagle3_build(args, model, tokenizer) -> Forward:
 
 
 register(Method("eagle3", "EAGLE-3: a head over the target's fused low/middle/high features, trained with "
-                "training-time test, drafts EAGLE-2's dynamic tree.", _eagle3_args, _eagle3_build, _eagle_check))
+                "training-time test, drafts EAGLE-2's dynamic tree.", _eagle3_args, _eagle3_build, _eagle3_check))
