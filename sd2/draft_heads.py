@@ -25,6 +25,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from sd2.draft_spec import check_draft_vocab
 from sd2.eagle_head import check_target, target_signature
 
 CONFIG_KEY = "sd2_heads"
@@ -115,10 +116,18 @@ def load_draft_heads(path: str | Path, target: nn.Module, dtype: torch.dtype | N
     path = Path(path)
     if not (path / "config.json").is_file():
         raise ValueError(f"no draft heads at {path} (config.json missing)")
-    spec = json.loads((path / "config.json").read_text()).get(CONFIG_KEY)
+    try:
+        spec = json.loads((path / "config.json").read_bytes()).get(CONFIG_KEY)
+    except (UnicodeDecodeError, json.JSONDecodeError, AttributeError):
+        raise ValueError(f"{path / 'config.json'} is not a JSON object: the heads' folder is damaged") from None
     if not spec:
         raise ValueError(f"{path} holds no Medusa or Hydra heads (no {CONFIG_KEY} entry in its config.json)")
+    if not (path / "model.safetensors").is_file():
+        raise ValueError(f"{path}: the heads' weights (model.safetensors) are missing")
     check_target(spec, target, path)
+    if spec.get("draft_vocab") is not None:
+        check_draft_vocab(spec["draft_vocab"], f"{CONFIG_KEY}.draft_vocab in {path / 'config.json'}",
+                          target.config.vocab_size)
     inner = target.model
     heads = DraftHeads(spec["kind"], spec["num_heads"], spec["hidden_size"], spec["head_vocab"], inner.norm,
                        inner.embed_tokens, {k: spec[k] for k in ("target", "hidden_size", "vocab_size",

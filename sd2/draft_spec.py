@@ -94,18 +94,52 @@ class DraftSpec:
     def vocab_path(self, folder: str | Path) -> Path | None:
         return Path(folder, self.draft_vocab_file) if self.draft_vocab_file else None
 
-    def load_vocab(self, folder: str | Path, size: int | None = None) -> list[int] | None:
+    def load_vocab(self, folder: str | Path, size: int | None = None, vocab_size: int | None = None) -> list[int] | None:
         """The draft vocabulary's token ids (the first ``size``; None or 0 size: all), or None
-        when the draft has none; a named file that is missing is an error."""
+        when the draft has none; a named file that is missing or malformed is an error. Ids must
+        lie below ``vocab_size`` (default: the draft's config.json's)."""
         path = self.vocab_path(folder)
         if path is None:
             return None
         if not path.is_file():
             raise ValueError(f"the draft's config names the draft vocabulary {path}, which does not exist")
-        vocab = json.loads(path.read_text())
+        if vocab_size is None and Path(folder, "config.json").is_file():
+            vocab_size = json.loads(Path(folder, "config.json").read_text()).get("vocab_size")
+        vocab = read_draft_vocab(path, vocab_size)
         if size:
             if size > len(vocab):
                 raise ValueError(f"draft vocabulary size {size} exceeds the draft vocabulary ({len(vocab)} ids in "
                                  f"{path.name})")
             vocab = vocab[:size]
         return vocab
+
+
+def read_draft_vocab(path: str | Path, vocab_size: int | None = None) -> list[int]:
+    """A draft vocabulary file (a JSON list of token ids), checked by ``check_draft_vocab``."""
+    try:
+        ids = json.loads(Path(path).read_bytes())
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        detail = f"{exc.msg}: line {exc.lineno}, column {exc.colno}" if isinstance(exc, json.JSONDecodeError) else "not UTF-8 text"
+        raise ValueError(f"draft vocabulary {path} is not valid JSON ({detail})") from None
+    return check_draft_vocab(ids, path, vocab_size)
+
+
+def check_draft_vocab(ids, where: str | Path, vocab_size: int | None = None) -> list[int]:
+    """A draft vocabulary is a non-empty list of distinct token ids, whole numbers in [0, vocab_size)
+    (a reduced head scores exactly these rows, so a fraction, a repeat or an id past the
+    vocabulary would draft tokens the target cannot mean)."""
+    if not isinstance(ids, list) or not ids:
+        raise ValueError(f"draft vocabulary {where}: expected a non-empty JSON list of token ids")
+    bad = [t for t in ids if isinstance(t, bool) or not isinstance(t, int) or t < 0
+           or (vocab_size is not None and t >= vocab_size)]
+    if bad:
+        bound = f"[0, {vocab_size})" if vocab_size is not None else ">= 0"
+        raise ValueError(f"draft vocabulary {where}: token ids must be whole numbers {bound}, found {bad[:5]}")
+    if len(set(ids)) != len(ids):
+        seen, repeated = set(), []
+        for t in ids:
+            if t in seen:
+                repeated.append(t)
+            seen.add(t)
+        raise ValueError(f"draft vocabulary {where}: token ids must be distinct, {repeated[:5]} repeated")
+    return ids

@@ -135,6 +135,12 @@ def load_eagle_head(path: str | Path, target: nn.Module, dtype: torch.dtype | No
     path = Path(path)
     if not (path / "config.json").is_file():
         raise ValueError(f"no EAGLE head at {path} (config.json missing)")
+    try:
+        json.loads((path / "config.json").read_bytes())
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        raise ValueError(f"{path / 'config.json'} is not valid JSON: the head's folder is damaged") from None
+    if not (path / "model.safetensors").is_file():
+        raise ValueError(f"{path}: the head's weights (model.safetensors) are missing")
     config = AutoConfig.from_pretrained(path)
     config._attn_implementation = "sdpa"
     signature = getattr(config, CONFIG_KEY, None)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import sys
 from pathlib import Path
@@ -80,6 +81,10 @@ def read_answers(path: Path, repair: bool = False) -> list[dict]:
         if not line.strip():
             continue
         try:
+            try:
+                line.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise ValueError(f"not UTF-8 text: byte 0x{line[exc.start]:02x} at column {exc.start + 1}") from None
             record = json.loads(line)
             if not isinstance(record, dict) or "question_id" not in record:
                 raise ValueError("not an answer record (no question_id)")
@@ -128,6 +133,29 @@ def append_answer(path: Path, record: dict) -> None:
         f.write(answer_line(record))
         f.flush()
         os.fsync(f.fileno())
+
+
+def finite_or_null(value):
+    """``value`` with every NaN or infinity replaced by None, for standard JSON (a report's tau
+    over no accept lengths, say)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: finite_or_null(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [finite_or_null(v) for v in value]
+    return value
+
+
+def check_json_destination(path: str | None) -> None:
+    """A report's ``--json PATH`` can be written (checked before the report is made, not after)."""
+    if path in (None, "-"):
+        return
+    folder = Path(path).parent
+    if not folder.is_dir():
+        raise AnswerFileError(f"--json {path}: the folder {folder} does not exist")
+    if Path(path).is_dir():
+        raise AnswerFileError(f"--json {path} is a folder: give a file name")
 
 
 # ---------------------------------------------------------------- the settings of a run

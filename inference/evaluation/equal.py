@@ -9,8 +9,11 @@ files record them (``token_ids``, written by this harness); otherwise the turn's
 differ after a stop string), ids cannot. The first difference is located as a token index
 (answers tokenised with ``--tokenizer-path`` when only text is there) or else a character index,
 with a little context from both sides. Questions in only one file, or recorded with an
-``error``, are listed, never skipped silently. ``--strict`` exits 1 on any difference, a missing
-or extra question, or an error recorded in one file only.
+``error``, are listed, never skipped silently.
+
+Exit status: 0 when the report could be made (and, with ``--strict``, the files are equal); 1 with
+``--strict`` on any difference, a missing or extra question, or an error recorded in one file only;
+2 when no report could be made (a missing or malformed file, a bad flag, an unusable tokenizer).
 """
 from __future__ import annotations
 
@@ -19,7 +22,9 @@ import json
 import sys
 from pathlib import Path
 
-from evaluation.answers import AnswerFileError, load_pair
+from evaluation.answers import AnswerFileError, check_json_destination, load_pair
+from evaluation.checkpoints import load_tokenizer
+from evaluation.errors import EvalConfigError
 from evaluation.questions import report_tasks, task_of
 
 CONTEXT = 5  # tokens (or 5 * 8 characters) shown either side of a divergence
@@ -39,9 +44,7 @@ class Splitter:
     def __init__(self, tokenizer_path: str | None):
         self.tokenizer = None
         if tokenizer_path:
-            from transformers import AutoTokenizer
-
-            self.tokenizer = AutoTokenizer.from_pretrained(tokenizer_path)
+            self.tokenizer = load_tokenizer(tokenizer_path, "--tokenizer-path")
         self.unit = "token" if self.tokenizer else "char"
 
     def locate(self, text1: str, text2: str) -> tuple[str, int, str]:
@@ -150,13 +153,15 @@ def main(argv=None) -> int:
     parser.add_argument("--jsonfile2", required=True)
     parser.add_argument("--tokenizer-path", default=None, help="locate differences in tokens (default: characters)")
     parser.add_argument("--strict", action="store_true",
-                        help="exit 1 on any difference, a missing or extra question, or an error in one file only")
+                        help="exit 1 on any difference, a missing or extra question, or an error in one file only "
+                             "(bad input exits 2 either way)")
     parser.add_argument("--json", default=None, metavar="PATH", help="also write the report as JSON ('-': stdout)")
     args = parser.parse_args(argv)
     folder = Path(args.file_path) if args.file_path else Path()
     try:
+        check_json_destination(args.json)
         report = compare_files(folder / args.jsonfile1, folder / args.jsonfile2, args.tokenizer_path)
-    except AnswerFileError as exc:
+    except (AnswerFileError, EvalConfigError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     if args.json == "-":

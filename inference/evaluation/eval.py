@@ -34,6 +34,7 @@ from evaluation.answers import (
     read_answers,
     reorganize_answers,
 )
+from evaluation.checkpoints import check_model_folder, load_tokenizer  # noqa: F401  (methods check drafts with it)
 from evaluation.errors import EvalConfigError
 from evaluation.prompts import ChatPrompter, eos_token_ids
 from evaluation.questions import QuestionFileError, load_questions, task_of
@@ -287,11 +288,9 @@ def existing_answers(args, settings: dict, repair: bool = False) -> list[dict]:
 def load_plan(args):
     """(tokenizer, plan): the target's tokenizer and the run's plan, without the weights (what a
     sharded run's coordinator needs)."""
-    from transformers import AutoTokenizer
-
     path = Path(args.model_path)
-    check_model_folder(path, "--model-path")
-    tokenizer = AutoTokenizer.from_pretrained(path)
+    check_model_folder(path, "--model-path", tokenizer=True)
+    tokenizer = load_tokenizer(path, "--model-path")
     return tokenizer, plan_eval(args, tokenizer)
 
 
@@ -307,15 +306,6 @@ def load_target(args):
     tokenizer, plan = load_plan(args)
     model = AutoModelForCausalLM.from_pretrained(args.model_path, dtype=dtype).to(device).eval()
     return model, tokenizer, plan
-
-
-def check_model_folder(path: Path, flag: str) -> None:
-    """A clear error for a path that is not a Hugging Face checkpoint folder (instead of the
-    framework's guesses about repo ids and tokenizer libraries)."""
-    if not path.exists():
-        raise EvalConfigError(f"{flag} {path}: not found")
-    if not path.is_dir() or not (path / "config.json").is_file():
-        raise EvalConfigError(f"{flag} {path}: not a model folder (no config.json)")
 
 
 def context_length(model) -> int:

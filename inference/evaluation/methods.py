@@ -12,10 +12,12 @@ spelling kept as an alias (``--draft-tokens`` for PLD's ``--num-pred-tokens``, S
 from __future__ import annotations
 
 import argparse
+import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 
 from evaluation.eval import (
     INT8,
@@ -30,6 +32,7 @@ from evaluation.eval import (
     run_eval,
 )
 from evaluation.sharding import run_sharded, sharded
+from sd2.draft_spec import DRAFT_VOCAB_FILE, check_draft_vocab, read_draft_vocab
 from sd2.paths import REPO_ROOT
 
 DEFAULT_DATASTORE = REPO_ROOT / "models" / "rest" / "sharegpt-smollm2.npz"
@@ -138,6 +141,9 @@ def _total_token(text: str):
     return text if text == "auto" else int(text)
 
 
+SD2_TREE_DEFAULTS = {"total_token": 60, "depth": 4, "top_k": 10}  # the tree's shape flags (--tree only)
+
+
 def add_sd2_args(g) -> None:
     g.add_argument("--drafter-path", required=True, help="the sorted draft (HF checkpoint)")
     g.add_argument("--submodels", "--exits", dest="submodels", type=_ints, default=None,
@@ -145,10 +151,12 @@ def add_sd2_args(g) -> None:
     g.add_argument("--thresholds", type=_floats, default=None,
                    help="one confidence threshold per exit, the last 0, e.g. 0.5,0.5,0 (default: the draft's config)")
     g.add_argument("--tree", action="store_true", help="draft a dynamic top-k tree instead of a chain")
-    g.add_argument("--total-token", type=_total_token, default=60,
-                   help="tree size incl. the root, or 'auto': chosen each step from timed verification costs")
-    g.add_argument("--depth", type=int, default=4, help="tree expansion steps")
-    g.add_argument("--top-k", type=int, default=10, help="children per expanded node and frontier width")
+    g.add_argument("--total-token", type=_total_token, default=SD2_TREE_DEFAULTS["total_token"],
+                   help="with --tree: tree size incl. the root (at most 1 + top-k + depth * top-k^2), or 'auto': "
+                        "chosen each step from timed verification costs")
+    g.add_argument("--depth", type=int, default=SD2_TREE_DEFAULTS["depth"], help="with --tree: tree expansion steps")
+    g.add_argument("--top-k", type=int, default=SD2_TREE_DEFAULTS["top_k"],
+                   help="with --tree: children per expanded node and frontier width")
     g.add_argument("--draft-vocab-size", type=int, default=None,
                    help="use only the first N ids of the draft's draft_vocab_file (0: the full head)")
     g.add_argument("--lookup-tokens", type=int, default=0,
@@ -187,10 +195,34 @@ def build_sd2(args, model, tokenizer) -> Forward:
 
 
 def _sd2_check(args) -> None:
-    if args.tree and ((args.total_token != "auto" and args.total_token < 2) or args.depth < 1 or args.top_k < 1):
+    if not args.tree:
+        shaped = [f"--{k.replace('_', '-')} {getattr(args, k)}" for k, v in SD2_TREE_DEFAULTS.items()
+                  if getattr(args, k) != v]
+        if shaped:
+            raise ValueError(f"{', '.join(shaped)} {'shape' if len(shaped) > 1 else 'shapes'} a tree, and this run "
+                             "drafts a chain: add --tree, or leave the tree's flags out")
+    elif (args.total_token != "auto" and args.total_token < 2) or args.depth < 1 or args.top_k < 1:
         raise ValueError(f"need --total-token >= 2 (or auto), --depth >= 1 and --top-k >= 1, got {args.total_token}, "
                          f"{args.depth}, {args.top_k}")
-    check_model_folder(Path(args.drafter_path), "--drafter-path")
+    elif args.total_token != "auto":
+        most = 1 + args.top_k + args.depth * args.top_k ** 2  # the root, the first top-k, top-k children of top-k per level
+        if args.total_token > most:
+            raise ValueError(f"--total-token {args.total_token} exceeds the {most} nodes a tree of --depth {args.depth} "
+                             f"and --top-k {args.top_k} can hold (1 + top-k + depth * top-k^2): lower it, or raise "
+                             "--depth/--top-k")
+    if args.draft_vocab_size is not None and args.draft_vocab_size < 0:
+        raise ValueError(f"draft_vocab_size must be >= 0 (0: the full head), got {args.draft_vocab_size}")
+    path = Path(args.drafter_path)
+    check_model_folder(path, "--drafter-path")
+    # the draft's exits, thresholds and vocabulary, read from its config.json before the target loads
+    # (a config without a depth is refused when the draft loads)
+    config = json.loads((path / "config.json").read_text())
+    if isinstance(config, dict) and isinstance(config.get("num_hidden_layers"), int):
+        from sd2.draft_spec import DraftSpec
+
+        spec = DraftSpec.from_config(SimpleNamespace(**config), args.submodels, args.thresholds)
+        if args.draft_vocab_size != 0:
+            spec.load_vocab(path, args.draft_vocab_size, config.get("vocab_size"))
 
 
 register(Method("sd2", "SD2: a sorted draft with adaptive exits, drafting a chain or (--tree) a dynamic tree.",
@@ -360,7 +392,12 @@ def _eagle_check(args) -> None:
     if args.total_token < 2 or args.depth < 1 or getattr(args, "top_k", 1) < 1:
         raise ValueError(f"need --total-token >= 2, --depth >= 1 and --top-k >= 1, got {args.total_token}, "
                          f"{args.depth}, {getattr(args, 'top_k', None)}")
-    check_model_folder(Path(args.drafter_path), "--ea-model-path")
+    path = Path(args.drafter_path)
+    check_model_folder(path, "--ea-model-path")
+    if args.draft_vocab_size is not None and args.draft_vocab_size < 0:
+        raise ValueError(f"--draft-vocab-size must be >= 0 (0: the whole vocabulary), got {args.draft_vocab_size}")
+    if args.draft_vocab_size != 0 and (path / DRAFT_VOCAB_FILE).is_file():  # before the target loads
+        read_draft_vocab(path / DRAFT_VOCAB_FILE, json.loads((path / "config.json").read_text()).get("vocab_size"))
 
 
 register(Method("eagle", "EAGLE: a one-layer head over the target's features drafts a static tree.",
@@ -398,7 +435,11 @@ def _heads_check(args) -> None:
     if args.total_token < 2 or args.top_k < 1 or (args.depth is not None and args.depth < 1):
         raise ValueError(f"need --total-token >= 2, --depth >= 1 and --top-k >= 1, got {args.total_token}, "
                          f"{args.depth}, {args.top_k}")
-    check_model_folder(Path(args.drafter_path), "--drafter-path")
+    path = Path(args.drafter_path)
+    check_model_folder(path, "--drafter-path")
+    spec = json.loads((path / "config.json").read_text()).get("sd2_heads") or {}
+    if isinstance(spec, dict) and spec.get("draft_vocab") is not None:  # before the target loads
+        check_draft_vocab(spec["draft_vocab"], f"sd2_heads.draft_vocab in {path / 'config.json'}", spec.get("vocab_size"))
 
 
 register(Method("medusa", "Medusa-1: heads on the target's last feature draft a sparse tree (lossless verification).",
@@ -475,3 +516,103 @@ def _eagle3_build(args, model, tokenizer) -> Forward:
 
 register(Method("eagle3", "EAGLE-3: a head over the target's fused low/middle/high features, trained with "
                 "training-time test, drafts EAGLE-2's dynamic tree.", _eagle3_args, _eagle3_build, _eagle3_check))
+
+
+# ---------------------------------------------------------------- Token Recycling, SAM-D
+
+def _recycling_args(g) -> None:
+    g.add_argument("--output-id-topk", "--output_id_topk", dest="output_id_topk", type=int, default=8,
+                   help="candidates kept per token in the adjacency matrix (the target's top-k at each verified row)")
+    g.add_argument("--tree-version", "--tree_version", dest="tree_version", choices=["2.2.2"], default="2.2.2",
+                   help="the static tree template (2.2.2: the paper's 80 nodes over 6 levels)")
+    g.add_argument("--total-token", type=_total_token, default="auto",
+                   help="template nodes verified, the root included, or 'auto': the likeliest nodes, as many as the "
+                        "target's timed verification costs say pay (SD2's auto tree budget)")
+    g.add_argument("--warm-matrix", action="store_true",
+                   help="keep the matrix across questions (as Spec-Bench does) instead of starting each one empty")
+
+
+def _recycling_check(args) -> None:
+    if args.total_token != "auto" and args.total_token < 2:
+        raise ValueError(f"--total-token counts the root: need >= 2 or auto, got {args.total_token}")
+    if args.output_id_topk < 8:  # the 2.2.2 template uses ranks 0-7
+        raise ValueError(f"--output-id-topk {args.output_id_topk}: tree template 2.2.2 needs 8 candidates per token")
+
+
+def _recycling_drafter(args, model, engine):
+    from specdec.drafters.recycling import PAPER_TREE, RecyclingDrafter
+    from specdec.drafters.sd2 import AUTO_SIZES, AutoTreeBudget, FixedTreeBudget
+
+    if args.total_token == "auto":
+        started = time.perf_counter()
+        costs = engine.time_verification([n for n in AUTO_SIZES if n <= len(PAPER_TREE) + 1])
+        budget = AutoTreeBudget(costs, round(time.perf_counter() - started, 2))
+    else:
+        budget = FixedTreeBudget(args.total_token)
+    return RecyclingDrafter(model.config.vocab_size, args.output_id_topk, PAPER_TREE, budget, args.warm_matrix)
+
+
+def _recycling_build(args, model, tokenizer) -> Forward:
+    engine = _new_engine(model, None, args)
+    engine.drafter = _recycling_drafter(args, model, engine)
+    return engine.generate
+
+
+register(Method("recycling", "Token Recycling: the target's own top-k candidates, kept in an adjacency matrix and "
+                "drafted again as a static tree by breadth-first search.", _recycling_args, _recycling_build,
+                _recycling_check))
+
+
+def _samd_args(g) -> None:
+    g.add_argument("--draft-tokens", "--samd-n-predicts", "--samd_n_predicts", dest="samd_n_predicts", type=int,
+                   default=40, help="longest automaton draft, the root included (4 tokens per matched token)")
+    g.add_argument("--samd-len-threshold", "--samd_len_threshold", dest="samd_len_threshold", type=int, default=5,
+                   help="with --aux: the automaton's draft is verified after a match of at least this many tokens, "
+                        "the auxiliary drafter's otherwise")
+    g.add_argument("--aux", "--tree-method", "--tree_method", dest="aux", default="none",
+                   choices=["none", "recycling", "token_recycle", "eagle2", "sd2"],
+                   help="auxiliary tree drafter: SAM-D[Token Recycling], SAM-D[EAGLE-2] or SAM-D[SD2]")
+    g.add_argument("--aux-path", "--tree-model-path", "--tree_model_path", dest="aux_path", default=None,
+                   help="--aux eagle2: the EAGLE head; --aux sd2: the sorted draft (a tree of 3 exit-6 nodes, "
+                        "as the sd2_tree preset)")
+
+
+def _samd_check(args) -> None:
+    from specdec.drafters.samd import SamdDrafter
+
+    SamdDrafter(args.samd_n_predicts, len_threshold=args.samd_len_threshold)  # its own checks
+    if args.aux in ("eagle2", "sd2"):
+        if not args.aux_path:
+            raise ValueError(f"--aux {args.aux} needs --aux-path (the {'EAGLE head' if args.aux == 'eagle2' else 'draft'})")
+        check_model_folder(Path(args.aux_path), "--aux-path")
+    elif args.aux_path:
+        raise ValueError(f"--aux-path is for --aux eagle2 or sd2, not --aux {args.aux}")
+
+
+def _samd_build(args, model, tokenizer) -> Forward:
+    from specdec.drafters.samd import SamdDrafter
+
+    engine = _new_engine(model, None, args)
+    aux = None
+    if args.aux in ("recycling", "token_recycle"):
+        from specdec.drafters.recycling import PAPER_TREE, RecyclingDrafter
+        from specdec.drafters.sd2 import AUTO_SIZES, AutoTreeBudget
+
+        costs = engine.time_verification([n for n in AUTO_SIZES if n <= len(PAPER_TREE) + 1])
+        aux = RecyclingDrafter(model.config.vocab_size, budget=AutoTreeBudget(costs))
+    elif args.aux == "eagle2":
+        from specdec.drafters.eagle import load_eagle_drafter
+
+        aux = load_eagle_drafter(args.aux_path, model, tree="dynamic", total_token=60, depth=5, top_k=10)
+    elif args.aux == "sd2":
+        from specdec.drafters.sd2 import load_sd2_drafter
+
+        aux = load_sd2_drafter(args.aux_path, model, tokenizer, tree=True, total_token=4, depth=2, top_k=2,
+                               exits=[6], thresholds=[0.0], temperature=args.temperature, top_p=args.top_p)
+    engine.drafter = SamdDrafter(args.samd_n_predicts, aux=aux, len_threshold=args.samd_len_threshold)
+    return engine.generate
+
+
+register(Method("samd", "SAM decoding: a suffix automaton over the prompt and the answer drafts what followed the "
+                "longest earlier match; with --aux, a tree drafter drafts after short matches.", _samd_args,
+                _samd_build, _samd_check))

@@ -33,13 +33,18 @@ def _check(record, where: str) -> dict:
 
 
 def iter_jsonl(path: Path, error: type[ValueError]):
-    """("file:line", record) for each non-blank line of a jsonl file; bad JSON raises ``error``
-    naming the file and line."""
-    with path.open(encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
+    """("file:line", record) for each non-blank line of a jsonl file; bad JSON or bytes that are
+    not UTF-8 raise ``error`` naming the file and line."""
+    with path.open("rb") as f:
+        for lineno, raw in enumerate(f, 1):
+            where = f"{path}:{lineno}"
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise error(f"{where}: not UTF-8 text (byte 0x{raw[exc.start]:02x} at column {exc.start + 1}): "
+                            "save the file as UTF-8") from None
             if not line.strip():
                 continue
-            where = f"{path}:{lineno}"
             try:
                 yield where, json.loads(line)
             except json.JSONDecodeError as exc:

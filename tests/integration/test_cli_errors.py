@@ -204,3 +204,135 @@ def test_non_finite_stats_are_written_as_null():
 
     assert _jsonable({"tau": float("nan"), 3: torch.tensor([1.0, float("inf")]), "n": [2, float("-inf")]}) == \
         {"tau": None, "3": [1.0, None], "n": [2, None]}
+
+
+# ---------------------------------------------------------------- damaged folders, found before the target loads
+
+@pytest.fixture(scope="module")
+def unloadable(tiny, tmp_path_factory):
+    """A target folder that passes every file check but fails in from_pretrained (its config no longer
+    fits its weights): a run that reports a draft's fault with it checked the draft first."""
+    path = tmp_path_factory.mktemp("unloadable") / "target"
+    path.mkdir()
+    for f in tiny[0].iterdir():
+        (path / f.name).write_bytes(f.read_bytes())
+    config = json.loads((path / "config.json").read_text())
+    config["intermediate_size"] += 8
+    (path / "config.json").write_text(json.dumps(config))
+    return path
+
+
+def copy_folder(source, destination):
+    destination.mkdir()
+    for f in source.iterdir():
+        (destination / f.name).write_bytes(f.read_bytes())
+    return destination
+
+
+def truncate(path):
+    with path.open("r+b") as f:
+        f.truncate(path.stat().st_size // 2)
+
+
+def with_vocab(text):
+    def damage(folder):
+        config = json.loads((folder / "config.json").read_text())
+        config["sd2"]["draft_vocab_file"] = "draft_vocab.json"
+        (folder / "config.json").write_text(json.dumps(config))
+        (folder / "draft_vocab.json").write_text(text)
+    return damage
+
+
+@pytest.mark.parametrize("damage, message", [
+    (lambda d: (d / "config.json").write_text('{"sd2": {"exits": [1, '), "config.json is not valid JSON"),
+    (lambda d: truncate(d / "model.safetensors"), "model.safetensors is truncated or damaged"),
+    (lambda d: (d / "model.safetensors").unlink(), "no weights (model.safetensors or pytorch_model.bin"),
+    (with_vocab("[1, 2"), "draft_vocab.json is not valid JSON"),
+    (with_vocab("[1, 5.5, 7]"), "draft_vocab.json: token ids must be whole numbers [0, 49152), found [5.5]"),
+    (with_vocab("[1, 99999]"), "found [99999]"),
+    (with_vocab("[4, 2, 4]"), "token ids must be distinct, [4] repeated"),
+    (with_vocab('{"ids": [1]}'), "expected a non-empty JSON list of token ids"),
+])
+def test_a_damaged_draft_is_reported_before_the_target_loads(tiny, unloadable, tmp_path, capsys, damage, message):
+    draft = copy_folder(tiny[1], tmp_path / "draft")
+    damage(draft)
+    args = common(tiny, tmp_path, "--drafter-path", str(draft))
+    args[args.index("--model-path") + 1] = str(unloadable)
+    assert message in fails(inference_sd2.main, args, capsys)
+
+
+def test_a_truncated_draft_as_a_process(tiny, unloadable, tmp_path):
+    draft = copy_folder(tiny[1], tmp_path / "draft")
+    truncate(draft / "model.safetensors")
+    args = common(tiny, tmp_path, "--drafter-path", str(draft))
+    args[args.index("--model-path") + 1] = str(unloadable)
+    message = cli("inference_sd2", args)
+    assert f"--drafter-path: {draft / 'model.safetensors'} is truncated or damaged" in message
+    assert not (tmp_path / "a.jsonl").exists()
+
+
+@pytest.mark.parametrize("method, flag", [("medusa", "--medusa-model-path"), ("eagle2", "--ea-model-path")])
+def test_a_head_folder_with_a_fractional_draft_vocabulary(tiny, unloadable, tmp_path, capsys, method, flag):
+    from evaluation import inference_eagle2, inference_medusa
+
+    heads = copy_folder(tiny[0], tmp_path / "heads")  # a readable config and whole weights
+    if method == "medusa":
+        (heads / "config.json").write_text(json.dumps({"sd2_heads": {"kind": "medusa", "draft_vocab": [3, 5.5],
+                                                                     "vocab_size": 49152}}))
+    else:
+        (heads / "draft_vocab.json").write_text("[3, 5.5]")
+    main = inference_medusa.main if method == "medusa" else inference_eagle2.main
+    args = common(tiny, tmp_path, flag, str(heads))
+    args[args.index("--model-path") + 1] = str(unloadable)
+    assert "token ids must be whole numbers [0, 49152), found [5.5]" in fails(main, args, capsys)
+
+
+def test_a_target_without_tokenizer_files(tiny, tmp_path, capsys):
+    target = copy_folder(tiny[0], tmp_path / "target")
+    for name in ("tokenizer.json", "tokenizer_config.json"):
+        (target / name).unlink()
+    args = common(tiny, tmp_path)
+    args[args.index("--model-path") + 1] = str(target)
+    message = fails(inference_baseline.main, args, capsys)
+    assert f"--model-path {target}: no tokenizer files (one of tokenizer.json" in message
+    assert "sentencepiece" not in message
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--depth", "-5"], "--depth -5 shapes a tree, and this run drafts a chain: add --tree"),
+    (["--top-k", "3", "--total-token", "8"], "--total-token 8, --top-k 3 shape a tree"),
+    (["--tree", "--total-token", "100000"], "--total-token 100000 exceeds the 411 nodes a tree of --depth 4 and --top-k 10"),
+    (["--tree", "--total-token", "20", "--depth", "1", "--top-k", "3"], "exceeds the 13 nodes"),
+])
+def test_tree_flags_are_checked_before_the_target_loads(tiny, unloadable, tmp_path, capsys, flags, message):
+    args = common(tiny, tmp_path, "--drafter-path", str(tiny[1]), *flags)
+    args[args.index("--model-path") + 1] = str(unloadable)
+    assert message in fails(inference_sd2.main, args, capsys)
+
+
+def test_a_tree_at_its_largest_runs(tiny, tmp_path):
+    from evaluation import inference_sd2 as sd2
+
+    sd2.main(common(tiny, tmp_path, "--drafter-path", str(tiny[1]), "--tree", "--total-token", "13", "--depth", "1",
+                    "--top-k", "3"))
+    (line,) = (tmp_path / "a.jsonl").read_text().splitlines()
+    assert "error" not in json.loads(line)
+
+
+# ---------------------------------------------------------------- bytes that are not UTF-8
+
+def test_non_utf8_question_and_answer_files_name_file_and_line(tiny, tmp_path, capsys):
+    questions = tmp_path / "q.jsonl"
+    questions.write_bytes(b'{"question_id": 1, "category": "qa", "turns": ["ok"]}\n'
+                          b'{"question_id": 2, "category": "qa", "turns": ["caf\xe9"]}\n')
+    message = fails(inference_baseline.main, common(tiny, tmp_path, "--question-file", str(questions)), capsys)
+    assert f"{questions}:2: not UTF-8 text (byte 0xe9 at column 52)" in message
+
+    inference_baseline.main(common(tiny, tmp_path, "--question-end", "2"))
+    answers = tmp_path / "a.jsonl"
+    first, second = answers.read_bytes().splitlines(keepends=True)
+    answers.write_bytes(first.replace(b'"m"', b'"m\xff"') + second)  # a damaged record, not the torn last one
+    before = answers.read_bytes()
+    message = fails(inference_baseline.main, common(tiny, tmp_path, "--question-end", "3"), capsys)
+    assert f"{answers}:1: malformed answer line (not UTF-8 text: byte 0xff" in message
+    assert answers.read_bytes() == before  # nothing cut or added

@@ -104,3 +104,35 @@ def test_a_file_compared_with_itself_is_refused(tmp_path, capsys):
     path = write(tmp_path / "a.jsonl", [answer(1, "qa", ["x"])])
     assert main(["--jsonfile1", str(path), "--jsonfile2", str(path)]) == 2
     assert "compared with itself" in capsys.readouterr().err
+
+
+def run_equal(*args):
+    import subprocess
+    import sys
+
+    from sd2.paths import REPO_ROOT
+
+    return subprocess.run([sys.executable, "-m", "evaluation.equal", *map(str, args)], cwd=REPO_ROOT / "inference",
+                          capture_output=True, text=True, timeout=300)
+
+
+def test_strict_tells_an_error_from_a_difference(tmp_path):
+    """As processes: 1 means "not equal", 2 means no report could be made, as --help says."""
+    f1, f2 = pair(tmp_path)
+    assert run_equal("--jsonfile1", f1, "--jsonfile2", f2, "--strict").returncode == 1
+    help_text = run_equal("--help").stdout
+    assert "Exit status: 0" in help_text and "2 when no report could be made" in " ".join(help_text.split())
+    broken = tmp_path / "broken.jsonl"
+    broken.write_bytes(b'{"question_id": 81, "category": "writing", "choices": [], "turns": ["caf\xe9"]}\n')
+    missing_tokenizer = tmp_path / "no-such-model"
+    for args, message in [
+        (["--jsonfile1", f1, "--jsonfile2", broken], f"{broken}:1: not UTF-8 text (byte 0xe9"),
+        (["--jsonfile1", f1, "--jsonfile2", f2, "--tokenizer-path", missing_tokenizer],
+         f"--tokenizer-path {missing_tokenizer}: not found"),
+        (["--jsonfile1", f1, "--jsonfile2", f2, "--tokenizer-path", tmp_path], "no tokenizer files"),
+        (["--jsonfile1", f1, "--jsonfile2", f2, "--json", tmp_path / "absent" / "r.json"], "does not exist"),
+    ]:
+        done = run_equal(*args, "--strict")
+        assert done.returncode == 2, done.stderr
+        assert message in done.stderr and done.stderr.count("error: ") == 1 and "Traceback" not in done.stderr
+        assert "Equal" not in done.stdout  # no report

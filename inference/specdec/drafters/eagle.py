@@ -21,7 +21,7 @@ from types import SimpleNamespace
 
 import torch
 
-from sd2.draft_spec import DRAFT_VOCAB_FILE
+from sd2.draft_spec import DRAFT_VOCAB_FILE, read_draft_vocab
 from sd2.eagle_head import EagleHead, load_eagle_head
 
 from ..llama import LlamaRunner
@@ -170,7 +170,7 @@ def load_eagle_drafter(head_path: str | Path, target: torch.nn.Module, dtype: to
     vocab = None
     vocab_file = head_path / DRAFT_VOCAB_FILE
     if draft_vocab_size != 0 and vocab_file.is_file():
-        vocab = json.loads(vocab_file.read_text())
+        vocab = read_draft_vocab(vocab_file, target.config.vocab_size)
         if draft_vocab_size:
             if draft_vocab_size > len(vocab):
                 raise ValueError(f"draft vocabulary size {draft_vocab_size} exceeds {vocab_file} ({len(vocab)} ids)")
