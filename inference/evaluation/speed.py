@@ -16,18 +16,28 @@ Tokens are counted the same way on both sides: from ``new_tokens``, or, with
 ``--file-path``, with one ``--base-path`` each or one shared) give mean +- std over runs.
 Questions answered in only one file stop the report unless ``--allow-subset``, which compares
 the questions both answered and lists the rest; questions recorded with an ``error`` in both files
-(say, a prompt longer than the context) are left out of both sides and listed.
+(say, a prompt longer than the context) are left out of both sides and listed. Tasks come from the
+baseline's categories.
+
+A speed-up only means something over the same work: the two files must record the same target
+(its fingerprint), new-token limit, sampling, dtype, device and template (``COMPARED_SETTINGS``)
+and, where recorded, the same question for each id; otherwise the report stops, naming what
+differs, unless ``--allow-other-settings`` (then each difference is printed as a warning).
+A ``wall_time`` that is not a finite, non-negative number stops it too.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import statistics
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from evaluation.answers import AnswerFileError, load_pair
+from evaluation.answers import AnswerFileError, check_json_destination, finite_or_null, load_pair
+from evaluation.checkpoints import load_tokenizer
+from evaluation.errors import EvalConfigError
 from evaluation.questions import report_tasks, task_of
 
 
@@ -66,9 +76,7 @@ def token_counter(tokenizer_path: str | None):
     """record -> tokens per question: new_tokens, or the answer texts re-tokenised (both sides alike)."""
     if not tokenizer_path:
         return lambda record: sum(record["choices"][0]["new_tokens"])
-    from transformers import AutoTokenizer
-
-    tokenizer = AutoTokenizer.from_pretrained(tokenizer_path)
+    tokenizer = load_tokenizer(tokenizer_path, "--tokenizer-path")
     return lambda record: sum(len(tokenizer(t, add_special_tokens=False).input_ids)
                               for t in record["choices"][0]["turns"])
 
@@ -84,13 +92,18 @@ class Side:
     time: float
 
 
-def measure(records: dict, qids: list, count_tokens) -> Side:
+def measure(records: dict, qids: list, count_tokens, name: str = "the answers") -> Side:
     rates, tokens, seconds, accepts = [], 0, 0.0, []
     for q in qids:
         choice = records[q]["choices"][0]
-        n, t = count_tokens(records[q]), sum(choice["wall_time"])
+        times = choice["wall_time"]
+        if not isinstance(times, list) or not all(
+                isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) and x >= 0 for x in times):
+            raise AnswerFileError(f"{name}: question {q!r}: wall_time {times!r} is not a list of finite, non-negative "
+                                  "seconds (a damaged record: rerun the question)")
+        n, t = count_tokens(records[q]), sum(times)
         if t <= 0:
-            raise AnswerFileError(f"question {q!r}: wall_time sums to {t}")
+            raise AnswerFileError(f"{name}: question {q!r}: wall_time sums to {t}")
         rates.append(n / t)
         tokens += n
         seconds += t
@@ -105,14 +118,15 @@ def task_questions(records: dict, qids: list, task: str) -> list:
     return [q for q in qids if task_of(records[q]["category"]) == task]
 
 
-def compare_run(method: dict, base: dict, qids: list, count_tokens) -> dict:
-    """task -> figures for one (method, baseline) pair; tasks with no question are left out."""
+def compare_run(method: dict, base: dict, qids: list, count_tokens, names: tuple[str, str] = ("method", "baseline")) -> dict:
+    """task -> figures for one (method, baseline) pair, tasks by the baseline's categories; tasks
+    with no question are left out."""
     report = {}
-    for task in report_tasks(method[q]["category"] for q in qids):
-        ids = task_questions(method, qids, task)
+    for task in report_tasks(base[q]["category"] for q in qids):
+        ids = task_questions(base, qids, task)
         if not ids:
             continue
-        m, b = measure(method, ids, count_tokens), measure(base, ids, count_tokens)
+        m, b = measure(method, ids, count_tokens, names[0]), measure(base, ids, count_tokens, names[1])
         report[task] = {
             "questions": len(ids), "speedup": m.rate_mean / b.rate_mean, "speedup_total": m.rate_total / b.rate_total,
             "tau": m.tau, "tau_base": b.tau, "tok_s": m.rate_mean, "tok_s_base": b.rate_mean,
@@ -158,6 +172,37 @@ def format_table(summary: dict, runs: int) -> str:
     return "\n".join(lines)
 
 
+# The settings that make two runs the same work: the target, how many tokens, how they are drawn,
+# the numbers' precision, the hardware and the prompts. A method's own flags differ by design.
+COMPARED_SETTINGS = ("model_fingerprint", "max_new_tokens", "temperature", "top_p", "dtype", "device", "conv_template")
+
+
+def recorded_settings(records: dict) -> dict:
+    """setting -> the values the file's records hold (a resumed file holds one each)."""
+    values = {}
+    for record in records.values():
+        for key in COMPARED_SETTINGS:
+            if key in (record.get("settings") or {}):
+                values.setdefault(key, set()).add(json.dumps(record["settings"][key]))
+    return values
+
+
+def setting_differences(method: dict, base: dict, qids: list, names: tuple[str, str]) -> list[str]:
+    """What makes the two files' figures incomparable, one line each: recorded settings that
+    differ, a question id that holds another question (fingerprints, where both record them) or
+    another category."""
+    diffs = []
+    m, b = recorded_settings(method), recorded_settings(base)
+    for key in COMPARED_SETTINGS:
+        if key in m and key in b and m[key] != b[key]:
+            diffs.append(f"{key}: {', '.join(sorted(m[key]))} in {names[0]}, {', '.join(sorted(b[key]))} in {names[1]}")
+    for kind in ("question_fingerprint", "category"):
+        other = [q for q in qids if kind in method[q] and kind in base[q] and method[q][kind] != base[q][kind]]
+        if other:
+            diffs.append(f"{len(other)} question id(s) hold another question ({kind} differs): {other[:10]}")
+    return diffs
+
+
 def token_count_mismatches(method: dict, base: dict, qids: list) -> list[str]:
     """Questions whose answers are equal (same texts and, where recorded, token ids) but whose
     ``new_tokens`` differ: one side counts tokens wrongly, and the speed ratio with it."""
@@ -171,21 +216,27 @@ def token_count_mismatches(method: dict, base: dict, qids: list) -> list[str]:
 
 
 def speed_report(file_paths: list[str], base_paths: list[str], tokenizer_path: str | None = None,
-                 allow_subset: bool = False) -> dict:
+                 allow_subset: bool = False, allow_other_settings: bool = False) -> dict:
     if len(base_paths) not in (1, len(file_paths)):
         raise AnswerFileError(f"give one --base-path, or one per --file-path ({len(file_paths)}), not {len(base_paths)}")
     pairs = list(zip(file_paths, base_paths if len(base_paths) > 1 else base_paths * len(file_paths)))
     count_tokens = token_counter(tokenizer_path)
-    runs, notes, pair_notes, mismatches = [], [], [], []
+    runs, notes, pair_notes, mismatches, other_settings = [], [], [], [], []
     for file_path, base_path in pairs:
         method, base, about_pair = load_pair(file_path, base_path)
         qids, left_out = common_questions(method, base, allow_subset, (file_path, base_path))
+        diffs = setting_differences(method, base, qids, (file_path, base_path))
+        if diffs and not allow_other_settings:
+            raise AnswerFileError(f"{file_path} and {base_path} were not made under the same settings, so their speeds "
+                                  "do not compare (--allow-other-settings reports them anyway):\n  " + "\n  ".join(diffs))
+        other_settings.extend(diffs)
         notes.extend(left_out)
         pair_notes.extend(about_pair)
         mismatches.extend(token_count_mismatches(method, base, qids))
-        runs.append(compare_run(method, base, qids, count_tokens))
+        runs.append(compare_run(method, base, qids, count_tokens, (file_path, base_path)))
     return {"files": [p[0] for p in pairs], "bases": [p[1] for p in pairs],
-            "tokens_from": tokenizer_path or "new_tokens", "left_out": notes, "notes": pair_notes, "token_count_mismatches": mismatches,
+            "tokens_from": tokenizer_path or "new_tokens", "left_out": notes, "notes": pair_notes,
+            "token_count_mismatches": mismatches, "other_settings": other_settings,
             "runs": runs, "summary": summarize(runs)}
 
 
@@ -197,28 +248,33 @@ def main(argv=None) -> int:
                         help="count tokens by tokenising both sides' texts (default: the records' new_tokens)")
     parser.add_argument("--allow-subset", action="store_true",
                         help="compare the questions both files answered; list the others instead of failing")
+    parser.add_argument("--allow-other-settings", action="store_true",
+                        help="report files made under other settings (target, new-token limit, sampling, dtype, "
+                             "device, template) or holding other questions, with a warning for each difference")
     parser.add_argument("--json", default=None, metavar="PATH", help="also write the report as JSON ('-': stdout)")
     args = parser.parse_args(argv)
     try:
-        report = speed_report(args.file_path, args.base_path, args.tokenizer_path, args.allow_subset)
-    except AnswerFileError as exc:
+        check_json_destination(args.json)
+        report = speed_report(args.file_path, args.base_path, args.tokenizer_path, args.allow_subset,
+                              args.allow_other_settings)
+    except (AnswerFileError, EvalConfigError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     for note in report["notes"]:
         print(f"note: {note}", file=sys.stderr)
     for note in report["left_out"]:
         print(f"left out: {note}", file=sys.stderr)
-    for note in report["token_count_mismatches"]:
+    for note in report["token_count_mismatches"] + report["other_settings"]:
         print(f"warning: {note}", file=sys.stderr)
     if args.json == "-":
-        print(json.dumps(report, indent=2))
+        print(json.dumps(finite_or_null(report), indent=2, allow_nan=False))
         return 0
     runs = len(report["runs"])
     print(f"method: {', '.join(report['files'])}\nbaseline: {', '.join(report['bases'])}\n"
           f"tokens from: {report['tokens_from']}; {runs} run(s){' (mean ± std)' if runs > 1 else ''}\n")
     print(format_table(report["summary"], runs))
     if args.json:
-        Path(args.json).write_text(json.dumps(report, indent=2))
+        Path(args.json).write_text(json.dumps(finite_or_null(report), indent=2, allow_nan=False))
     return 0
 
 

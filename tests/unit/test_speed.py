@@ -142,3 +142,108 @@ def test_a_category_outside_spec_bench_gets_its_own_row(files, tmp_path):
     assert list(summary) == ["translation", "poetry", "overall"]
     assert summary["poetry"]["speedup"]["mean"] == pytest.approx(2.0)
     assert summary["overall"]["questions"]["mean"] == 2
+
+
+def run_speed(*args):
+    import subprocess
+    import sys
+
+    from sd2.paths import REPO_ROOT
+
+    return subprocess.run([sys.executable, "-m", "evaluation.speed", *map(str, args)], cwd=REPO_ROOT / "inference",
+                          capture_output=True, text=True, timeout=300)
+
+
+def test_bad_paths_are_errors_before_any_report(files, tmp_path):
+    """As processes: a wrong --tokenizer-path says the path does not exist (not "Repo id must..."),
+    and --json into a missing folder fails before the table is printed."""
+    missing = tmp_path / "no-such-model"
+    for args, message in [
+        (["--tokenizer-path", missing], f"--tokenizer-path {missing}: not found"),
+        (["--tokenizer-path", "org/not-a-local-folder"], "--tokenizer-path org/not-a-local-folder: not found"),
+        (["--json", tmp_path / "absent" / "r.json"], f"--json {tmp_path / 'absent' / 'r.json'}: the folder"),
+    ]:
+        done = run_speed("--file-path", files[0], "--base-path", files[1], *args)
+        assert done.returncode == 2, done.stderr
+        assert message in done.stderr and done.stderr.count("error: ") == 1 and "Traceback" not in done.stderr
+        assert "Repo id" not in done.stderr and "overall" not in done.stdout
+
+
+SETTINGS = {"model_fingerprint": "a1b2", "max_new_tokens": 16, "temperature": 0.0, "top_p": 1.0, "dtype": "float32",
+            "device": "cpu", "conv_template": None, "drafter_fingerprint": "d0"}
+
+
+def with_settings(records, **changes):
+    return [{**r, "settings": {**SETTINGS, **changes}} for r in records]
+
+
+def two_questions(wall_time=(1.0, 2.0)):
+    return [answer(81, "writing", [10], [wall_time[0]]), answer(161, "translation", [30], [wall_time[1]])]
+
+
+@pytest.mark.parametrize("change, named", [
+    ({"max_new_tokens": 8}, "max_new_tokens: 16 in"),
+    ({"model_fingerprint": "ffff"}, 'model_fingerprint: "a1b2" in'),
+    ({"temperature": 0.7}, "temperature: 0.0 in"),
+    ({"device": "cuda"}, 'device: "cpu" in'),
+])
+def test_files_made_under_other_settings_are_refused(tmp_path, change, named):
+    method = write(tmp_path / "method.jsonl", with_settings(two_questions()))
+    base = write(tmp_path / "base.jsonl", with_settings(two_questions((2.0, 4.0)), drafter_fingerprint=None, **change))
+    done = run_speed("--file-path", method, "--base-path", base)
+    assert done.returncode == 2 and "were not made under the same settings" in done.stderr, done.stderr
+    assert named in done.stderr and "--allow-other-settings" in done.stderr and "overall" not in done.stdout
+    assert "drafter_fingerprint" not in done.stderr  # a method's own settings may differ
+    allowed = run_speed("--file-path", method, "--base-path", base, "--allow-other-settings")
+    assert allowed.returncode == 0 and f"warning: {named}" in allowed.stderr
+    assert next(line for line in allowed.stdout.splitlines() if line.startswith("overall")).split()[2] == "2.000"
+
+
+def test_same_settings_or_none_recorded_compare(tmp_path):
+    method = write(tmp_path / "method.jsonl", with_settings(two_questions()))
+    base = write(tmp_path / "base.jsonl", with_settings(two_questions((2.0, 4.0)), drafter_fingerprint=None))
+    assert speed_report([method], [base])["summary"]["overall"]["speedup"]["mean"] == pytest.approx(2.0)
+    spec_bench = write(tmp_path / "spec-bench.jsonl", two_questions((2.0, 4.0)))  # another harness: no settings
+    assert speed_report([method], [spec_bench])["other_settings"] == []
+
+
+def test_another_question_under_the_same_id_is_refused(tmp_path):
+    method = write(tmp_path / "method.jsonl", [{**r, "question_fingerprint": f"q{r['question_id']}"} for r in two_questions()])
+    base = write(tmp_path / "base.jsonl", [{**r, "question_fingerprint": "other" if r["question_id"] == 81 else "q161"}
+                                           for r in two_questions()])
+    with pytest.raises(AnswerFileError, match=r"1 question id\(s\) hold another question \(question_fingerprint differs\): \[81\]"):
+        speed_report([method], [base])
+
+
+def test_tasks_come_from_the_baselines_categories(tmp_path):
+    method = write(tmp_path / "method.jsonl", [answer(81, "qa", [10], [1.0]), answer(161, "translation", [30], [1.0])])
+    base = write(tmp_path / "base.jsonl", [answer(81, "writing", [10], [2.0]), answer(161, "translation", [30], [2.0])])
+    with pytest.raises(AnswerFileError, match=r"category differs\): \[81\]"):
+        speed_report([method], [base])
+    report = speed_report([method], [base], allow_other_settings=True)
+    assert list(report["summary"]) == ["mt_bench", "translation", "overall"]  # writing is MT-bench's, not qa
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -1.0, "1.0"])
+def test_a_wall_time_that_is_not_seconds_names_its_record(tmp_path, bad):
+    method = write(tmp_path / "method.jsonl", [answer(81, "writing", [10, 5], [1.0, bad]),
+                                               answer(161, "translation", [30], [1.0])])
+    base = write(tmp_path / "base.jsonl", two_questions())
+    done = run_speed("--file-path", method, "--base-path", base)
+    assert done.returncode == 2, done.stderr
+    assert f"{method}: question 81: wall_time [1.0, {bad!r}] is not a list of finite, non-negative seconds" in done.stderr
+    assert "nan" not in done.stdout and "overall" not in done.stdout
+
+
+def test_the_json_report_is_standard_json(tmp_path):
+    no_steps = answer(81, "writing", [10], [1.0])
+    no_steps["choices"][0]["accept_lengths"] = []  # tau over nothing
+    method = write(tmp_path / "method.jsonl", [no_steps])
+    base = write(tmp_path / "base.jsonl", [answer(81, "writing", [10], [2.0])])
+    done = run_speed("--file-path", method, "--base-path", base, "--json", "-")
+    assert done.returncode == 0, done.stderr
+
+    def refuse(constant):
+        raise AssertionError(f"non-standard JSON constant {constant}")
+
+    assert json.loads(done.stdout, parse_constant=refuse)["summary"]["overall"]["tau"]["mean"] is None
