@@ -58,11 +58,12 @@ elif [ -f "$DRAFT/model.safetensors" ] && [ -f "$DRAFT/exit_quality.json" ]; the
 else
     # Checkpoints every 50 steps (~1.5 min) let an interrupted run resume instead of starting over.
     RESUME=$(ls -d "$DRAFT"/checkpoint-* 2>/dev/null | sort -V | tail -1 || true)
-    # CPU: cross-entropy on the replies at lr 2e-3, the best of 3e-4 / 1e-3 / 2e-3 at 600 steps (train/README.md)
-    if [ "$HAS_GPU" = 1 ]; then DATA_ARGS=""; else
-        DATA_ARGS="MAX_MINUTES=$TRAIN_MINUTES DATA=$(cat "$DRAFT/replies.done") VOCAB_DATA= DISTILL=False LR=${LR:-2e-3}"; fi
-    env $DATA_ARGS OUTPUT_DIR="$DRAFT" SAVE_STRATEGY=steps \
-        EXTRA_ARGS="--save_steps 50 --save_total_limit 1 ${RESUME:+--resume_from_checkpoint $RESUME} ${TRAIN_ARGS:-}" \
+    # CPU: the quickstart recipe (train/configs/recipes/quickstart.yaml: cross-entropy on the replies
+    # at lr 2e-3, checkpoints every 50 steps); GPU: the gpu recipe, checkpointing as often.
+    if [ "$HAS_GPU" = 1 ]; then RUN_ARGS="SAVE_STRATEGY=steps"; SAVE="--save_steps 50 --save_total_limit 1"; else
+        RUN_ARGS="RECIPE=quickstart MAX_MINUTES=$TRAIN_MINUTES DATA=$(cat "$DRAFT/replies.done") VOCAB_DATA="; SAVE=""; fi
+    env $RUN_ARGS OUTPUT_DIR="$DRAFT" \
+        EXTRA_ARGS="$SAVE ${RESUME:+--resume_from_checkpoint $RESUME} ${TRAIN_ARGS:-}" \
         bash train/scripts/train_draft_soft.sh
     rm -rf "$DRAFT"/checkpoint-*
 fi

@@ -1,4 +1,5 @@
-# Shared by train_draft_sft.sh and train_draft_soft.sh (they set MODE); not run directly.
+# Shared by train_draft_sft.sh and train_draft_soft.sh (they set MODE); not run directly. It only
+# launches: the training settings are a recipe file (RECIPE, train/configs/recipes/; docs/presets.md).
 # Every setting below can be overridden by an environment variable of the same name.
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
@@ -32,7 +33,7 @@ if [[ "$TARGET_REPLIES" = 1 ]]; then
   DATA=$(cat "$OUTPUT_DIR/replies.done")
 fi
 VOCAB_DATA=${VOCAB_DATA-$DATA}                          # text the draft vocabulary is counted on (empty: the package's ShareGPT)
-MAX_STEPS=${MAX_STEPS:-}                                # stop after this many optimizer steps (empty: epochs)
+MAX_STEPS=${MAX_STEPS:-}                                # stop after this many optimizer steps (empty: the recipe's)
 EXTRA_ARGS=${EXTRA_ARGS:-}                              # passed through to python -m sd2train.train
 
 if [[ ! -f "$DRAFT/config.json" ]]; then
@@ -40,21 +41,29 @@ if [[ ! -f "$DRAFT/config.json" ]]; then
     --output "$DRAFT" --draft-vocab-size "$DRAFT_VOCAB_SIZE" ${VOCAB_DATA:+--data-path "$VOCAB_DATA"}
 fi
 
-ARGS=(--model_name_or_path "$DRAFT" --target_model_name_or_path "$TARGET" --output_dir "$OUTPUT_DIR"
+# The recipe: train/configs/recipes/RECIPE.yaml (or a YAML file), every setting of it overridable
+# below. GPUs: gpu (FastChat's schedule under torchrun + FSDP); a CPU: quickstart (what the quick
+# start's draft is trained with; train/README.md measures it). long_cpu: the long CPU preset's.
+if [[ "$NPROC" -gt 0 ]]; then RECIPE=${RECIPE:-gpu}; else RECIPE=${RECIPE:-quickstart}; fi
+ARGS=(--recipe "$RECIPE" --model_name_or_path "$DRAFT" --target_model_name_or_path "$TARGET" --output_dir "$OUTPUT_DIR"
       --submodels "$EXITS" ${DATA:+--data_path "$DATA"} ${CONV_TEMPLATE:+--conv_template "$CONV_TEMPLATE"}
-      ${MIX_DATA:+--mix_data_path "$MIX_DATA" --mix_ratio "$MIX_RATIO"}
-      --logging_steps "${LOGGING_STEPS:-1}" --save_strategy "${SAVE_STRATEGY:-no}" --report_to none)
+      ${MIX_DATA:+--mix_data_path "$MIX_DATA" --mix_ratio "$MIX_RATIO"})
 if [[ "$MODE" == soft ]]; then ARGS+=(--soft True); else ARGS+=(--soft False); fi
-if [[ -n "$MAX_STEPS" ]]; then ARGS+=(--max_steps "$MAX_STEPS"); fi
+# Environment variables that override the recipe where set (EXTRA_ARGS and the script's own
+# arguments come after them and win): VARIABLE -> trainer flag.
+override() { if [[ -n "${!1:-}" ]]; then ARGS+=("$2" "${!1}"); fi; }
+override MAX_STEPS --max_steps;          override MAX_MINUTES --max_train_minutes
+override LR --learning_rate;             override SCHEDULER --lr_scheduler_type;     override WARMUP --warmup_steps
+override BATCH --per_device_train_batch_size; override GRAD_ACCUM --gradient_accumulation_steps
+override EPOCHS --num_train_epochs;      override MAX_LENGTH --model_max_length
+override MAX_CONVERSATIONS --max_train_conversations
+override DISTILL --distill;              override LOSS_VOCAB --loss_vocab;           override BF16 --bf16
+override FREEZE_EMBEDDINGS --freeze_embeddings; override SAVE_STRATEGY --save_strategy
+override LOGGING_STEPS --logging_steps
 
 if [[ "$NPROC" -gt 0 ]]; then
-  # GPU: the original recipe, torchrun + FSDP full_shard auto_wrap (or BACKEND=deepspeed).
+  # GPU: torchrun + FSDP full_shard auto_wrap (or BACKEND=deepspeed).
   BACKEND=${BACKEND:-fsdp}
-  ARGS+=(--bf16 True --num_train_epochs "${EPOCHS:-3}" --per_device_train_batch_size "${BATCH:-2}"
-         --gradient_accumulation_steps "${GRAD_ACCUM:-16}" --learning_rate "${LR:-2e-5}"
-         --lr_scheduler_type cosine --warmup_steps "${WARMUP:-0.04}" --weight_decay 0
-         --model_max_length "${MAX_LENGTH:-2048}" --gradient_checkpointing True
-         --lazy_preprocess True --distill "${DISTILL:-False}")
   case "$BACKEND" in
     fsdp) ARGS+=(--fsdp --fsdp_config "${FSDP_CONFIG:-$ROOT/train/configs/fsdp.json}") ;;
     deepspeed) ARGS+=(--deepspeed "${DEEPSPEED_CONFIG:-$ROOT/train/configs/zero3.json}") ;;
@@ -65,18 +74,7 @@ if [[ "$NPROC" -gt 0 ]]; then
   exec "$PYTHON" -m torch.distributed.run --nproc_per_node "$NPROC" -m sd2train.train "${ARGS[@]}" $EXTRA_ARGS "$@"
 fi
 
-# CPU: one process, the preset sized for the default target on 2 cores (measured in train/README.md):
-# SoFT with distillation toward the target over the draft vocabulary, bf16 autocast, frozen tied
-# embedding/head, 4 x 256-token sequences per step (~1.7 s each on 2 idle cores), 600 steps or 30
-# minutes, whichever comes first.
+# CPU: one process on OMP_NUM_THREADS cores.
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-2}
-if [[ -z "$MAX_STEPS" ]]; then ARGS+=(--max_steps 600); fi
-ARGS+=(--use_cpu True --bf16 "${BF16:-True}" --num_train_epochs "${EPOCHS:-1}" --per_device_train_batch_size "${BATCH:-4}"
-       --gradient_accumulation_steps "${GRAD_ACCUM:-1}" --learning_rate "${LR:-3e-4}"
-       --lr_scheduler_type "${SCHEDULER:-cosine}" --warmup_steps "${WARMUP:-0.04}" --weight_decay 0
-       --model_max_length "${MAX_LENGTH:-256}" --max_train_conversations "${MAX_CONVERSATIONS:-4000}"
-       --freeze_embeddings "${FREEZE_EMBEDDINGS:-True}" --distill "${DISTILL:-True}"
-       --loss_vocab "${LOSS_VOCAB:-draft}" --max_train_minutes "${MAX_MINUTES:-30}"
-       --dataloader_num_workers 0 --train_sampling_strategy group_by_length)
 # shellcheck disable=SC2086
 exec "$PYTHON" -m sd2train.train "${ARGS[@]}" $EXTRA_ARGS "$@"

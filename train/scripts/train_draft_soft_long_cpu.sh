@@ -33,8 +33,9 @@ TARGET="$TARGET" GEN_CONVERSATIONS="$GEN_CONVERSATIONS" GEN_MINUTES="$GEN_MINUTE
   RECORD="$OUTPUT_DIR/replies.done" bash train/scripts/generate_target_replies.sh
 REPLIES=$(cat "$OUTPUT_DIR/replies.done")
 RESUME=$(ls -d "$OUTPUT_DIR"/checkpoint-* 2>/dev/null | sort -V | tail -1 || true)
-TARGET="$TARGET" DATA="$REPLIES" VOCAB_DATA="" DISTILL="${DISTILL:-False}" LR="${LR:-1e-3}" OUTPUT_DIR="$OUTPUT_DIR" MAX_STEPS="$STEPS" \
-  MAX_MINUTES="$TRAIN_MINUTES" MAX_CONVERSATIONS="${MAX_CONVERSATIONS:-$GEN_CONVERSATIONS}" SAVE_STRATEGY=steps \
-  EXTRA_ARGS="--save_steps 100 --save_total_limit 1 ${RESUME:+--resume_from_checkpoint $RESUME} ${TRAIN_ARGS:-}" \
+# the long_cpu recipe (train/configs/recipes/long_cpu.yaml: lr 1e-3, cross-entropy, a checkpoint every 100 steps)
+TARGET="$TARGET" DATA="$REPLIES" VOCAB_DATA="" RECIPE="${RECIPE:-long_cpu}" OUTPUT_DIR="$OUTPUT_DIR" MAX_STEPS="$STEPS" \
+  MAX_MINUTES="$TRAIN_MINUTES" MAX_CONVERSATIONS="${MAX_CONVERSATIONS:-$GEN_CONVERSATIONS}" \
+  EXTRA_ARGS="${RESUME:+--resume_from_checkpoint $RESUME} ${TRAIN_ARGS:-}" \
   bash train/scripts/train_draft_soft.sh
 rm -rf "$OUTPUT_DIR"/checkpoint-*
