@@ -19,6 +19,7 @@ import sys
 from pathlib import Path
 
 from evaluation.questions import iter_jsonl
+from sd2.file_lock import atomic_writer
 
 REQUIRED = ("question_id", "category", "choices")
 REQUIRED_CHOICE = ("turns", "new_tokens", "wall_time", "accept_lengths")
@@ -115,11 +116,9 @@ def reorganize_answers(path: Path) -> list[dict]:
     for record in read_answers(path):
         latest[record["question_id"]] = record
     records = [latest[q] for q in sorted(latest, key=qid_key)]
-    tmp = path.with_name(path.name + ".tmp")
-    with tmp.open("w", encoding="utf-8") as f:
+    with atomic_writer(path) as f:  # a temporary name of its own: concurrent rewrites never share one
         for record in records:
             f.write(answer_line(record))
-    os.replace(tmp, path)
     return records
 
 

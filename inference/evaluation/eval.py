@@ -19,6 +19,7 @@ import sys
 import time
 from collections import Counter
 from collections.abc import Callable
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -38,6 +39,7 @@ from evaluation.checkpoints import check_model_folder, load_tokenizer  # noqa: F
 from evaluation.errors import EvalConfigError
 from evaluation.prompts import ChatPrompter, eos_token_ids
 from evaluation.questions import QuestionFileError, load_questions, task_of
+from sd2.file_lock import FileLockedError, exclusive_lock
 from sd2.paths import DEFAULT_MODEL_DIR, REPO_ROOT
 from specdec.types import GenerationOutput
 
@@ -215,6 +217,8 @@ def plan_eval(args, tokenizer) -> EvalPlan:
     questions = selected_questions(args)
     settings = run_settings(args)
     check_writable(answer_file(args))
+    with answer_file_lock(answer_file(args)):  # another run writing it now is refused before any model loads
+        pass
     return EvalPlan(args.model_id, question_file(args), answer_file(args), questions,
                     existing_answers(args, settings, repair=True), prompter, settings, args.max_new_tokens,
                     args.num_warmup, args.seed)
@@ -230,6 +234,29 @@ def check_writable(path: Path) -> None:
         raise EvalConfigError(f"--answer-file {path}: {path.parent} is not a folder")
     if not os.access(path if path.exists() else path.parent, os.W_OK):
         raise EvalConfigError(f"--answer-file {path}: not writable")
+
+
+@contextmanager
+def answer_file_lock(path: Path):
+    """Hold the answer file's write lock (one run per answer file: two would drop or duplicate each
+    other's records); another run holding it is an error naming the file. Re-entrant within this
+    process (a sharded run's coordinator holds it while it plans)."""
+    key = Path(path).absolute()
+    if key in _HELD_LOCKS:
+        yield
+        return
+    try:
+        with exclusive_lock(path, "answer file"):
+            _HELD_LOCKS.add(key)
+            try:
+                yield
+            finally:
+                _HELD_LOCKS.discard(key)
+    except FileLockedError as exc:
+        raise EvalConfigError(str(exc)) from None
+
+
+_HELD_LOCKS: set[Path] = set()
 
 
 def check_sharding_args(args) -> None:
@@ -407,7 +434,18 @@ def run_eval(plan: EvalPlan, model, forward: Forward) -> Path:
     """
     path = plan.answer_path
     path.parent.mkdir(parents=True, exist_ok=True)
-    done = {r["question_id"] for r in plan.existing if "error" not in r}
+    with answer_file_lock(path):  # for the whole run: appends and the final rewrite
+        existing = read_answers(path, repair=True)  # as it is now that this run holds it
+        try:
+            check_resume(path, existing, plan.model_id, plan.settings)
+        except AnswerFileError as exc:
+            raise EvalConfigError(str(exc)) from None
+        return _answer_pending(plan, model, forward, existing)
+
+
+def _answer_pending(plan: EvalPlan, model, forward: Forward, existing: list[dict]) -> Path:
+    path = plan.answer_path
+    done = {r["question_id"] for r in existing if "error" not in r}
     pending = [q for q in plan.questions if q["question_id"] not in done]
     print(f"{len(plan.questions)} questions from {plan.question_path}; {len(plan.questions) - len(pending)} "
           f"already answered in {path}; {len(pending)} to go")

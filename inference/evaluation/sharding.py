@@ -26,7 +26,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from evaluation.answers import AnswerFileError, append_answer, check_resume, read_answers, reorganize_answers
-from evaluation.eval import EvalConfigError, RunIncomplete, answer_file, load_plan, load_target, question_file, run_eval
+from evaluation.eval import EvalConfigError, RunIncomplete, answer_file, answer_file_lock, load_plan, load_target, question_file, run_eval
 
 
 def worker_count(args) -> int:
@@ -161,8 +161,14 @@ def with_absolute_paths(args) -> argparse.Namespace:
 
 def run_sharded(method_name: str, args) -> Path:
     """Answer the plan's questions with ``method_name`` on Ray workers (see the module's
-    docstring); returns the answer file. Questions left unanswered end it with ``RunIncomplete``."""
+    docstring), holding the answer file's lock throughout; returns the answer file. Questions left
+    unanswered end it with ``RunIncomplete``."""
     args = with_absolute_paths(args)
+    with answer_file_lock(answer_file(args)):
+        return _run_sharded(method_name, args)
+
+
+def _run_sharded(method_name: str, args) -> Path:
     _, plan = load_plan(args)  # everything checked before Ray starts or weights load
     ray = import_ray()
     path = plan.answer_path

@@ -336,3 +336,40 @@ def test_non_utf8_question_and_answer_files_name_file_and_line(tiny, tmp_path, c
     message = fails(inference_baseline.main, common(tiny, tmp_path, "--question-end", "3"), capsys)
     assert f"{answers}:1: malformed answer line (not UTF-8 text: byte 0xff" in message
     assert answers.read_bytes() == before  # nothing cut or added
+
+
+# ---------------------------------------------------------------- one writer per answer file
+
+def test_a_second_run_on_one_answer_file_is_refused_and_nothing_is_lost(tiny, tmp_path):
+    import time
+
+    path = tmp_path / "a.jsonl"
+    args = common(tiny, tmp_path, "--question-end", "6", "--max-new-tokens", "24")
+    first = subprocess.Popen([sys.executable, "-m", "evaluation.inference_baseline", *args], cwd=REPO_ROOT / "inference",
+                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.time() + 300
+        while time.time() < deadline and first.poll() is None and not (path.is_file() and path.read_text()):
+            time.sleep(0.05)
+        assert first.poll() is None, "the first run ended before a second could start"
+        message = cli("inference_baseline", args)
+        assert f"answer file {path} is being written by another run (process {first.pid})" in message
+    finally:
+        assert first.wait(timeout=300) == 0, first.stderr.read()[-2000:]
+    records = [json.loads(line) for line in path.read_text().splitlines()]
+    assert len(records) == 6 == len({r["question_id"] for r in records})  # every answer once
+    assert not list(tmp_path.glob("*.tmp"))
+
+
+def test_concurrent_reorders_never_share_a_temporary_file(tmp_path):
+    from concurrent.futures import ThreadPoolExecutor
+
+    from evaluation.answers import reorganize_answers
+
+    path = tmp_path / "a.jsonl"
+    path.write_text("".join(json.dumps({"question_id": q, "model_id": "m"}) + "\n" for q in (5, 3, 9, 1)))
+    with ThreadPoolExecutor(8) as pool:
+        results = list(pool.map(lambda _: reorganize_answers(path), range(200)))
+    assert all([r["question_id"] for r in result] == [1, 3, 5, 9] for result in results)
+    assert [json.loads(line)["question_id"] for line in path.read_text().splitlines()] == [1, 3, 5, 9]
+    assert [p.name for p in tmp_path.iterdir()] == ["a.jsonl"]
