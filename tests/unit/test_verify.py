@@ -152,3 +152,46 @@ def test_exact_acceptance_probability_of_one_draft_token():
         hits += len(path)
     expected = float(torch.minimum(p1, q1).sum())
     assert abs(hits / draws - expected) < 4 * (expected * (1 - expected) / draws) ** 0.5
+
+
+def _chain_and_lookup_branch(gen):
+    """What SD2's sampled chain plus its lookup branch builds: a chain a -> b drawn from q, and the
+    lookup's fixed continuation (1, 3) merged in (``Proposal.with_branch``): where a == 1 it shares
+    node a and hangs 3 beside the drawn b (one-hot q), else it is a one-hot sibling of a."""
+    from specdec.drafters.sd2.proposers import Proposal
+
+    p1, p2 = _target()
+    q1, q2 = _draft()
+    a = int(torch.multinomial(q1, 1, generator=gen))
+    b = int(torch.multinomial(q2[a], 1, generator=gen))
+    chain = Proposal([a, b], [-1, 0], [0, -1], [1, 1], torch.stack([q1, q2[a]]))
+    tree, _ = chain.with_branch([1, 3])
+    probs = torch.stack([p1] + [p2[t] for t in tree.tokens])  # a depth-2 node's row is never read here
+    path, bonus = sample_accept(probs, tree.tokens, tree.parents, tree.draft_probs, gen)
+    return tree.tokens, path, bonus
+
+
+@pytest.mark.slow
+def test_a_drawn_chain_with_one_hot_lookup_siblings_keeps_the_target_distribution():
+    p1, p2 = _target()
+    exact = (p1[:, None] * p2).flatten()
+    gen = torch.Generator().manual_seed(0)
+    counts = torch.zeros(V * V)
+    shapes = {"shared": 0, "beside": 0}
+    lookup_kept = 0
+    for _ in range(10000):
+        tokens, path, bonus = _chain_and_lookup_branch(gen)
+        shapes["shared" if len(tokens) == 3 and tokens[0] == 1 else "beside"] += 1
+        lookup_kept += any(i >= 2 for i in path)  # nodes after the chain's two are lookup's
+        a, b = _first_two(path, bonus, tokens, p2)
+        counts[a * V + b] += 1
+    assert min(shapes.values()) > 500 and lookup_kept > 500  # both shapes occur, lookup nodes are kept
+    assert _chi_square_p_value(counts, exact) > 1e-3
+
+
+def test_a_node_its_own_q_row_never_proposed_is_an_internal_error():
+    p1, _ = _target()
+    q = torch.tensor([0.5, 0.5, 0.0, 0.0, 0.0])  # not one-hot, and 0 at the node's token 3
+    with pytest.raises(AssertionError, match="q = 0 in its own draft_probs row"):
+        for _ in range(50):  # whether it is reached does not depend on the draw
+            sample_accept(torch.stack([p1, p1]), [3], [-1], q[None], torch.Generator().manual_seed(0))
