@@ -4,7 +4,7 @@ for a run that resumes), appending, the final reorder, and the settings a resume
 One JSON line per question, Spec-Bench's schema plus ``stats``, ``token_ids`` and ``settings``
 (a question that could not be answered carries an ``error`` field instead of being dropped)::
 
-    {"question_id", "category", "answer_id", "model_id",
+    {"question_id", "category", "answer_id", "model_id", "question_fingerprint",
      "choices": [{"index": 0, "turns": [str], "decoding_steps": [int], "new_tokens": [int],
                   "wall_time": [float], "accept_lengths": [int], "stats": [dict], "token_ids": [[int]]}],
      "tstamp", "settings": dict, ["error": str]}
@@ -158,6 +158,13 @@ def check_json_destination(path: str | None) -> None:
 
 
 # ---------------------------------------------------------------- the settings of a run
+
+def question_fingerprint(question: dict) -> str:
+    """What a question is (its id, category and turns), recorded in each answer: a resumed run
+    redoes an answer whose question has since changed in the question file."""
+    key = {k: question.get(k) for k in ("question_id", "category", "turns")}
+    return hashlib.sha256(json.dumps(key, sort_keys=True, ensure_ascii=False).encode()).hexdigest()[:16]
+
 
 def fingerprint(path: str | Path) -> str:
     """A cheap identity of a checkpoint folder or data file: its config and tokenizer files whole,

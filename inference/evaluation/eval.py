@@ -32,6 +32,7 @@ from evaluation.answers import (
     append_answer,
     check_resume,
     fingerprint,
+    question_fingerprint,
     read_answers,
     reorganize_answers,
 )
@@ -381,7 +382,8 @@ class Harness:
         choice = self.answer(question)
         error = choice.pop("error", None)
         record = {"question_id": question["question_id"], "category": question["category"],
-                  "answer_id": shortuuid.uuid(), "model_id": model_id, "choices": [choice], "tstamp": time.time()}
+                  "answer_id": shortuuid.uuid(), "model_id": model_id, "choices": [choice], "tstamp": time.time(),
+                  "question_fingerprint": question_fingerprint(question)}
         if settings is not None:
             record["settings"] = settings
         if error:
@@ -445,7 +447,13 @@ def run_eval(plan: EvalPlan, model, forward: Forward) -> Path:
 
 def _answer_pending(plan: EvalPlan, model, forward: Forward, existing: list[dict]) -> Path:
     path = plan.answer_path
-    done = {r["question_id"] for r in existing if "error" not in r}
+    current = {q["question_id"]: question_fingerprint(q) for q in plan.questions}
+    stale = sorted({r["question_id"] for r in existing if r["question_id"] in current
+                    and r.get("question_fingerprint", current[r["question_id"]]) != current[r["question_id"]]}, key=str)
+    if stale:
+        print(f"{len(stale)} answer(s) in {path} were made for another version of their question (the question "
+              f"file changed): answering them again: {stale[:20]}")
+    done = {r["question_id"] for r in existing if "error" not in r and r["question_id"] not in stale}
     pending = [q for q in plan.questions if q["question_id"] not in done]
     print(f"{len(plan.questions)} questions from {plan.question_path}; {len(plan.questions) - len(pending)} "
           f"already answered in {path}; {len(pending)} to go")

@@ -373,3 +373,26 @@ def test_concurrent_reorders_never_share_a_temporary_file(tmp_path):
     assert all([r["question_id"] for r in result] == [1, 3, 5, 9] for result in results)
     assert [json.loads(line)["question_id"] for line in path.read_text().splitlines()] == [1, 3, 5, 9]
     assert [p.name for p in tmp_path.iterdir()] == ["a.jsonl"]
+
+
+def test_a_resume_redoes_answers_whose_question_changed(tiny, tmp_path, capsys):
+    questions = tmp_path / "q.jsonl"
+
+    def write_questions(second_turn):
+        questions.write_text(json.dumps({"question_id": 1, "category": "qa", "turns": ["Name a colour."]}) + "\n"
+                             + json.dumps({"question_id": 2, "category": "qa", "turns": [second_turn]}) + "\n")
+
+    write_questions("Name a fruit.")
+    args = common(tiny, tmp_path, "--question-file", str(questions), "--question-end", "2")
+    inference_baseline.main(args)
+    before = {r["question_id"]: r for r in map(json.loads, (tmp_path / "a.jsonl").read_text().splitlines())}
+    write_questions("Name a river.")  # question 2 edited in place, same id
+    capsys.readouterr()
+    inference_baseline.main(args)
+    out = capsys.readouterr().out
+    assert "1 answer(s) in" in out and "another version of their question" in out and "[2]" in out
+    after = {r["question_id"]: r for r in map(json.loads, (tmp_path / "a.jsonl").read_text().splitlines())}
+    assert sorted(after) == [1, 2]
+    assert after[1]["answer_id"] == before[1]["answer_id"]  # unchanged question: kept
+    assert after[2]["answer_id"] != before[2]["answer_id"]  # changed question: answered again
+    assert after[2]["question_fingerprint"] != before[2]["question_fingerprint"]

@@ -27,7 +27,7 @@ from evaluation.questions import QuestionFileError
 from sd2.paths import DEFAULT_MODEL_DIR, REPO_ROOT, SPEC_BENCH_QUESTIONS
 from specdec.types import GenerationOutput
 
-RECORD_KEYS = {"question_id", "category", "answer_id", "model_id", "choices", "tstamp", "settings"}
+RECORD_KEYS = {"question_id", "category", "answer_id", "model_id", "choices", "tstamp", "settings", "question_fingerprint"}
 CHOICE_KEYS = {"index", "turns", "decoding_steps", "new_tokens", "wall_time", "accept_lengths", "stats", "token_ids"}
 
 
