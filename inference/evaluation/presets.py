@@ -78,6 +78,13 @@ preset("eagle2", "eagle2", "--ea-model-path {eagle_head} --total-token 60 --dept
        "EAGLE-2: the head's dynamic tree of 60 nodes")
 preset("medusa", "medusa", "--medusa-model-path {medusa_heads}", "Medusa-1: the heads' static sparse tree")
 preset("hydra", "hydra", "--hydra-model-path {hydra_heads}", "Hydra: the heads' static sparse tree")
+preset("recycling", "recycling", "--output-id-topk 8 --tree-version 2.2.2 --total-token auto",
+       "Token Recycling: the paper's 80-node template, sized by the timed verification costs; empty per question")
+preset("samd", "samd", "--samd_n_predicts 40", "SAM decoding: the suffix automaton's longest-match drafts alone")
+preset("samd_recycling", "samd", "--aux recycling --samd_len_threshold 5",
+       "SAM-D[Token Recycling]: the automaton after matches of 5+ tokens, Token Recycling otherwise")
+preset("samd_sd2", "samd", "--aux sd2 --aux-path {draft} --samd_len_threshold 5",
+       "SAM-D[SD2]: the automaton after matches of 5+ tokens, SD2's tree of 3 exit-6 nodes otherwise")
 
 
 @dataclass

@@ -12,7 +12,7 @@ from evaluation.methods import REGISTRY, parser_for, run_method
 ENTRY_POINTS = {"inference_baseline": "ar", "inference_sd2": "sd2", "inference_sps": "sps", "inference_pld": "pld",
                 "inference_lookahead": "lookahead", "inference_rest": "rest", "inference_eagle": "eagle",
                 "inference_eagle2": "eagle2", "inference_eagle3": "eagle3", "inference_medusa": "medusa",
-                "inference_hydra": "hydra",
+                "inference_hydra": "hydra", "inference_recycling": "recycling", "inference_samd": "samd",
                 "hf_reference": "hf"}
 
 
