@@ -2,11 +2,14 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
 import pytest
 import torch
 
 from sd2.draft_spec import DRAFT_VOCAB_FILE
+from sd2.paths import REPO_ROOT
 from sd2train.exits import all_exit_logits
 from sd2train.make_draft import draft_vocab, make_draft, truncate_to_first_layers
 
@@ -112,3 +115,36 @@ def test_the_exit_report_measures_a_smaller_draft_vocabulary(saved_target, tmp_p
     assert full["draft_vocab_size"] == 16 and small["positions"] == full["positions"]
     with pytest.raises(ValueError, match="--draft-vocab-size 17: .* a draft vocabulary of 16"):
         exit_quality(out, num_prompts=2, new_tokens=4, data_path=data, draft_vocab_size=17)
+
+
+def make_draft_cli(*args):
+    return subprocess.run([sys.executable, "-m", "sd2train.make_draft", *map(str, args)], cwd=REPO_ROOT,
+                          capture_output=True, text=True, timeout=300)
+
+
+def test_an_existing_draft_is_refused_unless_overwrite_which_clears_its_reports(saved_target, tmp_path):
+    saved_target = saved_target[0]
+    out = tmp_path / "draft"
+    make_draft(saved_target, 2, out, draft_vocab_size=0)
+    (out / "exit_quality.json").write_text("{}")
+    (out / "replies.done").write_text("data/replies.jsonl\n")
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    done = make_draft_cli("--target", saved_target, "--layers", 1, "--output", out, "--draft-vocab-size", 0)
+    assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr[-3000:]
+    assert done.stderr.strip() == f"error: --output {out} is not empty (a trained draft?): choose another " \
+        "folder, or pass --overwrite to replace the draft and remove its reports"
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before  # nothing touched
+    done = make_draft_cli("--target", saved_target, "--layers", 1, "--output", out, "--draft-vocab-size", 0,
+                          "--overwrite")
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert not (out / "exit_quality.json").exists() and not (out / "replies.done").exists()
+    assert json.loads((out / "config.json").read_text())["num_hidden_layers"] == 1
+
+
+def test_a_negative_draft_vocab_size_is_refused(saved_target, tmp_path):
+    saved_target = saved_target[0]
+    done = make_draft_cli("--target", saved_target, "--layers", 1, "--output", tmp_path / "d",
+                          "--draft-vocab-size", -5)
+    assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr[-3000:]
+    assert done.stderr.strip() == "error: --draft-vocab-size must be >= 0 (0 = no reduced vocabulary), got -5"
+    assert not (tmp_path / "d").exists()

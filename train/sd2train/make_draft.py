@@ -20,6 +20,7 @@ import torch
 
 from sd2.draft_spec import DRAFT_VOCAB_FILE, DraftSpec, default_exits, validate_exits
 from sd2train.exits import decoder_layers, parse_int_list
+from sd2train.errors import InputError, run_cli
 
 
 def truncate_to_first_layers(model, num_layers: int):
@@ -72,12 +73,36 @@ def draft_vocab(tokenizer, conversations, size: int, always: list[int]) -> list[
     return chosen
 
 
+# What an earlier draft in the folder leaves that the new one would not replace (stale reports, the
+# quick start's record of its replies, weight shards).
+STALE_DRAFT_FILES = ("exit_quality*.json", "replies.done", "*.safetensors", "*.safetensors.index.json",
+                     DRAFT_VOCAB_FILE)
+
+
+def check_output(output: Path, overwrite: bool) -> None:
+    """A folder that holds files (a trained draft?) is refused unless ``overwrite``, which clears
+    what the earlier draft left there."""
+    if output.exists() and not output.is_dir():
+        raise InputError(f"--output {output} is a file, not a folder")
+    if not output.is_dir() or not any(output.iterdir()):
+        return
+    if not overwrite:
+        raise InputError(f"--output {output} is not empty (a trained draft?): choose another folder, or pass "
+                         "--overwrite to replace the draft and remove its reports")
+    for pattern in STALE_DRAFT_FILES:
+        for stale in output.glob(pattern):
+            stale.unlink()
+
+
 def make_draft(target: str | Path, num_layers: int, output: str | Path, exits: list[int] | None = None,
                draft_vocab_size: int = 8192, data_path: str | Path | None = None,
-               vocab_conversations: int = 20000) -> Path:
+               vocab_conversations: int = 20000, overwrite: bool = False) -> Path:
     """Write the draft checkpoint (and its tokenizer and draft vocabulary) to ``output``."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    if draft_vocab_size < 0:
+        raise InputError(f"--draft-vocab-size must be >= 0 (0 = no reduced vocabulary), got {draft_vocab_size}")
+    check_output(Path(output), overwrite)
     exits = validate_exits(exits or default_exits(num_layers), num_layers)
     if exits[-1] != num_layers:
         raise ValueError(f"the last exit must be the draft's last layer {num_layers}, got {exits}")
@@ -115,11 +140,13 @@ def main(argv=None):
     parser.add_argument("--data-path", default=None, help="ShareGPT JSON for the vocabulary counts (default: package)")
     parser.add_argument("--vocab-conversations", type=int, default=20000,
                         help="count tokens over this many training conversations")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace a draft already in --output (and remove its reports)")
     args = parser.parse_args(argv)
     exits = parse_int_list(args.exits) if args.exits else None
     make_draft(args.target, args.layers, args.output, exits, args.draft_vocab_size, args.data_path,
-               args.vocab_conversations)
+               args.vocab_conversations, args.overwrite)
 
 
 if __name__ == "__main__":
-    main()
+    run_cli(main)
