@@ -84,7 +84,8 @@ def check_output(output: Path, overwrite: bool) -> None:
     what the earlier draft left there."""
     if output.exists() and not output.is_dir():
         raise InputError(f"--output {output} is a file, not a folder")
-    if not output.is_dir() or not any(output.iterdir()):
+    # Empty, or only the vocabulary an interrupted make_draft wrote before the checkpoint: start again.
+    if not output.is_dir() or {p.name for p in output.iterdir()} <= {DRAFT_VOCAB_FILE}:
         return
     if not overwrite:
         raise InputError(f"--output {output} is not empty (a trained draft?): choose another folder, or pass "
