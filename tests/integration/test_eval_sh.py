@@ -24,12 +24,12 @@ EVAL_SH = REPO_ROOT / "inference" / "eval.sh"
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
-    """A tiny text target, a draft of its vocabulary (exits 1, 2), head folders and a datastore file."""
+    """A tiny text target, a draft of its vocabulary (exits 6, 9, 12), head folders and a datastore file."""
     root = tmp_path_factory.mktemp("eval_sh")
     target = save_tiny_text_target(root / "target", DEFAULT_MODEL_DIR)
-    draft = save_tiny_text_target(root / "draft", DEFAULT_MODEL_DIR, seed=1)
+    draft = save_tiny_text_target(root / "draft", DEFAULT_MODEL_DIR, num_layers=12, seed=1)  # sd2_tree drafts at exit 6
     config = json.loads((draft / "config.json").read_text())
-    config["sd2"] = {"exits": [1, 2], "thresholds": [0.5, 0.0]}
+    config["sd2"] = {"exits": [6, 9, 12], "thresholds": [0.5, 0.5, 0.0]}
     (draft / "config.json").write_text(json.dumps(config))
     for name in ("eagle", "medusa", "hydra"):  # what the checks look for: a config, whole weights
         (root / name).mkdir()
@@ -148,7 +148,7 @@ def test_a_failing_method_leaves_the_others_and_their_reports(tiny, tmp_path):
                     "WARMUP": "0", "MODEL_NAME": "smoke"}, timeout=600)
     assert done.returncode == 1, done.stderr[-3000:]
     assert "error: preset(s) failed: sps (exit" in done.stderr
-    assert sorted(p.name for p in answers.iterdir()) == ["smoke-ar-float32-temp-0.0.jsonl",
+    assert sorted(p.name for p in answers.glob("*.jsonl")) == ["smoke-ar-float32-temp-0.0.jsonl",
                                                           "smoke-pld-float32-temp-0.0.jsonl"]
     assert "==== pld vs ar: speed" in done.stdout and "Result totally Equal!" in done.stdout
     assert "==== sps vs ar" not in done.stdout
