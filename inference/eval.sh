@@ -23,6 +23,7 @@ TARGET=${TARGET:-}                 # target checkpoint (models/smollm2-135m-inst
 DRAFT=${DRAFT:-}                   # SD2 draft, also SpS's at its deepest exit (models/sd2-draft-soft-12)
 DATASTORE=${DATASTORE:-}           # REST datastore (models/rest/sharegpt-smollm2.npz)
 EAGLE_HEAD=${EAGLE_HEAD:-}         # EAGLE head (models/eagle-smollm2-135m; train/scripts/train_eagle.sh)
+EAGLE3_HEAD=${EAGLE3_HEAD:-}       # EAGLE-3 head (models/eagle3-smollm2-135m; train/scripts/train_eagle3.sh)
 MEDUSA_HEADS=${MEDUSA_HEADS:-}     # Medusa heads (models/medusa-smollm2-135m; train/scripts/train_medusa.sh)
 HYDRA_HEADS=${HYDRA_HEADS:-}       # Hydra heads (models/hydra-smollm2-135m; train/scripts/train_hydra.sh)
 MODEL_NAME=${MODEL_NAME:-}         # prefix of every model-id (smollm2-135m)
@@ -62,7 +63,8 @@ export PYTHONPATH="$ROOT:$ROOT/inference${PYTHONPATH:+:$PYTHONPATH}"   # works w
 ARGS=(--presets "$METHODS")
 pass() { if [ -n "$2" ]; then ARGS+=("$1" "$2"); fi; }   # an empty setting keeps the default
 pass --model-path "$TARGET";             pass --drafter-path "$DRAFT";       pass --datastore-path "$DATASTORE"
-pass --ea-model-path "$EAGLE_HEAD";      pass --medusa-model-path "$MEDUSA_HEADS"
+pass --ea-model-path "$EAGLE_HEAD";      pass --eagle3-model-path "$EAGLE3_HEAD"
+pass --medusa-model-path "$MEDUSA_HEADS"
 pass --hydra-model-path "$HYDRA_HEADS";  pass --model-name "$MODEL_NAME";    pass --dtype "$DTYPE"
 if [ -n "${DRAFT_DTYPE+set}" ]; then ARGS+=(--draft-dtype "$DRAFT_DTYPE"); fi   # '' means the target's
 pass --sd2-draft-dtype "$SD2_DRAFT_DTYPE"; pass --lookup-tokens "$LOOKUP_TOKENS"; pass --lookup-first "$LOOKUP_FIRST"

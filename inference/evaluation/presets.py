@@ -76,6 +76,8 @@ preset("rest", "rest", "--datastore-path {datastore} --num-draft 64 --max-token-
 preset("eagle", "eagle", "--ea-model-path {eagle_head}", "EAGLE: the head's static tree")
 preset("eagle2", "eagle2", "--ea-model-path {eagle_head} --total-token 60 --depth 5 --top-k 10",
        "EAGLE-2: the head's dynamic tree of 60 nodes")
+preset("eagle3", "eagle3", "--ea-model-path {eagle3_head}", "EAGLE-3: the fused-feature head's dynamic tree")
+preset("ar_llamacpp", "ar_llamacpp", "", "llama.cpp decoding the default target's GGUF (outside CPU reference)")
 preset("medusa", "medusa", "--medusa-model-path {medusa_heads}", "Medusa-1: the heads' static sparse tree")
 preset("hydra", "hydra", "--hydra-model-path {hydra_heads}", "Hydra: the heads' static sparse tree")
 preset("recycling", "recycling", "--output-id-topk 8 --tree-version 2.2.2 --total-token auto",
@@ -94,6 +96,7 @@ class Settings:
     draft: str = str(MODELS / "sd2-draft-soft-12")  # SD2's draft, SpS's at its deepest exit [DRAFT]
     datastore: str = str(DEFAULT_DATASTORE)  # REST [DATASTORE]
     eagle_head: str = str(MODELS / "eagle-smollm2-135m")  # [EAGLE_HEAD]
+    eagle3_head: str = str(MODELS / "eagle3-smollm2-135m")  # [EAGLE3_HEAD]
     medusa_heads: str = str(MODELS / "medusa-smollm2-135m")  # [MEDUSA_HEADS]
     hydra_heads: str = str(MODELS / "hydra-smollm2-135m")  # [HYDRA_HEADS]
     draft_dtype: str = "bfloat16"  # SpS's draft; '': the target's (it verifies in its own) [DRAFT_DTYPE]
@@ -119,7 +122,7 @@ class Settings:
             f"--submodels {shlex.quote(self.sd2_exits)}" if self.sd2_exits else "",
             f"--thresholds {shlex.quote(self.sd2_thresholds)}" if self.sd2_thresholds else "", self.sd2_args]))
         return {"draft": shlex.quote(self.draft), "datastore": shlex.quote(self.datastore),
-                "eagle_head": shlex.quote(self.eagle_head), "medusa_heads": shlex.quote(self.medusa_heads),
+                "eagle_head": shlex.quote(self.eagle_head), "eagle3_head": shlex.quote(self.eagle3_head), "medusa_heads": shlex.quote(self.medusa_heads),
                 "hydra_heads": shlex.quote(self.hydra_heads),
                 "draft_dtype": f"--draft-dtype {shlex.quote(self.draft_dtype)}" if self.draft_dtype else "",
                 "sd2_draft_dtype": f"--draft-dtype {shlex.quote(sd2_dtype)}",
@@ -166,6 +169,8 @@ def add_settings_args(s) -> None:
     s.add_argument("--drafter-path", dest="draft", default=defaults.draft, help="SD2's (and SpS's) draft [DRAFT]")
     s.add_argument("--datastore-path", dest="datastore", default=defaults.datastore, help="REST's datastore [DATASTORE]")
     s.add_argument("--ea-model-path", dest="eagle_head", default=defaults.eagle_head, help="EAGLE head [EAGLE_HEAD]")
+    s.add_argument("--eagle3-model-path", dest="eagle3_head", default=defaults.eagle3_head,
+                   help="EAGLE-3 head [EAGLE3_HEAD]")
     s.add_argument("--medusa-model-path", dest="medusa_heads", default=defaults.medusa_heads,
                    help="Medusa heads [MEDUSA_HEADS]")
     s.add_argument("--hydra-model-path", dest="hydra_heads", default=defaults.hydra_heads,

@@ -22,13 +22,13 @@ def model_folders(tmp_path):
     """Folders the presets' model paths point at, with what the checks look for (a config, whole weights)."""
     from safetensors.torch import save_file
 
-    for name in ("draft", "eagle", "medusa", "hydra"):
+    for name in ("draft", "eagle", "eagle3", "medusa", "hydra"):
         (tmp_path / name).mkdir()
         (tmp_path / name / "config.json").write_text(json.dumps({}))
         save_file({"weight": torch.zeros(1)}, tmp_path / name / "model.safetensors")
     (tmp_path / "store.npz").write_bytes(b"")
     return Settings(draft=str(tmp_path / "draft"), datastore=str(tmp_path / "store.npz"),
-                    eagle_head=str(tmp_path / "eagle"), medusa_heads=str(tmp_path / "medusa"),
+                    eagle_head=str(tmp_path / "eagle"), eagle3_head=str(tmp_path / "eagle3"), medusa_heads=str(tmp_path / "medusa"),
                     hydra_heads=str(tmp_path / "hydra"))
 
 
