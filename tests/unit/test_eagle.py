@@ -44,7 +44,9 @@ def test_the_head_holds_the_targets_features_of_every_cached_token(target):
     assert len(PROMPT) + 30 - 2 <= n <= len(ids)  # the last step's cached rows are not handed over
     fresh = runner.run_layers(runner.embed(ids[:n]), runner.new_cache(n), range(runner.num_layers),
                               torch.arange(n), causal_mask(n, 0, "cpu"))[0]
-    torch.testing.assert_close(drafter.draft.features[:n], fresh, atol=1e-4, rtol=1e-4)
+    # Handed-over rows come from many-row verification passes, the fresh ones from one pass over all:
+    # float32 reduction order differs by machine (1.4e-4 seen on an AVX2-only CPU).
+    torch.testing.assert_close(drafter.draft.features[:n], fresh, atol=5e-4, rtol=1e-3)
 
 
 def test_static_tree_choices_keep_the_likeliest_paths():
