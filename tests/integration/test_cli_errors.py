@@ -341,21 +341,34 @@ def test_non_utf8_question_and_answer_files_name_file_and_line(tiny, tmp_path, c
 # ---------------------------------------------------------------- one writer per answer file
 
 def test_a_second_run_on_one_answer_file_is_refused_and_nothing_is_lost(tiny, tmp_path):
-    import time
-
+    """A run answering into a file another process holds is refused, naming the holder, and changes
+    nothing; once the holder ends the run resumes with every answer once. The holder is a process
+    holding the answer file's lock (what a running eval holds), so the test does not depend on how
+    fast a tiny model answers."""
     path = tmp_path / "a.jsonl"
-    args = common(tiny, tmp_path, "--question-end", "6", "--max-new-tokens", "24")
-    first = subprocess.Popen([sys.executable, "-m", "evaluation.inference_baseline", *args], cwd=REPO_ROOT / "inference",
-                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+    def answer(*extra):
+        done = subprocess.run([sys.executable, "-m", "evaluation.inference_baseline",
+                               *common(tiny, tmp_path, *extra, "--max-new-tokens", "8")],
+                              cwd=REPO_ROOT / "inference", capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr[-2000:]
+
+    answer("--question-end", "3")
+    before = path.read_bytes()
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time\n"
+                               "from sd2.file_lock import exclusive_lock\n"
+                               "with exclusive_lock(sys.argv[1], 'answer file'):\n"
+                               "    print('held', flush=True); time.sleep(300)", str(path)],
+                              stdout=subprocess.PIPE, text=True)
     try:
-        deadline = time.time() + 300
-        while time.time() < deadline and first.poll() is None and not (path.is_file() and path.read_text()):
-            time.sleep(0.05)
-        assert first.poll() is None, "the first run ended before a second could start"
-        message = cli("inference_baseline", args)
-        assert f"answer file {path} is being written by another run (process {first.pid})" in message
+        assert holder.stdout.readline().strip() == "held"
+        message = cli("inference_baseline", common(tiny, tmp_path, "--question-end", "6", "--max-new-tokens", "8"))
+        assert f"answer file {path} is being written by another run (process {holder.pid})" in message
+        assert path.read_bytes() == before  # the refused run wrote nothing
     finally:
-        assert first.wait(timeout=300) == 0, first.stderr.read()[-2000:]
+        holder.kill()
+        holder.wait()
+    answer("--question-end", "6")
     records = [json.loads(line) for line in path.read_text().splitlines()]
     assert len(records) == 6 == len({r["question_id"] for r in records})  # every answer once
     assert not list(tmp_path.glob("*.tmp"))
