@@ -91,7 +91,8 @@ def test_an_interrupted_sharded_run_resumes(tmp_path, one_process):
 
 def test_a_failing_question_is_reported_and_every_other_answer_kept(tmp_path):
     """A real bad input: a question whose text holds a lone UTF-16 surrogate (a string cut inside
-    a surrogate pair) passes the question file's checks but cannot be tokenised. Its shard reports
+    a surrogate pair) passes the question file's checks but cannot be encoded as UTF-8 (its answer's
+    question fingerprint is the first thing to fail). Its shard reports
     it and answers the rest; the command exits 1 naming it; a rerun answers only it."""
     pytest.importorskip("ray")
     questions = [{"question_id": i, "category": "qa", "turns": [f"Name a prime number above {10 * i}."]}
@@ -109,7 +110,7 @@ def test_a_failing_question_is_reported_and_every_other_answer_kept(tmp_path):
     assert done.returncode == 1, done.stderr[-3000:]
     report = done.stderr[done.stderr.index("error: "):]
     assert report.startswith("error: 1 question(s) unanswered") and str(path) in report
-    assert "question 2: TypeError" in report
+    assert "question 2: UnicodeEncodeError" in report
     first = lines_of(path)
     assert [r["question_id"] for r in first] == [1, 3, 4, 5, 6]  # shard 1 went on after question 2
     assert not any("error" in r for r in first) and not shard_files(path)
