@@ -56,8 +56,9 @@ if [ -n "$USER_DRAFT" ]; then
 elif [ -f "$DRAFT/model.safetensors" ] && [ -f "$DRAFT/exit_quality.json" ]; then
     echo "$DRAFT is trained and measured; skipping"
 else
-    # Checkpoints every 50 steps (~1.5 min) let an interrupted run resume instead of starting over.
-    RESUME=$(ls -d "$DRAFT"/checkpoint-* 2>/dev/null | sort -V | tail -1 || true)
+    # Checkpoints every 50 steps (~1.5 min) let an interrupted run resume instead of starting over,
+    # from the newest complete one (one a kill tore while saving is skipped, named on stderr).
+    RESUME=$("$PY" -m sd2train.checkpoints "$DRAFT")
     # CPU: the quickstart recipe (train/configs/recipes/quickstart.yaml: cross-entropy on the replies
     # at lr 2e-3, checkpoints every 50 steps); GPU: the gpu recipe, checkpointing as often.
     if [ "$HAS_GPU" = 1 ]; then RUN_ARGS="SAVE_STRATEGY=steps"; SAVE="--save_steps 50 --save_total_limit 1"; else

@@ -8,8 +8,8 @@ import json
 from pathlib import Path
 
 from evaluation.errors import EvalConfigError
+from sd2.weight_files import weights_problem
 
-WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")  # each may instead be sharded, with an index
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json", "vocab.txt", "spiece.model")
 
 
@@ -37,47 +37,11 @@ def read_json(file: Path, flag: str):
 
 
 def check_weights(folder: Path, flag: str) -> None:
-    """The folder's weight files exist and, for safetensors, are whole (a truncated copy is caught
-    from its header, without reading the tensors)."""
-    for name in WEIGHT_FILES:
-        index = folder / f"{name}.index.json"
-        if index.is_file():
-            shards = sorted(set((read_json(index, flag).get("weight_map") or {}).values()))
-            missing = [s for s in shards if not (folder / s).is_file()]
-            if not shards or missing:
-                raise EvalConfigError(f"{flag} {folder}: {index.name} names weight files that are missing: "
-                                      f"{missing[:3] or 'none listed'}")
-            for shard in shards:
-                check_safetensors(folder / shard, flag)
-            return
-        if (folder / name).is_file():
-            check_safetensors(folder / name, flag)
-            return
-    raise EvalConfigError(f"{flag} {folder}: no weights ({' or '.join(WEIGHT_FILES)}, or a sharded index)")
-
-
-def check_safetensors(file: Path, flag: str) -> None:
-    """A safetensors file whose header parses and whose tensors end where the file does."""
-    if file.suffix != ".safetensors":
-        return
-    size = file.stat().st_size
-    with file.open("rb") as f:
-        head = f.read(8)
-        header_size = int.from_bytes(head, "little") if len(head) == 8 else None
-        header = None
-        if header_size is not None and 8 + header_size <= size:
-            try:
-                header = json.loads(f.read(header_size))
-            except (UnicodeDecodeError, json.JSONDecodeError):
-                pass
-    if not isinstance(header, dict):
-        raise EvalConfigError(f"{flag}: {file} is not a readable safetensors file (damaged or truncated header): "
-                              "save or copy it again")
-    ends = [t["data_offsets"][1] for k, t in header.items() if k != "__metadata__" and isinstance(t, dict)]
-    expected = 8 + header_size + max(ends, default=0)
-    if expected != size:
-        raise EvalConfigError(f"{flag}: {file} is truncated or damaged ({size} bytes, its header describes "
-                              f"{expected}): save or copy it again")
+    """The folder's weight files exist and, for safetensors, are whole (``sd2.weight_files``: a
+    truncated copy is caught from its header, without reading the tensors)."""
+    problem = weights_problem(folder)
+    if problem:
+        raise EvalConfigError(f"{flag}: {problem}: save or copy it again")
 
 
 def check_tokenizer_files(folder: Path, flag: str) -> None:

@@ -18,6 +18,10 @@
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 cd "$ROOT"
+if [[ -z "${PYTHON:-}" ]]; then
+  if [[ -x "$ROOT/.venv/bin/python" ]]; then PYTHON="$ROOT/.venv/bin/python"; else PYTHON=python3; fi
+fi
+export PYTHONPATH="$ROOT:$ROOT/train${PYTHONPATH:+:$PYTHONPATH}"  # works without the editable install too
 TARGET=${TARGET:-$ROOT/models/smollm2-135m-instruct}
 OUTPUT_DIR=${OUTPUT_DIR:-$ROOT/models/sd2-draft-soft-12-long}
 GEN_CONVERSATIONS=${GEN_CONVERSATIONS:-12000}
@@ -32,7 +36,8 @@ mkdir -p "$OUTPUT_DIR"
 TARGET="$TARGET" GEN_CONVERSATIONS="$GEN_CONVERSATIONS" GEN_MINUTES="$GEN_MINUTES" \
   RECORD="$OUTPUT_DIR/replies.done" bash train/scripts/generate_target_replies.sh
 REPLIES=$(cat "$OUTPUT_DIR/replies.done")
-RESUME=$(ls -d "$OUTPUT_DIR"/checkpoint-* 2>/dev/null | sort -V | tail -1 || true)
+# the newest complete checkpoint (one a kill tore while saving is skipped, named on stderr)
+RESUME=$("$PYTHON" -m sd2train.checkpoints "$OUTPUT_DIR")
 # the long_cpu recipe (train/configs/recipes/long_cpu.yaml: lr 1e-3, cross-entropy, a checkpoint every 100 steps)
 TARGET="$TARGET" DATA="$REPLIES" VOCAB_DATA="" RECIPE="${RECIPE:-long_cpu}" OUTPUT_DIR="$OUTPUT_DIR" MAX_STEPS="$STEPS" \
   MAX_MINUTES="$TRAIN_MINUTES" MAX_CONVERSATIONS="${MAX_CONVERSATIONS:-$GEN_CONVERSATIONS}" \

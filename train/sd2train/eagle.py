@@ -34,6 +34,7 @@ import transformers
 from transformers import AutoModelForCausalLM
 
 from sd2.eagle_head import EagleHead
+from sd2train.checkpoints import resume_checkpoint
 from sd2train.exits import last_layer_states, unwrap
 from sd2train.preprocess import IGNORE_INDEX
 from sd2train.train import (
@@ -199,6 +200,7 @@ def train_eagle(model_args: EagleModelArguments, data_args: DataArguments, args:
     from sd2train.preprocess import PaddingCollator
 
     check_arguments(args)
+    args.resume_from_checkpoint = resume_checkpoint(args)  # a torn checkpoint is refused before anything loads
     target_path = model_args.target_model_name_or_path
     target = AutoModelForCausalLM.from_pretrained(target_path, dtype=torch.float32)
     # The head's layer starts as a float32 copy of the target's last layer and trains in float32;

@@ -34,6 +34,7 @@ import transformers
 from transformers import AutoModelForCausalLM
 
 from sd2.eagle3_head import Eagle3Head, check_feature_layers, default_feature_layers
+from sd2train.checkpoints import resume_checkpoint
 from sd2train.eagle import EagleTrainer, check_head_parallelism
 from sd2train.exits import capture_exit_states, parse_int_list, unwrap
 from sd2train.preprocess import IGNORE_INDEX
@@ -160,6 +161,7 @@ def train_eagle3(model_args: Eagle3ModelArguments, data_args: DataArguments, arg
     from sd2train.preprocess import PaddingCollator
 
     check_arguments(args)
+    args.resume_from_checkpoint = resume_checkpoint(args)  # a torn checkpoint is refused before anything loads
     target_path = model_args.target_model_name_or_path
     target = AutoModelForCausalLM.from_pretrained(target_path, dtype=torch.float32)
     layers = check_feature_layers(parse_int_list(model_args.feature_layers) if model_args.feature_layers else

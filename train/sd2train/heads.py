@@ -37,6 +37,7 @@ import transformers
 from transformers import AutoModelForCausalLM
 
 from sd2.draft_heads import KINDS, DraftHeads
+from sd2train.checkpoints import resume_checkpoint
 from sd2train.exits import last_layer_states, unwrap
 from sd2train.make_draft import draft_vocab, stop_token_ids
 from sd2train.preprocess import IGNORE_INDEX
@@ -182,6 +183,7 @@ def train_heads(model_args: HeadsModelArguments, data_args: DataArguments, args:
     from sd2train.preprocess import PaddingCollator
 
     check_arguments(model_args, args)
+    args.resume_from_checkpoint = resume_checkpoint(args)  # a torn checkpoint is refused before anything loads
     target_path = model_args.target_model_name_or_path
     target = AutoModelForCausalLM.from_pretrained(target_path, dtype=torch.float32)
     tokenizer = load_tokenizer(target_path, args.model_max_length)

@@ -30,6 +30,8 @@ import transformers
 from transformers import AutoModelForCausalLM, AutoTokenizer, Trainer, TrainerCallback
 
 from sd2.draft_spec import DraftSpec, validate_exits
+from sd2.file_lock import atomic_write_text
+from sd2train.checkpoints import resume_checkpoint
 from sd2train.exits import parse_int_list
 from sd2train.loss import exit_weights, sorted_loss
 from sd2train.make_draft import truncate_to_first_layers
@@ -127,7 +129,8 @@ class TimeLimitCallback(TrainerCallback):
     def on_save(self, args, state, control, **kwargs):
         checkpoint = Path(args.output_dir, f"checkpoint-{state.global_step}")
         if state.is_world_process_zero and checkpoint.is_dir():
-            (checkpoint / self.STATE_FILE).write_text(json.dumps({"seconds": self.spent()}))
+            # Atomic: a kill leaves the old state or the new, never a cut-off file to resume from.
+            atomic_write_text(checkpoint / self.STATE_FILE, json.dumps({"seconds": self.spent()}))
 
 
 class PartsLoggingTrainer(Trainer):
@@ -243,6 +246,7 @@ def build_dataset(conversations, tokenizer, data_args: DataArguments, max_length
 def train(model_args: ModelArguments, data_args: DataArguments, args: SortedTrainingArguments) -> Path:
     from sd2train.preprocess import PaddingCollator
 
+    args.resume_from_checkpoint = resume_checkpoint(args)  # a torn checkpoint is refused before anything loads
     dtype = frozen_model_dtype(args)
     # Mixed precision keeps float32 master weights; the frozen target can run in the low precision.
     model, spec = load_draft_for_training(model_args, torch.float32)

@@ -1,0 +1,57 @@
+"""Whether a checkpoint folder's weights are all there and whole, told from file names, sizes and
+safetensors headers without reading a tensor: what the harness checks before a model loads
+(``evaluation.checkpoints``) and the trainer before it resumes from a checkpoint
+(``sd2train.checkpoints``). Each answers with the problem in words, or None; the caller raises its
+own error type around it."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")  # each may instead be sharded, with an index
+
+
+def weights_problem(folder) -> str | None:
+    """What is wrong with the folder's weights (missing, a shard missing, a safetensors file
+    truncated), or None when they are complete."""
+    folder = Path(folder)
+    for name in WEIGHT_FILES:
+        index = folder / f"{name}.index.json"
+        if index.is_file():
+            try:
+                weight_map = json.loads(index.read_bytes()).get("weight_map") or {}
+            except (UnicodeDecodeError, json.JSONDecodeError, AttributeError):
+                return f"{index} is not valid JSON (damaged or cut off)"
+            shards = sorted(set(weight_map.values()))
+            missing = [s for s in shards if not (folder / s).is_file()]
+            if not shards or missing:
+                return f"{folder}: {index.name} names weight files that are missing: {missing[:3] or 'none listed'}"
+            return next(filter(None, (safetensors_problem(folder / shard) for shard in shards)), None)
+        if (folder / name).is_file():
+            return safetensors_problem(folder / name)
+    return f"{folder}: no weights ({' or '.join(WEIGHT_FILES)}, or a sharded index)"
+
+
+def safetensors_problem(file) -> str | None:
+    """For a safetensors file: None when its header parses and its tensors end where the file does
+    (a copy or a save cut short fails this); other files pass."""
+    file = Path(file)
+    if file.suffix != ".safetensors":
+        return None
+    size = file.stat().st_size
+    with file.open("rb") as f:
+        head = f.read(8)
+        header_size = int.from_bytes(head, "little") if len(head) == 8 else None
+        header = None
+        if header_size is not None and 8 + header_size <= size:
+            try:
+                header = json.loads(f.read(header_size))
+            except (UnicodeDecodeError, json.JSONDecodeError):
+                pass
+    if not isinstance(header, dict):
+        return f"{file} is not a readable safetensors file (damaged or truncated header)"
+    ends = [t["data_offsets"][1] for k, t in header.items() if k != "__metadata__" and isinstance(t, dict)]
+    expected = 8 + header_size + max(ends, default=0)
+    if expected != size:
+        return f"{file} is truncated or damaged ({size} bytes, its header describes {expected})"
+    return None
