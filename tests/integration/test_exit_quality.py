@@ -114,3 +114,80 @@ def test_speed_thresholds_weigh_agreement_against_each_exits_cost():
     # ... and when exit 12 costs no more than exit 6, sending the unsure tokens deeper pays.
     level = speed_thresholds(probs, right, {6: 0.05, 12: 0.05})
     assert 0.2 <= level["thresholds"][0] < 0.9 and level["agreement"] == pytest.approx(0.6)
+
+
+@pytest.fixture(scope="module")
+def tiny_draft(tmp_path_factory, default_model_dir):
+    """A tiny 2-layer draft (exits 1, 2) and target with the default tokenizer, a ShareGPT file of
+    300 short conversations (a few held out), and the draft's own report already written."""
+    from helpers import save_tiny_text_target
+
+    root = tmp_path_factory.mktemp("report")
+    target = save_tiny_text_target(root / "target", default_model_dir)
+    draft = save_tiny_text_target(root / "draft", default_model_dir, seed=1)
+    config = json.loads((draft / "config.json").read_text())
+    config["sd2"] = {"exits": [1, 2], "thresholds": [0.5, 0.0], "target": str(target)}
+    (draft / "config.json").write_text(json.dumps(config))
+    records = [{"id": f"c{i}", "conversations": [{"from": "human", "value": f"What comes after {i}?"},
+                                                  {"from": "gpt", "value": f"{i + 1} comes after {i}."}]}
+               for i in range(300)]
+    (root / "sharegpt.json").write_text(json.dumps(records))
+    (draft / "exit_quality.json").write_text('{"prompts": 32, "the draft\'s own": true}')
+    return draft, root / "sharegpt.json"
+
+
+def report_cli(*argv):
+    import os
+    import subprocess
+    import sys
+
+    from sd2.paths import REPO_ROOT
+
+    env = {**os.environ, "PYTHONPATH": f"{REPO_ROOT}:{REPO_ROOT / 'train'}"}
+    return subprocess.run([sys.executable, "-m", "sd2train.exit_quality", *map(str, argv)], capture_output=True,
+                          text=True, env=env, timeout=300)
+
+
+@pytest.mark.parametrize("count", ["0", "-3"])
+def test_a_prompt_count_below_one_is_refused(tiny_draft, capsys, count):
+    from sd2train.errors import run_cli
+    from sd2train.exit_quality import main
+
+    draft, data = tiny_draft
+    own = (draft / "exit_quality.json").read_bytes()
+    for measured in (["--draft", draft], ["--eagle", draft]):
+        with pytest.raises(SystemExit) as exit_info:
+            run_cli(main, [*map(str, measured), "--prompts", count, "--data-path", str(data)])
+        err = capsys.readouterr().err
+        assert exit_info.value.code == 2
+        assert err == f"error: --prompts must be >= 1 (the number of held-out prompts to measure on), got {count}\n"
+    assert (draft / "exit_quality.json").read_bytes() == own and sorted(p.name for p in draft.glob("*quality*")) == \
+        ["exit_quality.json"]
+
+
+def test_a_prompt_count_below_one_is_refused_by_the_real_command_and_the_heads_report(tiny_draft):
+    draft, data = tiny_draft
+    result = report_cli("--draft", draft, "--prompts", "0", "--data-path", data)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines() == ["error: --prompts must be >= 1 (the number of held-out prompts "
+                                                  "to measure on), got 0"]
+    from sd2train.errors import run_cli
+    from sd2train.heads_quality import main as heads_main
+
+    with pytest.raises(SystemExit) as exit_info:
+        run_cli(heads_main, ["--heads", str(draft), "--prompts", "-1"])
+    assert exit_info.value.code == 2
+
+
+def test_another_prompt_count_writes_beside_the_drafts_own_report(tiny_draft, capsys):
+    from sd2train.errors import run_cli
+    from sd2train.exit_quality import main
+
+    draft, data = tiny_draft
+    own = (draft / "exit_quality.json").read_bytes()
+    run_cli(main, ["--draft", str(draft), "--prompts", "2", "--new-tokens", "4", "--data-path", str(data)])
+    written = draft / "exit_quality-n2.json"
+    assert f"report written to {written}" in capsys.readouterr().out
+    assert (draft / "exit_quality.json").read_bytes() == own  # the draft's own report is untouched
+    report = json.loads(written.read_text())
+    assert report["prompts"] == 2 and report["exits"] == [1, 2] and report["positions"] > 0

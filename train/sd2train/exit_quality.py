@@ -9,7 +9,9 @@ token (the acceptance proxy SD2 depends on), top-4 recall (the target's token am
 best: what a tree can still draft), the exit's mean top-1 probability when right and when
 wrong, the cross-entropy to the target's distribution and the NLL of the target's token. It also
 suggests per-exit confidence thresholds: the lowest at which an exit agrees with the target at
-least as often as the last exit does on the same tokens. Prints a table; writes JSON.
+least as often as the last exit does on the same tokens. Prints a table; writes JSON: the draft's
+own ``exit_quality.json`` on the standard 32 prompts, and beside it, never over it, a report on
+another number of prompts (``--prompts 8``: ``exit_quality-n8.json``) or other prompt lengths.
 
     python -m sd2train.exit_quality --eagle models/eagle-smollm2-135m
 
@@ -34,10 +36,12 @@ import torch.nn.functional as F
 from sd2.draft_spec import DraftSpec, validate_exits
 from sd2.paths import REPO_ROOT
 from sd2.spec_bench import TASKS, task_of
+from sd2train.errors import InputError, run_cli
 from sd2train.exits import all_exit_logits, exit_logits, last_layer_states, parse_int_list
 
 REPORT_FILE = "exit_quality.json"
 EAGLE_REPORT_FILE = "eagle_quality.json"
+DEFAULT_PROMPTS = 32  # the standard prompt set: a model's own report (the trainers' default too)
 CACHE_DIR = REPO_ROOT / "outputs" / "exit_quality_cache"
 THRESHOLD_GRID = [round(0.05 * i, 2) for i in range(1, 20)]
 
@@ -414,22 +418,42 @@ def heldout_sequences(target_path, target, tokenizer, conv_template, num_prompts
     return prompts, cached_continuations(target_path, target, tokenizer, prompts, new_tokens)
 
 
-def report_name(standard: str, min_prompt_tokens: int, max_prompt_tokens: int) -> str:
-    """The standard prompt set's report is the model's own; another prompt set's goes beside it."""
-    if min_prompt_tokens == 0:
-        return standard
-    return f"{Path(standard).stem}-prompts-{min_prompt_tokens}-{max_prompt_tokens}.json"
+def report_name(standard: str, min_prompt_tokens: int, max_prompt_tokens: int,
+                prompt_count: int | None = None) -> str:
+    """The standard prompt set's report is the model's own; another prompt set's goes beside it:
+    other prompt lengths (``-prompts-MIN-MAX``), or, with ``prompt_count``, another number of
+    prompts (``-nN``: the command line's --prompts other than the default)."""
+    name = Path(standard).stem
+    if min_prompt_tokens != 0:
+        name += f"-prompts-{min_prompt_tokens}-{max_prompt_tokens}"
+    if prompt_count is not None:
+        name += f"-n{prompt_count}"
+    return f"{name}.json"
+
+
+def write_report(path: Path, report: dict) -> None:
+    path.write_text(json.dumps(report, indent=2))
+    print(f"report written to {path}")
+
+
+def count_in_report_name(num_prompts: int) -> int | None:
+    """For the command lines: a run on a number of prompts other than the default writes its report
+    under a name that says the count, never over the model's own report."""
+    if num_prompts < 1:
+        raise InputError(f"--prompts must be >= 1 (the number of held-out prompts to measure on), got {num_prompts}")
+    return None if num_prompts == DEFAULT_PROMPTS else num_prompts
 
 
 def exit_quality(draft_path, target_path=None, exits=None, layers=None, num_prompts: int = 32,
                  new_tokens: int = 64, max_prompt_tokens: int = 192, data_path=None,
                  conv_template=None, write: bool = True, update_thresholds: bool = False,
                  heldout_fraction: float = 0.02, min_prompt_tokens: int = 0,
-                 exit_costs: list[float] | None = None, draft_vocab_size: int | None = None) -> dict:
+                 exit_costs: list[float] | None = None, draft_vocab_size: int | None = None,
+                 prompt_count_in_name: int | None = None) -> dict:
     """The held-out report (see the module's docstring); ``exit_costs`` (one per exit, in target
     steps per draft token) adds the thresholds suggested for speed; ``draft_vocab_size`` measures
     the draft head over the first N ids of the draft vocabulary (inference's ``--draft-vocab-size``),
-    written beside the standard report."""
+    written beside the standard report, as is a report whose ``prompt_count_in_name`` is given."""
     started = time.time()
     m = load_measured(draft_path, target_path, exits, layers)
     if draft_vocab_size is not None:
@@ -451,10 +475,10 @@ def exit_quality(draft_path, target_path=None, exits=None, layers=None, num_prom
     report["seconds"] = round(time.time() - started, 1)
     print(format_table(report))
     if write and layers is None:
-        name = report_name(REPORT_FILE, min_prompt_tokens, max_prompt_tokens)
+        name = report_name(REPORT_FILE, min_prompt_tokens, max_prompt_tokens, prompt_count_in_name)
         if draft_vocab_size is not None:
             name = f"{Path(name).stem}-vocab-{draft_vocab_size}.json"
-        Path(draft_path, name).write_text(json.dumps(report, indent=2))
+        write_report(Path(draft_path, name), report)
         if update_thresholds and exits == m.spec.exits and min_prompt_tokens == 0 and draft_vocab_size is None:
             chosen = report["speed_suggested"]["thresholds"] if exit_costs else report["suggested_thresholds"]
             write_thresholds(draft_path, chosen)
@@ -554,7 +578,8 @@ def load_measured_head(head_path, target_path=None) -> MeasuredHead:
 
 def eagle_quality(head_path, target_path=None, num_prompts: int = 32, new_tokens: int = 64,
                   max_prompt_tokens: int = 192, data_path=None, conv_template=None, write: bool = True,
-                  heldout_fraction: float = 0.02, min_prompt_tokens: int = 0) -> dict:
+                  heldout_fraction: float = 0.02, min_prompt_tokens: int = 0,
+                  prompt_count_in_name: int | None = None) -> dict:
     """An EAGLE head's held-out report: on the draft report's prompts and positions, its depth-1
     agreement with the target's greedy token (teacher-forced with the target's true features)."""
     started = time.time()
@@ -580,8 +605,8 @@ def eagle_quality(head_path, target_path=None, num_prompts: int = 32, new_tokens
                      f"{depths}, teacher-forced with the target's features)",
                      *agreement_table(report.get("per_depth", {1: report}), "depth")]))
     if write:
-        Path(head_path, report_name(EAGLE_REPORT_FILE, min_prompt_tokens, max_prompt_tokens)).write_text(
-            json.dumps(report, indent=2))
+        write_report(Path(head_path, report_name(EAGLE_REPORT_FILE, min_prompt_tokens, max_prompt_tokens,
+                                                 prompt_count_in_name)), report)
     return report
 
 
@@ -634,7 +659,9 @@ def main(argv=None):
                         help="target checkpoint (default: the one the draft's config.sd2 or the head's config names)")
     parser.add_argument("--layers", type=int, default=None, help="measure the first N layers of --draft untrained")
     parser.add_argument("--exits", default=None, help="comma-separated exits (default: the draft's)")
-    parser.add_argument("--prompts", type=int, default=32, help="number of held-out prompts")
+    parser.add_argument("--prompts", type=int, default=DEFAULT_PROMPTS,
+                        help=f"number of held-out prompts (another than {DEFAULT_PROMPTS}: the report is written "
+                             "beside the model's own, as exit_quality-nN.json or eagle_quality-nN.json)")
     parser.add_argument("--new-tokens", type=int, default=64, help="greedy tokens generated per prompt")
     parser.add_argument("--max-prompt-tokens", type=int, default=192)
     parser.add_argument("--min-prompt-tokens", type=int, default=0,
@@ -658,6 +685,7 @@ def main(argv=None):
                              "harness (e.g. AR's on Spec-Bench); reports each exit's agreement per task along it")
     parser.add_argument("--question-file", default=None, help="with --answer-file (default: Spec-Bench's)")
     args = parser.parse_args(argv)
+    count_in_name = count_in_report_name(args.prompts)
     if args.eagle:
         draft_only = [flag for flag, value in (("--layers", args.layers), ("--exits", args.exits),
                                                ("--exit-costs", args.exit_costs),
@@ -670,9 +698,10 @@ def main(argv=None):
                                               args.conv_template)
         else:
             report = eagle_quality(args.eagle, args.target, args.prompts, args.new_tokens, args.max_prompt_tokens,
-                                   args.data_path, args.conv_template, min_prompt_tokens=args.min_prompt_tokens)
+                                   args.data_path, args.conv_template, min_prompt_tokens=args.min_prompt_tokens,
+                                   prompt_count_in_name=count_in_name)
         if args.output:
-            Path(args.output).write_text(json.dumps(report, indent=2))
+            write_report(Path(args.output), report)
         return
     if args.answer_file and args.draft_vocab_size:
         parser.error("--draft-vocab-size: for the held-out report, not with --answer-file")
@@ -680,7 +709,7 @@ def main(argv=None):
         report = exit_quality_on_answers(args.draft, args.answer_file, args.question_file,
                                          parse_int_list(args.exits) if args.exits else None, args.conv_template)
         if args.output:
-            Path(args.output).write_text(json.dumps(report, indent=2))
+            write_report(Path(args.output), report)
         return
     exits = parse_int_list(args.exits) if args.exits else None
     costs = [float(x) for x in args.exit_costs.split(",")] if args.exit_costs else None
@@ -688,10 +717,10 @@ def main(argv=None):
                           args.prompts, args.new_tokens, args.max_prompt_tokens, args.data_path,
                           args.conv_template, update_thresholds=args.update_thresholds,
                           min_prompt_tokens=args.min_prompt_tokens, exit_costs=costs,
-                          draft_vocab_size=args.draft_vocab_size)
+                          draft_vocab_size=args.draft_vocab_size, prompt_count_in_name=count_in_name)
     if args.output:
-        Path(args.output).write_text(json.dumps(report, indent=2))
+        write_report(Path(args.output), report)
 
 
 if __name__ == "__main__":
-    main()
+    run_cli(main)

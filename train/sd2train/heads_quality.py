@@ -20,7 +20,15 @@ from pathlib import Path
 
 import torch
 
-from sd2train.exit_quality import heldout_sequences, prompt_set_title, report_name
+from sd2train.errors import run_cli
+from sd2train.exit_quality import (
+    DEFAULT_PROMPTS,
+    count_in_report_name,
+    heldout_sequences,
+    prompt_set_title,
+    report_name,
+    write_report,
+)
 from sd2train.exits import exit_logits, last_layer_states
 
 REPORT_FILE = "heads_quality.json"
@@ -93,8 +101,10 @@ def format_report(report: dict) -> str:
 
 def heads_quality(heads_path, target_path=None, num_prompts: int = 32, new_tokens: int = 64,
                   max_prompt_tokens: int = 192, data_path=None, conv_template=None, write: bool = True,
-                  heldout_fraction: float = 0.02, min_prompt_tokens: int = 0) -> dict:
-    """The heads' held-out report (see the module doc), on the exit report's prompts and positions."""
+                  heldout_fraction: float = 0.02, min_prompt_tokens: int = 0,
+                  prompt_count_in_name: int | None = None) -> dict:
+    """The heads' held-out report (see the module doc), on the exit report's prompts and positions
+    (written beside the standard report where ``prompt_count_in_name`` is given)."""
     started = time.time()
     heads, target, tokenizer, target_path = load_heads_measured(heads_path, target_path)
     prompts, sequences = heldout_sequences(target_path, target, tokenizer, conv_template, num_prompts, new_tokens,
@@ -106,8 +116,8 @@ def heads_quality(heads_path, target_path=None, num_prompts: int = 32, new_token
               "seconds": round(time.time() - started, 1)}
     print(format_report(report))
     if write:
-        Path(heads_path, report_name(REPORT_FILE, min_prompt_tokens, max_prompt_tokens)).write_text(
-            json.dumps(report, indent=2))
+        write_report(Path(heads_path, report_name(REPORT_FILE, min_prompt_tokens, max_prompt_tokens,
+                                                  prompt_count_in_name)), report)
     return report
 
 
@@ -115,7 +125,9 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--heads", required=True, help="a folder of Medusa or Hydra heads (sd2train.heads)")
     parser.add_argument("--target", default=None, help="target checkpoint (default: the one the heads' config names)")
-    parser.add_argument("--prompts", type=int, default=32, help="number of held-out prompts")
+    parser.add_argument("--prompts", type=int, default=DEFAULT_PROMPTS,
+                        help=f"number of held-out prompts (another than {DEFAULT_PROMPTS}: written beside the "
+                             "standard report, as heads_quality-nN.json)")
     parser.add_argument("--new-tokens", type=int, default=64, help="greedy tokens generated per prompt")
     parser.add_argument("--max-prompt-tokens", type=int, default=192)
     parser.add_argument("--min-prompt-tokens", type=int, default=0,
@@ -124,11 +136,13 @@ def main(argv=None):
     parser.add_argument("--conv-template", default=None, help="'vicuna' or the tokenizer's chat template (default)")
     parser.add_argument("--output", default=None, help="write the JSON here too")
     args = parser.parse_args(argv)
+    count_in_name = count_in_report_name(args.prompts)
     report = heads_quality(args.heads, args.target, args.prompts, args.new_tokens, args.max_prompt_tokens,
-                           args.data_path, args.conv_template, min_prompt_tokens=args.min_prompt_tokens)
+                           args.data_path, args.conv_template, min_prompt_tokens=args.min_prompt_tokens,
+                           prompt_count_in_name=count_in_name)
     if args.output:
-        Path(args.output).write_text(json.dumps(report, indent=2))
+        write_report(Path(args.output), report)
 
 
 if __name__ == "__main__":
-    main()
+    run_cli(main)
