@@ -28,6 +28,7 @@ import dataclasses
 import datetime
 import json
 import shlex
+import subprocess
 import sys
 import time
 from collections import defaultdict
@@ -36,6 +37,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
+import results_page
 from evaluation.answers import append_answer, load_answer_file
 from evaluation.equal import compare_files
 from evaluation.eval import DTYPES, INT8, EvalConfigError, make_harness, plan_eval, run_cli
@@ -82,7 +84,34 @@ def parse_args(argv=None):
                         "(default: outputs/benchmark_methods/<UTC date and time>)")
     p.add_argument("--overwrite", action="store_true", help="replace the answer files an earlier run left in --out-dir")
     p.add_argument("--json", default=None, help="also write the results here")
+    p.add_argument("--results-page", action="store_true",
+                   help="also write a dated results page (scripts/results_page.py) into --results-dir")
+    p.add_argument("--results-dir", default=str(REPO_ROOT / "docs" / "results"))
+    p.add_argument("--title", default=None, help="the results page's title")
     return p.parse_args(argv)
+
+
+def machine(device: str) -> str:
+    """What the figures were measured on, in words (the CPU model, or the GPU's name)."""
+    if device == "cuda":
+        return f"{torch.cuda.get_device_name()} (torch {torch.__version__})"
+    try:
+        cpu = next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                   if line.startswith("model name"))
+    except (OSError, StopIteration):
+        cpu = "a CPU"
+    return f"{cpu}, {torch.get_num_threads()} torch threads (torch {torch.__version__})"
+
+
+def commit() -> str:
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True,
+                              timeout=10)
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO_ROOT,
+                               capture_output=True, text=True, timeout=10).stdout.strip()
+    except OSError:
+        return "unknown"
+    return (head.stdout.strip() + (" with uncommitted changes" if dirty else "")) if head.returncode == 0 else "unknown"
 
 
 def _variant_preset(name: str, flags: list[str]) -> Preset:
@@ -345,7 +374,8 @@ def main(argv=None):
           f"{torch.get_num_threads()}, device {args.device}; methods: "
           + "; ".join(f"{n} = {r} {shlex.join(f)}".strip() for n, (r, f) in args.specs.items()))
     results = {"command": shlex.join([Path(sys.argv[0]).name, *(sys.argv[1:] if argv is None else argv)]),
-               "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
+               "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+               "commit": commit(), "machine": machine(args.device)}
     for dtype_name, dtype_args in planned.items():
         files, draft_costs = run_dtype(args, dtype_name, dtype_args)
         summary = summarize(files, args.baseline)
@@ -359,6 +389,8 @@ def main(argv=None):
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=1))
     print(f"results: {Path(args.out_dir) / 'results.json'}")
+    if args.results_page:
+        print(f"results page: {results_page.write_page(results, args.results_dir, args.title)}")
     return results
 
 

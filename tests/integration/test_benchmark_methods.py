@@ -16,6 +16,7 @@ SCRIPTS = Path(__file__).resolve().parents[2] / "scripts"
 sys.path.insert(0, str(SCRIPTS))
 import benchmark_methods  # noqa: E402
 import benchmark_sd2  # noqa: E402
+import results_page  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -41,7 +42,8 @@ def test_methods_run_interleaved_through_the_harness_and_equal_ar(checkpoints, t
         "--questions-per-task", "1", "--max-new-tokens", "6", "--dtypes", "float32", "--presets", "pld,sd2_chain",
         "--chain-variants", "2:0:4:first", "--tree-variants", "8:2:3",
         "--method", "exit1=sd2 --submodels 1 --thresholds 0", "--method", "small_tree=sd2_tree --submodels 1,2 --thresholds 0.3,0",
-        "--out-dir", str(out), "--json", str(tmp_path / "r.json")])
+        "--out-dir", str(out), "--json", str(tmp_path / "r.json"),
+        "--results-page", "--results-dir", str(tmp_path / "pages"), "--title", "Tiny run"])
     methods = results["float32"]["methods"]
     assert list(methods) == ["ar", "pld", "sd2_chain", "chain_2_0_4_first", "tree_8_2_3", "exit1", "small_tree"]
     for name, summary in methods.items():
@@ -59,6 +61,17 @@ def test_methods_run_interleaved_through_the_harness_and_equal_ar(checkpoints, t
     written = json.loads((tmp_path / "r.json").read_text())
     assert written["float32"]["answer_files"]["ar"].endswith("ar.jsonl") and "--presets pld,sd2_chain" in written["command"]
     assert json.loads((out / "results.json").read_text()) == written
+    assert written["commit"] and written["machine"]
+
+    # the dated page is made from these results alone: its rows are the run's figures
+    page = (tmp_path / "pages" / f"{written['date'][:10]}-tiny-run.md").read_text()
+    assert page.startswith("# Tiny run") and written["command"] in page and written["commit"] in page
+    chain = methods["sd2_chain"]["tasks"]
+    row = next(line for line in page.splitlines() if line.startswith("| sd2_chain |"))
+    assert f"{chain['overall']['speedup']:.2f}x ({chain['overall']['tau']:.2f})" in row and row.endswith("| 6/6 |")
+    assert "| ar |" in page and "baseline |" in page
+    with pytest.raises(ValueError, match="exists"):  # a page is never silently replaced
+        results_page.write_page(written, tmp_path / "pages", "Tiny run")
 
 
 def test_presets_and_methods_resolve_to_the_registered_methods_flags(checkpoints):
