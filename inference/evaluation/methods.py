@@ -137,6 +137,10 @@ def _ints(text: str) -> list[int]:
     return [int(x) for x in text.split(",") if x.strip()]
 
 
+def _names(text: str) -> tuple[str, ...]:
+    return tuple(x.strip() for x in text.split(",") if x.strip())
+
+
 def _total_token(text: str):
     return text if text == "auto" else int(text)
 
@@ -159,14 +163,20 @@ def add_sd2_args(g) -> None:
                    help="with --tree: children per expanded node and frontier width")
     g.add_argument("--draft-vocab-size", type=int, default=None,
                    help="use only the first N ids of the draft's draft_vocab_file (0: the full head)")
-    g.add_argument("--lookup-tokens", type=int, default=0,
-                   help="add prompt lookup's continuation (PLD, up to N tokens) to every round as a free branch")
-    g.add_argument("--lookup-first", action="store_true",
-                   help="with --lookup-tokens: verify the lookup continuation alone where one is found, and run "
-                        "the draft only where the context offers nothing to copy")
-    g.add_argument("--lookup-first-min-ngram", type=int, default=1,
-                   help="with --lookup-first: verify the lookup alone only after a match of at least N tokens "
-                        "(1-3); after a shorter one the draft runs and the lookup joins its tree as a branch")
+    g.add_argument("--lookup-tokens", "--free-tokens", dest="lookup_tokens", type=int, default=0,
+                   help="add free continuations of up to N tokens to every round as branches (prompt lookup's, "
+                        "and those --free-branches names)")
+    g.add_argument("--free-branches", type=_names, default=None,
+                   help="with --lookup-tokens: where free branches come from, any of lookup (prompt lookup), "
+                        "recycling (Token Recycling's matrix chain) and samd (SAM decoding's suffix automaton), "
+                        "e.g. lookup,recycling,samd (default: lookup)")
+    g.add_argument("--lookup-first", "--free-first", dest="lookup_first", action="store_true",
+                   help="with --lookup-tokens: where a free continuation is found, verify it alone, and run the "
+                        "draft only where nothing is found")
+    g.add_argument("--lookup-first-min-ngram", "--free-first-min-match", dest="lookup_first_min_ngram", type=int,
+                   default=1, help="with --lookup-first: verify free continuations alone only after a match of at "
+                                   "least N tokens (prompt lookup's 1-3; a recycled chain's is 1); after shorter "
+                                   "ones the draft runs and they join its tree as branches")
     add_draft_dtype_arg(g, int8=True)
 
 
@@ -187,7 +197,7 @@ def build_sd2(args, model, tokenizer) -> Forward:
                                temperature=args.temperature, top_p=args.top_p, verify_costs=costs,
                                verify_timing_seconds=timing_seconds,  # reported in every answer's stats,
                                lookup_tokens=args.lookup_tokens, lookup_first=args.lookup_first,  # not its wall_time
-                               lookup_first_min_ngram=args.lookup_first_min_ngram,
+                               lookup_first_min_ngram=args.lookup_first_min_ngram, free_branches=args.free_branches,
                                passes="cuda_graphs" if args.cuda_graphs else "eager")
     engine.drafter = drafter
     engine.capture_graphs()  # the draft's graphs (the target's are kept)
@@ -212,6 +222,9 @@ def _sd2_check(args) -> None:
                              "--depth/--top-k")
     if args.draft_vocab_size is not None and args.draft_vocab_size < 0:
         raise ValueError(f"draft_vocab_size must be >= 0 (0: the full head), got {args.draft_vocab_size}")
+    from specdec.drafters.free_branches import check_free_branches
+
+    check_free_branches(args.lookup_tokens, args.free_branches, args.lookup_first, args.lookup_first_min_ngram)
     path = Path(args.drafter_path)
     check_model_folder(path, "--drafter-path")
     # the draft's exits, thresholds and vocabulary, read from its config.json before the target loads
@@ -337,8 +350,14 @@ def _rest_args(g) -> None:
 
 
 def _rest_check(args) -> None:
+    from specdec.drafters.rest import check_rest_settings
+    from specdec.rest_datastore import Datastore
+
     if not Path(args.datastore_path).is_file():
         raise ValueError(f"REST datastore not found: {args.datastore_path} (build it with scripts/build_rest_datastore.py)")
+    meta = Datastore.read_meta(args.datastore_path)  # its sort depth bounds the spans searched
+    check_rest_settings(int(meta["sort_depth"]), args.num_draft, args.max_token_span, args.min_token_span,
+                        args.draft_len, args.max_matches)
 
 
 def _rest_build(args, model, tokenizer) -> Forward:
@@ -467,7 +486,15 @@ def _hf_check(args) -> None:
     if args.method == "assisted":
         if not args.drafter_path:
             raise ValueError("--method assisted needs --drafter-path")
+        if args.num_assistant_tokens < 1:
+            raise ValueError(f"--num-assistant-tokens must be >= 1, got {args.num_assistant_tokens}")
+        if not 0 <= args.assistant_confidence_threshold <= 1:
+            raise ValueError(f"--assistant-confidence-threshold is a probability (0-1, 0: never end a draft early), "
+                             f"got {args.assistant_confidence_threshold}")
         check_model_folder(Path(args.drafter_path), "--drafter-path")
+    elif args.method == "prompt_lookup" and (args.prompt_lookup_num_tokens < 1 or args.max_matching_ngram_size < 1):
+        raise ValueError(f"need --prompt-lookup-num-tokens >= 1 and --max-matching-ngram-size >= 1, got "
+                         f"{args.prompt_lookup_num_tokens}, {args.max_matching_ngram_size}")
 
 
 def _hf_build(args, model, tokenizer) -> Forward:

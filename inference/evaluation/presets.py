@@ -62,6 +62,12 @@ preset("sd2_chain", "sd2", SD2_COMMON + " {sd2_overrides}",
        "SD2 chain: the draft's own exits and thresholds, lookup-first of 3")
 preset("sd2_tree", "sd2", SD2_COMMON + " --tree {sd2_tree} {sd2_overrides}",
        "SD2 tree: 3 nodes at exit 6 (depth 2, top-2), lookup-first of 3; the fastest measured on 2 CPU cores")
+preset("sd2_free", "sd2", SD2_COMMON + " --tree {sd2_tree} --free-branches lookup,recycling,samd {sd2_overrides}",
+       "SD2 tree with free branches from prompt lookup, Token Recycling's matrix and SAM-D's automaton (3 tokens "
+       "each); any free continuation first")
+preset("sd2_free_joined", "sd2", SD2_COMMON + " --tree {sd2_tree} --free-branches lookup,recycling,samd "
+       "--lookup-first-min-ngram 2 {sd2_overrides}",
+       "sd2_free, but only matches of 2+ tokens go first: recycled chains and 1-token matches join the draft's tree")
 preset("sd2_tree_auto", "sd2", SD2_COMMON + " --tree --total-token auto {sd2_overrides}",
        "SD2 tree sized every step from the target's timed verification passes, the draft's exits (GPUs)")
 preset("sps", "sps", "--drafter-path {draft} {draft_dtype}",

@@ -67,6 +67,10 @@ class AdjacencyMatrix:
         last = {t: i for i, t in enumerate(tokens)}
         self.table[list(last)] = candidates[list(last.values())]
 
+    def update_from_logits(self, tokens: torch.Tensor, logits: torch.Tensor) -> None:
+        """Every verified row's top-k (a ``TargetLogitsReader``: the pass's input tokens, its logits)."""
+        self.update(tokens.tolist(), logits.topk(self.k, dim=-1).indices.cpu().numpy())
+
     def expand(self, root: int, template: tuple[tuple[int, ...], ...], parents: list[int]) -> list[int]:
         """Breadth-first fill of ``template`` (parents before children) from ``root``: each node's
         token, -1 where its parent has no candidate of that rank."""
@@ -167,8 +171,7 @@ class RecyclingDrafter:
 
     def target_logits(self, tokens: torch.Tensor, logits: torch.Tensor) -> None:
         """Every verified row's top-k into the matrix (``TargetLogitsReader``)."""
-        top = logits.topk(self.matrix.k, dim=-1).indices.cpu().numpy()
-        self.matrix.update(tokens.tolist(), top)
+        self.matrix.update_from_logits(tokens, logits)
 
     def accepted(self, context: torch.Tensor, num_new: int, num_drafted: int) -> None:
         """Count, for every template node, whether its token was the real continuation."""

@@ -3,16 +3,19 @@ that drafts each token, or each tree level, with the shallowest confident exit.
 
 The parts: ``SortedDraft`` (the draft's rows and deferred-exit KV), a proposer (``ChainProposer``
 or ``TreeProposer``, the tree with a ``FixedTreeBudget`` or ``AutoTreeBudget``), and this class,
-which runs a round, adds prompt lookup's branch and counts what was drafted and kept.
+which runs a round, adds the free branches and counts what was drafted and kept.
 
-Lookup branch. With ``lookup_tokens`` > 0, prompt lookup's continuation (PLD: what followed the
-last repeated n-gram of the context) joins the tree as one more branch, sharing the nodes where it
-agrees with the draft. It costs no draft compute and wins where text is copied (translation,
-summarisation, RAG), while the draft wins where it agrees. Rounds in which drafting does not pay
-(auto mode) still verify the lookup branch. With ``lookup_first`` a round whose lookup finds a
-continuation after a match of at least ``lookup_first_min_ngram`` tokens verifies that alone and
-the draft does not run (``stats["lookup_rounds"]``); the draft drafts where the context offers
-nothing to copy, or only a shorter match (which then joins the draft's tree as a branch).
+Free branches. With ``lookup_tokens`` > 0, free continuations of up to that many tokens join the
+tree as more branches, sharing the nodes where they agree with the draft (``free_branches.py``):
+prompt lookup's (``lookup``, the default: what followed the last repeated n-gram of the context),
+and with ``free_branches`` also Token Recycling's matrix chain (``recycling``) and SAM decoding's
+automaton match (``samd``). They cost no draft compute and win where text is copied (translation,
+summarisation, RAG) or the target repeats itself, while the draft wins where it agrees. Rounds in
+which drafting does not pay (auto mode) still verify them. With ``lookup_first`` ("free first") a
+round in which some free continuation follows a match of at least ``lookup_first_min_ngram`` tokens
+verifies those continuations alone and the draft does not run (``stats["lookup_rounds"]``); the
+draft drafts where nothing is found, or only after shorter matches (which then join its tree). A
+recycled chain is keyed by the root alone (a match of 1): it goes first only with a minimum of 1.
 """
 from __future__ import annotations
 
@@ -27,7 +30,6 @@ from ...llama import LlamaRunner
 from ...static_passes import PASSES, StaticPasses
 from ...types import DraftTree
 from ...vocab import load_draft
-from ..pld import longest_match
 from .budget import AutoTreeBudget, FixedTreeBudget
 from .proposers import ChainProposer, Proposal, TreeProposer
 from .sorted_draft import SortedDraft
@@ -46,19 +48,13 @@ class SD2Drafter:
                  verify_costs: dict[int, float] | None = None, verify_timing_seconds: float | None = None,
                  max_draft_len: int = 16, int8_weights: bool = False, lookup_tokens: int = 0,
                  lookup_ngram: tuple[int, int] = (1, 3), lookup_first: bool = False, lookup_first_min_ngram: int = 1,
-                 passes: str = "eager"):
+                 free_branches: tuple[str, ...] | None = None, passes: str = "eager"):
+        from ..free_branches import FreeBranches, check_free_branches  # here: recycling.py imports this package
         spec = DraftSpec.from_config(draft.config, exits, thresholds)  # the checkpoint's unless overridden
         if temperature < 0 or not 0 < top_p <= 1:
             raise ValueError(f"need temperature >= 0 and 0 < top_p <= 1, got {temperature}, {top_p}")
-        if lookup_tokens < 0:
-            raise ValueError(f"lookup_tokens must be >= 0, got {lookup_tokens}")
-        if lookup_first and not lookup_tokens:
-            raise ValueError("lookup_first needs lookup_tokens > 0")
-        if lookup_first_min_ngram != 1 and not lookup_first:
-            raise ValueError("lookup_first_min_ngram needs lookup_first")
-        if not lookup_ngram[0] <= lookup_first_min_ngram <= lookup_ngram[1]:
-            raise ValueError(f"lookup_first_min_ngram must be within the lookup's n-gram sizes {lookup_ngram}, "
-                             f"got {lookup_first_min_ngram}")
+        free_branches = check_free_branches(lookup_tokens, free_branches, lookup_first, lookup_first_min_ngram,
+                                            lookup_ngram)
         if passes not in PASSES:
             raise ValueError(f"passes must be one of {PASSES}, got {passes!r}")
         runner = LlamaRunner(draft)
@@ -75,8 +71,11 @@ class SD2Drafter:
             budget = AutoTreeBudget(verify_costs, verify_timing_seconds) if total_token == "auto" \
                 else FixedTreeBudget(total_token)
             self.proposer = TreeProposer(self.draft, budget, depth, top_k)
-        self.lookup_tokens, self.lookup_ngram, self.lookup_first = lookup_tokens, lookup_ngram, lookup_first
+        self.lookup_tokens, self.lookup_first = lookup_tokens, lookup_first
         self.lookup_first_min_ngram = lookup_first_min_ngram
+        self.free = FreeBranches(free_branches, runner.vocab_size, lookup_tokens, lookup_ngram) if lookup_tokens else None
+        if self.free is not None and hasattr(self.free, "target_logits"):  # the matrix learns from every pass
+            self.target_logits = self.free.target_logits
         self.round = Proposal.empty()
         self.drafted_this_round = False
         self.draft_seconds = 0.0
@@ -94,9 +93,14 @@ class SD2Drafter:
     def reset(self, prompt_ids: torch.Tensor) -> None:
         self.draft.reset(len(prompt_ids))
         self.proposer.reset()
+        sources = self.free.sources if self.free is not None else ()
+        if self.free is not None:
+            self.free.reset(prompt_ids)
+        # lookup_*: every free branch's nodes; free_*: per source (a node two sources found is the first's)
         self.counts = {"exit_tokens": {e: 0 for e in self.exits}, "exit_accepted": {e: 0 for e in self.exits},
                        "draft_tree_sizes": [], "skipped_rounds": 0, "lookup_tokens": 0, "lookup_accepted": 0,
-                       "lookup_rounds": 0}
+                       "lookup_rounds": 0, "free_tokens": {s: 0 for s in sources},
+                       "free_accepted": {s: 0 for s in sources}}
 
     def stats(self) -> dict:
         sizes = self.counts.get("draft_tree_sizes", [])
@@ -109,13 +113,11 @@ class SD2Drafter:
     def propose(self, context: torch.Tensor, max_depth: int | None = None,
                 generator: torch.Generator | None = None) -> DraftTree:
         max_depth = max_depth or self.proposer.max_rows
-        found, match_size = None, 0
-        if self.lookup_tokens:
-            match = longest_match(context.cpu().numpy(), *self.lookup_ngram, min(self.lookup_tokens, max_depth))
-            found, match_size = match or (None, 0)
-        if self.lookup_first and match_size >= self.lookup_first_min_ngram:  # copy the context; the draft rests
+        found = self.free.find(context, max_depth) if self.free is not None else []
+        first = [c for c in found if c.match >= self.lookup_first_min_ngram] if self.lookup_first else []
+        if first:  # free continuations after long enough matches: verify those alone, the draft rests
             self.counts["lookup_rounds"] += 1
-            proposal, self.drafted_this_round = Proposal.empty(), False
+            proposal, self.drafted_this_round, found = Proposal.empty(), False, first
         elif self.proposer.skip_round():  # auto mode found drafting slower than plain target steps lately
             self.counts["skipped_rounds"] += 1
             proposal, self.drafted_this_round = Proposal.empty(), False
@@ -126,9 +128,10 @@ class SD2Drafter:
             for exit_ in proposal.exits:
                 self.counts["exit_tokens"][exit_] += 1
             self.counts["draft_tree_sizes"].append(len(proposal.tokens))
-        if found is not None:
-            proposal, added = proposal.with_branch(found.tolist())
+        for continuation in found:  # longest match first
+            proposal, added = proposal.with_branch(continuation.tokens, continuation.source)
             self.counts["lookup_tokens"] += added
+            self.counts["free_tokens"][continuation.source] += added
         self.round = proposal
         return proposal.as_tree(context.device)
 
@@ -139,8 +142,9 @@ class SD2Drafter:
         path = proposal.accepted_path(context[len(context) - num_new:][:num_drafted].tolist())
         for node in path:
             exit_ = proposal.exits[node]
-            if exit_ is None:
+            if not isinstance(exit_, int):  # a free branch's node
                 self.counts["lookup_accepted"] += 1
+                self.counts["free_accepted"][exit_] += 1
             else:
                 self.counts["exit_accepted"][exit_] += 1
         if not self.drafted_this_round:

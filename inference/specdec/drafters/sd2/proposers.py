@@ -20,14 +20,15 @@ from .sorted_draft import SortedDraft
 @dataclass
 class Proposal:
     """One round's drafted nodes, parents first. ``rows``: each node's draft row (-1: none, e.g. a
-    chain's last token or a lookup token); ``exits``: the exit that drafted it (None: lookup)."""
+    chain's last token or a free branch's token); ``exits``: the exit that drafted it, or for a free
+    branch's node the branch's source (a name such as 'lookup', or None)."""
     tokens: list[int]
     parents: list[int]
     rows: list[int]
-    exits: list[int | None]
+    exits: list[int | str | None]
     draft_probs: torch.Tensor | None = None  # (nodes, vocab): what a sampled chain drew from
     predicted: float = 0.0  # expected accepted nodes (the tree's summed path probabilities)
-    drafted_nodes: int | None = None  # nodes from the draft (default: all); any after them are lookup's
+    drafted_nodes: int | None = None  # nodes from the draft (default: all); any after them are free branches'
 
     @classmethod
     def empty(cls) -> Proposal:
@@ -42,10 +43,10 @@ class Proposal:
         parents = torch.tensor(self.parents, dtype=torch.long, device=device)
         return DraftTree(tokens, parents, self.draft_probs)
 
-    def with_branch(self, branch: list[int]) -> tuple[Proposal, int]:
+    def with_branch(self, branch: list[int], source: str | None = None) -> tuple[Proposal, int]:
         """This proposal plus ``branch`` (tokens from the root): follow the existing nodes while
-        they agree, then new nodes (no draft row, no exit) for the rest. Returns it and the count
-        of nodes added."""
+        they agree, then new nodes (no draft row; ``source`` in place of an exit) for the rest.
+        Returns it and the count of nodes added."""
         child = {(p, t): i for i, (p, t) in enumerate(zip(self.parents, self.tokens))}
         tokens, parents, rows, exits = list(self.tokens), list(self.parents), list(self.rows), list(self.exits)
         parent = -1
@@ -56,7 +57,7 @@ class Proposal:
                 tokens.append(token)
                 parents.append(parent)
                 rows.append(-1)
-                exits.append(None)
+                exits.append(source)
             parent = node
         added = len(tokens) - len(self.tokens)
         probs = self.draft_probs
