@@ -96,18 +96,28 @@ class Datastore:
 
     @classmethod
     def load(cls, path: str | Path) -> Datastore:
+        meta = cls.read_meta(path)
+        with np.load(path, allow_pickle=False) as data:
+            return cls(data["tokens"], data["suffixes"], meta)
+
+    @staticmethod
+    def read_meta(path: str | Path) -> dict:
+        """The datastore's meta (sort depth, vocabulary, ...) without reading its arrays: what the
+        settings are checked against before a target loads."""
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"REST datastore not found: {path} (build one with scripts/build_rest_datastore.py)")
         try:
             with np.load(path, allow_pickle=False) as data:
                 meta = json.loads(str(data["meta"]))
-                tokens, suffixes = data["tokens"], data["suffixes"]
+                missing = {"tokens", "suffixes"} - set(data.files)
         except (ValueError, KeyError, OSError) as exc:
             raise ValueError(f"{path} is not a REST datastore ({exc})") from None
-        if meta.get("format") != FORMAT:
-            raise ValueError(f"{path} is not a REST datastore of format {FORMAT} (found {meta.get('format')!r})")
-        return cls(tokens, suffixes, meta)
+        if not isinstance(meta, dict) or meta.get("format") != FORMAT or missing:
+            found = meta.get("format") if isinstance(meta, dict) else None
+            raise ValueError(f"{path} is not a REST datastore of format {FORMAT} (found {found!r}"
+                             f"{', without ' + ' and '.join(sorted(missing)) if missing else ''})")
+        return meta
 
     def check_tokenizer(self, tokenizer) -> None:
         """A datastore is only usable with the vocabulary it was tokenised with."""

@@ -20,18 +20,26 @@ from specdec.rest_datastore import SEPARATOR, Datastore
 from specdec.types import DraftTree
 
 
+def check_rest_settings(sort_depth: int, num_draft: int, max_token_span: int, min_token_span: int, draft_len: int,
+                        max_matches: int) -> None:
+    """REST's settings against a datastore's sort depth (``Datastore.read_meta``: before a target loads)."""
+    if not 1 <= min_token_span <= max_token_span <= sort_depth:
+        raise ValueError(f"REST token spans: need 1 <= min_token_span ({min_token_span}) <= max_token_span "
+                         f"({max_token_span}) <= the datastore's sort depth ({sort_depth}) (--min-token-span, "
+                         "--max-token-span)")
+    for name, flag, value in (("num_draft", "--draft-tokens", num_draft), ("draft_len", "--draft-len", draft_len),
+                              ("max_matches", "--max-matches", max_matches)):
+        if not isinstance(value, int) or value < 1:
+            raise ValueError(f"REST {name} must be a positive integer ({flag}), got {value!r}")
+
+
 class RestDrafter:
     def __init__(self, datastore: Datastore | str | Path, num_draft: int = 64, max_token_span: int = 16,
                  min_token_span: int = 2, draft_len: int = 10, max_matches: int = 5000,
                  tokenizer=None):
         self.datastore = datastore if isinstance(datastore, Datastore) else Datastore.load(datastore)
-        depth = self.datastore.sort_depth
-        if not 1 <= min_token_span <= max_token_span <= depth:
-            raise ValueError(f"REST token spans: need 1 <= min_token_span ({min_token_span}) <= "
-                             f"max_token_span ({max_token_span}) <= the datastore's sort depth ({depth})")
-        for name, value in (("num_draft", num_draft), ("draft_len", draft_len), ("max_matches", max_matches)):
-            if not isinstance(value, int) or value < 1:
-                raise ValueError(f"REST {name} must be a positive integer, got {value!r}")
+        check_rest_settings(self.datastore.sort_depth, num_draft, max_token_span, min_token_span, draft_len,
+                            max_matches)
         if tokenizer is not None:
             self.datastore.check_tokenizer(tokenizer)
         self.num_draft, self.max_token_span, self.min_token_span = num_draft, max_token_span, min_token_span
