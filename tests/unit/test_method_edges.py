@@ -34,8 +34,9 @@ EXACT_DRAFT = ["--drafter-path", "{draft}", "--exits", "4,8", "--thresholds", "1
 SD2_TREE = [*EXACT_DRAFT, "--tree", "--total-token", "16", "--depth", "4", "--top-k", "3"]
 VARIANTS = {
     "ar": {"engine": [], "hf": ["--engine", "hf"]},
-    "sd2": {"chain": EXACT_DRAFT, "chain-early-exits": ["--drafter-path", "{draft}", "--exits", "2,4,8",
-                                                        "--thresholds", "0.6,0.6,0"], "tree": SD2_TREE, "tree-lookup": [*SD2_TREE, "--lookup-tokens", "8"],
+    "sd2": {"chain": EXACT_DRAFT,
+            "chain-early-exits": ["--drafter-path", "{draft}", "--exits", "2,4,8", "--thresholds", "0.6,0.6,0"],
+            "tree": SD2_TREE, "tree-lookup": [*SD2_TREE, "--lookup-tokens", "8"],
             "lookup-first": [*SD2_TREE, "--lookup-tokens", "8", "--lookup-first"]},
     "sps": {"engine": ["--drafter-path", "{draft}"], "hf": ["--drafter-path", "{draft}", "--engine", "hf"]},
     "pld": {"engine": [], "hf": ["--engine", "hf"]},
