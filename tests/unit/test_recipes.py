@@ -6,14 +6,17 @@ from __future__ import annotations
 import pytest
 import transformers
 
+from sd2 import hardware
+from sd2.hardware import fast_bfloat16
 from sd2train.recipes import RecipeError, recipe_names, with_recipe
 from sd2train.train import DataArguments, ModelArguments, SortedTrainingArguments
 
 RUN = ["--model_name_or_path", "D", "--target_model_name_or_path", "T", "--output_dir", "O", "--data_path", "R"]
 # What train_draft_common.sh passed before the recipes were files (its CPU defaults with the quick
-# start's and the long preset's environment overrides; its GPU branch without the FSDP flags).
+# start's and the long preset's environment overrides; its GPU branch without the FSDP flags), but
+# bf16 on a CPU only where it is native.
 CPU_BEFORE = ["--submodels", "6,9,12", "--logging_steps", "1", "--save_strategy", "steps", "--report_to", "none",
-              "--soft", "True", "--use_cpu", "True", "--bf16", "True", "--num_train_epochs", "1",
+              "--soft", "True", "--use_cpu", "True", "--bf16", str(fast_bfloat16("cpu")), "--num_train_epochs", "1",
               "--per_device_train_batch_size", "4", "--gradient_accumulation_steps", "1", "--lr_scheduler_type", "cosine",
               "--warmup_steps", "0.04", "--weight_decay", "0", "--model_max_length", "256", "--freeze_embeddings", "True",
               "--distill", "False", "--loss_vocab", "draft", "--dataloader_num_workers", "0",
@@ -40,6 +43,13 @@ def parsed(argv) -> dict:
     the GPU recipe asks for bf16 on a GPU)."""
     p = parser()
     return vars(p.parse_args(with_recipe(argv, p)))
+
+
+@pytest.mark.parametrize("flags, bf16", [({"avx2"}, False), ({"avx2", "amx_bf16"}, True)])
+def test_the_cpu_recipes_autocast_to_bfloat16_only_where_it_is_native(monkeypatch, flags, bf16):
+    monkeypatch.setattr(hardware, "cpu_flags", lambda: flags)
+    for name in ("quickstart", "long_cpu"):
+        assert parsed(["--recipe", name, *RUN])["bf16"] is bf16
 
 
 def test_the_three_recipes_ship():

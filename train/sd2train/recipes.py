@@ -2,12 +2,16 @@
 ``train/configs/recipes/NAME.yaml`` (or of any YAML file), and every flag on the command line
 overrides them. A recipe is a mapping of the trainer's own argument names (``learning_rate``,
 ``submodels``, ...) to values; one that names no such argument is refused with its file.
+``bf16: auto`` means bfloat16 autocast where it is native (a GPU, an AMX / AVX-512 BF16 CPU) and
+float32 elsewhere: on an AVX2-only CPU bfloat16 runs several times slower (``sd2.hardware``).
 
     python -m sd2train.train --recipe quickstart --model_name_or_path D --output_dir O --learning_rate 1e-3
 """
 from __future__ import annotations
 
 from pathlib import Path
+
+from sd2.hardware import fast_bfloat16
 
 RECIPES_DIR = Path(__file__).resolve().parents[1] / "configs" / "recipes"
 
@@ -47,10 +51,12 @@ def load_recipe(name_or_path: str) -> dict:
 def recipe_argv(name_or_path: str, parser) -> list[str]:
     """The recipe as command-line flags for ``parser`` (an HfArgumentParser)."""
     known = {action.dest for action in parser._actions}
-    argv = []
-    for key, value in load_recipe(name_or_path).items():
+    argv, settings = [], load_recipe(name_or_path)
+    for key, value in settings.items():
         if key not in known:
             raise RecipeError(f"--recipe {recipe_file(name_or_path)}: {key!r} is not an argument of this trainer")
+        if key == "bf16" and value == "auto":  # bfloat16 autocast only where it is native (sd2.hardware)
+            value = fast_bfloat16("cpu" if settings.get("use_cpu") else "cuda")
         if isinstance(value, (list, tuple)):
             value = ",".join(str(v) for v in value)
         argv += [f"--{key}", str(value)]  # True / False as HfArgumentParser reads booleans
