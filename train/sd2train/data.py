@@ -129,6 +129,8 @@ def load_sharegpt(path: str | Path | None = None, verbose: bool = True) -> tuple
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise InputError(f"cannot read ShareGPT data {path}: {exc}") from exc
+    if not text.strip():
+        raise InputError(f"{path}: the file is empty (no conversations)")
     report = LoadReport(path=str(path))
     conversations, record_of_id = [], {}
     for record in _decode_records(text, path, report):

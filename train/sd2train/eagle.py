@@ -31,10 +31,10 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 import transformers
-from transformers import AutoModelForCausalLM
 
 from sd2.eagle_head import EagleHead
 from sd2train.checkpoints import resume_checkpoint
+from sd2train.errors import InputError, run_cli
 from sd2train.exits import last_layer_states, unwrap
 from sd2train.preprocess import IGNORE_INDEX
 from sd2train.train import (
@@ -44,8 +44,10 @@ from sd2train.train import (
     PartsLoggingTrainer,
     TimeLimitCallback,
     build_dataset,
+    check_model_folder,
     frozen_model_dtype,
     heldout_source,
+    load_model,
     load_tokenizer,
     training_conversations,
 )
@@ -177,22 +179,22 @@ class EagleTrainer(PartsLoggingTrainer):
 def check_arguments(args: EagleTrainingArguments) -> None:
     """Clear errors for settings this trainer cannot honour, before any weights or data load."""
     if args.feature_weight < 0 or args.token_weight < 0 or args.feature_weight + args.token_weight <= 0:
-        raise ValueError(f"--feature_weight and --token_weight must be >= 0 with a positive sum, got "
+        raise InputError(f"--feature_weight and --token_weight must be >= 0 with a positive sum, got "
                          f"{args.feature_weight} and {args.token_weight}")
     if args.feature_noise < 0:
-        raise ValueError(f"--feature_noise must be >= 0, got {args.feature_noise}")
+        raise InputError(f"--feature_noise must be >= 0, got {args.feature_noise}")
     check_head_parallelism(args)
 
 
 def check_head_parallelism(args) -> None:
     """What a one-layer head over a frozen target cannot use (EAGLE's and EAGLE-3's trainers)."""
     if args.gradient_checkpointing:
-        raise ValueError("--gradient_checkpointing: the head is one decoder layer, nothing to checkpoint")
+        raise InputError("--gradient_checkpointing: the head is one decoder layer, nothing to checkpoint")
     ds_config = getattr(args, "hf_deepspeed_config", None)
     if ds_config is not None and ds_config.is_zero3():
         # ZeRO-3 would also partition the frozen target as it loads, and a one-layer head gains
         # nothing from sharded parameters.
-        raise ValueError("DeepSpeed ZeRO-3 is not supported for the EAGLE head: use ZeRO-2 "
+        raise InputError("DeepSpeed ZeRO-3 is not supported for the EAGLE head: use ZeRO-2 "
                          "(train/configs/zero2.json) or FSDP")
 
 
@@ -202,7 +204,9 @@ def train_eagle(model_args: EagleModelArguments, data_args: DataArguments, args:
     check_arguments(args)
     args.resume_from_checkpoint = resume_checkpoint(args)  # a torn checkpoint is refused before anything loads
     target_path = model_args.target_model_name_or_path
-    target = AutoModelForCausalLM.from_pretrained(target_path, dtype=torch.float32)
+    check_model_folder(target_path, "--target_model_name_or_path")
+    conversations = training_conversations(data_args, args.seed)  # bad data is named before the target loads
+    target = load_model(target_path, "--target_model_name_or_path", torch.float32)
     # The head's layer starts as a float32 copy of the target's last layer and trains in float32;
     # the frozen target (its embedding, norm and head shared with the head) runs in the mixed precision.
     head = EagleHead.for_target(target, target_path).float()
@@ -210,7 +214,6 @@ def train_eagle(model_args: EagleModelArguments, data_args: DataArguments, args:
     target.to(args.device)
 
     tokenizer = load_tokenizer(target_path, args.model_max_length)
-    conversations = training_conversations(data_args, args.seed)
     output = Path(args.output_dir)
     if model_args.draft_vocab_size > 0 and args.process_index == 0:
         write_draft_vocab(output, tokenizer, target, conversations, model_args.draft_vocab_size)
@@ -246,4 +249,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    run_cli(main)

@@ -31,10 +31,10 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 import transformers
-from transformers import AutoModelForCausalLM
 
 from sd2.eagle3_head import Eagle3Head, check_feature_layers, default_feature_layers
 from sd2train.checkpoints import resume_checkpoint
+from sd2train.errors import InputError, bad_setting, run_cli
 from sd2train.eagle import EagleTrainer, check_head_parallelism
 from sd2train.exits import capture_exit_states, parse_int_list, unwrap
 from sd2train.preprocess import IGNORE_INDEX
@@ -44,8 +44,10 @@ from sd2train.train import (
     LossLogCallback,
     TimeLimitCallback,
     build_dataset,
+    check_model_folder,
     frozen_model_dtype,
     heldout_source,
+    load_model,
     load_tokenizer,
     training_conversations,
 )
@@ -150,9 +152,9 @@ class Eagle3Trainer(EagleTrainer):
 def check_arguments(args: Eagle3TrainingArguments) -> None:
     """Clear errors for settings this trainer cannot honour, before any weights or data load."""
     if args.ttt_steps < 1:
-        raise ValueError(f"--ttt_steps must be >= 1, got {args.ttt_steps}")
+        raise InputError(f"--ttt_steps must be >= 1, got {args.ttt_steps}")
     if not 0 < args.step_weight_decay <= 1:
-        raise ValueError(f"--step_weight_decay must be in (0, 1], got {args.step_weight_decay}")
+        raise InputError(f"--step_weight_decay must be in (0, 1], got {args.step_weight_decay}")
     check_head_parallelism(args)  # as EAGLE's: no gradient checkpointing, no ZeRO-3
 
 
@@ -163,12 +165,15 @@ def train_eagle3(model_args: Eagle3ModelArguments, data_args: DataArguments, arg
     check_arguments(args)
     args.resume_from_checkpoint = resume_checkpoint(args)  # a torn checkpoint is refused before anything loads
     target_path = model_args.target_model_name_or_path
-    target = AutoModelForCausalLM.from_pretrained(target_path, dtype=torch.float32)
-    layers = check_feature_layers(parse_int_list(model_args.feature_layers) if model_args.feature_layers else
-                                  default_feature_layers(target.config.num_hidden_layers),
-                                  target.config.num_hidden_layers)
+    check_model_folder(target_path, "--target_model_name_or_path")
+    conversations = training_conversations(data_args, args.seed)  # bad data is named before the target loads
+    target = load_model(target_path, "--target_model_name_or_path", torch.float32)
+    with bad_setting("--feature_layers"):
+        layers = check_feature_layers(parse_int_list(model_args.feature_layers, "--feature_layers")
+                                      if model_args.feature_layers else
+                                      default_feature_layers(target.config.num_hidden_layers),
+                                      target.config.num_hidden_layers)
     tokenizer = load_tokenizer(target_path, args.model_max_length)
-    conversations = training_conversations(data_args, args.seed)
     vocab = None
     if model_args.draft_vocab_size > 0:  # the same on every process: counted on the same conversations
         vocab = draft_vocab(tokenizer, conversations, min(model_args.draft_vocab_size, len(tokenizer)),
@@ -211,4 +216,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    run_cli(main)

@@ -7,6 +7,7 @@ code 2 instead of a traceback. Anything else is a bug and keeps its traceback.
 from __future__ import annotations
 
 import sys
+from contextlib import contextmanager
 
 from sd2.file_lock import FileLockedError
 
@@ -26,3 +27,15 @@ def run_cli(main, argv=None):
     except (InputError, FileLockedError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)
+
+
+@contextmanager
+def bad_setting(flag: str):
+    """Inside the block, a shared validator's ValueError (``sd2``'s exits, EAGLE-3's feature layers)
+    is bad input: re-raised as an InputError naming the flag."""
+    try:
+        yield
+    except InputError:
+        raise
+    except ValueError as exc:
+        raise InputError(f"{flag}: {exc}") from None

@@ -34,10 +34,10 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 import transformers
-from transformers import AutoModelForCausalLM
 
 from sd2.draft_heads import KINDS, DraftHeads
 from sd2train.checkpoints import resume_checkpoint
+from sd2train.errors import InputError, run_cli
 from sd2train.exits import last_layer_states, unwrap
 from sd2train.make_draft import draft_vocab, stop_token_ids
 from sd2train.preprocess import IGNORE_INDEX
@@ -48,8 +48,10 @@ from sd2train.train import (
     PartsLoggingTrainer,
     TimeLimitCallback,
     build_dataset,
+    check_model_folder,
     frozen_model_dtype,
     heldout_source,
+    load_model,
     load_tokenizer,
     training_conversations,
 )
@@ -162,20 +164,20 @@ class HeadsTrainer(PartsLoggingTrainer):
 def check_arguments(model_args: HeadsModelArguments, args: HeadsTrainingArguments) -> None:
     """Clear errors for settings this trainer cannot honour, before any weights or data load."""
     if model_args.kind not in KINDS:
-        raise ValueError(f"--kind must be one of {', '.join(KINDS)}, got {model_args.kind!r}")
+        raise InputError(f"--kind must be one of {', '.join(KINDS)}, got {model_args.kind!r}")
     if model_args.num_heads < 1:
-        raise ValueError(f"--num_heads must be >= 1, got {model_args.num_heads}")
+        raise InputError(f"--num_heads must be >= 1, got {model_args.num_heads}")
     if model_args.draft_vocab_size < 0:
-        raise ValueError(f"--draft_vocab_size must be >= 0 (0 = the whole vocabulary), got "
+        raise InputError(f"--draft_vocab_size must be >= 0 (0 = the whole vocabulary), got "
                          f"{model_args.draft_vocab_size}")
     if args.head_loss_decay <= 0:
-        raise ValueError(f"--head_loss_decay must be > 0, got {args.head_loss_decay}")
+        raise InputError(f"--head_loss_decay must be > 0, got {args.head_loss_decay}")
     if args.gradient_checkpointing:
-        raise ValueError("--gradient_checkpointing: the heads have no decoder layers, nothing to checkpoint")
+        raise InputError("--gradient_checkpointing: the heads have no decoder layers, nothing to checkpoint")
     ds_config = getattr(args, "hf_deepspeed_config", None)
     if ds_config is not None and ds_config.is_zero3():
         # ZeRO-3 would also partition the frozen target as it loads.
-        raise ValueError("DeepSpeed ZeRO-3 is not supported for draft heads: use ZeRO-2 (train/configs/zero2.json) "
+        raise InputError("DeepSpeed ZeRO-3 is not supported for draft heads: use ZeRO-2 (train/configs/zero2.json) "
                          "or FSDP (train/configs/fsdp_heads.json)")
 
 
@@ -185,9 +187,10 @@ def train_heads(model_args: HeadsModelArguments, data_args: DataArguments, args:
     check_arguments(model_args, args)
     args.resume_from_checkpoint = resume_checkpoint(args)  # a torn checkpoint is refused before anything loads
     target_path = model_args.target_model_name_or_path
-    target = AutoModelForCausalLM.from_pretrained(target_path, dtype=torch.float32)
+    check_model_folder(target_path, "--target_model_name_or_path")
+    conversations = training_conversations(data_args, args.seed)  # bad data is named before the target loads
+    target = load_model(target_path, "--target_model_name_or_path", torch.float32)
     tokenizer = load_tokenizer(target_path, args.model_max_length)
-    conversations = training_conversations(data_args, args.seed)
     vocab = None
     if model_args.draft_vocab_size:  # counted on the text trained on, as the EAGLE trainer counts its own
         vocab = draft_vocab(tokenizer, conversations, min(model_args.draft_vocab_size, len(tokenizer)),
@@ -231,4 +234,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    run_cli(main)

@@ -31,7 +31,9 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, Trainer, TrainerCa
 
 from sd2.draft_spec import DraftSpec, validate_exits
 from sd2.file_lock import atomic_write_text
+from sd2.weight_files import weights_problem
 from sd2train.checkpoints import resume_checkpoint
+from sd2train.errors import InputError, InputFileNotFoundError, bad_setting, run_cli
 from sd2train.exits import parse_int_list
 from sd2train.loss import exit_weights, sorted_loss
 from sd2train.make_draft import truncate_to_first_layers
@@ -176,18 +178,43 @@ class SortedTrainer(PartsLoggingTrainer):
 
 def load_draft_for_training(model_args: ModelArguments, dtype) -> tuple[torch.nn.Module, DraftSpec]:
     """(draft model, its spec). A checkpoint without config.sd2 needs --draft_layers."""
-    model = AutoModelForCausalLM.from_pretrained(model_args.model_name_or_path, dtype=dtype)
+    model = load_model(model_args.model_name_or_path, "--model_name_or_path", dtype)
     if model_args.draft_layers is not None:
         target_depth = model.config.num_hidden_layers
         truncate_to_first_layers(model, model_args.draft_layers)
         spec = DraftSpec.from_config(model.config)  # the default exits of the new depth
         spec.target, spec.target_num_hidden_layers = model_args.model_name_or_path, target_depth
     elif not getattr(model.config, "sd2", None):
-        raise ValueError(f"{model_args.model_name_or_path} is not a draft (no sd2 entry in its config): make one "
+        raise InputError(f"{model_args.model_name_or_path} is not a draft (no sd2 entry in its config): make one "
                          "with python -m sd2train.make_draft, or pass --draft_layers N")
     else:
         spec = DraftSpec.from_config(model.config)
     return model, spec
+
+
+def check_model_folder(path, flag: str) -> None:
+    """A local model folder must hold a config and whole weights (``sd2.weight_files``); a path that
+    cannot be a hub name must exist. Checked before anything loads, so that bad input is named in
+    seconds, not after the framework's retries or the target's load."""
+    folder = Path(path)
+    if folder.is_dir():
+        if not (folder / "config.json").is_file():
+            raise InputError(f"{flag} {folder}: not a model folder (no config.json)")
+        problem = weights_problem(folder)
+        if problem:
+            raise InputError(f"{flag}: {problem}")
+    elif folder.exists() or folder.is_absolute() or str(path).startswith(".") or len(folder.parts) > 2:
+        raise InputFileNotFoundError(f"{flag} {path}: not found (give a model folder or a hub name)")
+
+
+def load_model(path, flag: str, dtype):
+    """``AutoModelForCausalLM.from_pretrained``, with what is wrong with ``path`` as an InputError."""
+    check_model_folder(path, flag)
+    try:
+        return AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
+    except OSError as exc:
+        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise InputError(f"{flag} {path}: cannot load it ({first_line})") from None
 
 
 def frozen_model_dtype(args: transformers.TrainingArguments) -> torch.dtype:
@@ -203,6 +230,17 @@ def load_tokenizer(path, max_length: int):
     return tokenizer
 
 
+def check_data_args(data_args: DataArguments) -> None:
+    """The data settings, checked before any model loads: the files exist, the mixture can be made."""
+    for flag, path in (("--data_path", data_args.data_path), ("--mix_data_path", data_args.mix_data_path)):
+        if path not in (None, "sharegpt") and not Path(path).is_file():
+            raise InputFileNotFoundError(f"{flag} {path}: no such file (a ShareGPT JSON or JSONL file)")
+    if not 0 <= data_args.mix_ratio < 1:
+        raise InputError(f"--mix_ratio must be in [0, 1), got {data_args.mix_ratio}")
+    if data_args.mix_ratio and not data_args.mix_data_path:
+        raise InputError("--mix_ratio needs --mix_data_path (a ShareGPT file, or 'sharegpt' for the package's)")
+
+
 def training_conversations(data_args: DataArguments, seed: int) -> list[dict]:
     """The training split of --data_path, optionally mixed with --mix_data_path by --mix_ratio."""
     from sd2train.data import load_sharegpt, split_train_heldout
@@ -211,14 +249,11 @@ def training_conversations(data_args: DataArguments, seed: int) -> list[dict]:
         conversations, _ = load_sharegpt(None if path in (None, "sharegpt") else path)
         train, _ = split_train_heldout(conversations, data_args.heldout_fraction)
         if not train:
-            raise ValueError(f"no training conversations left in {path or 'sharegpt'} after holding out "
-                             "the evaluation split")
+            raise InputError(f"no training data: no conversations left in {path or 'sharegpt'} after holding "
+                             f"out the evaluation split (--heldout_fraction {data_args.heldout_fraction})")
         return train
 
-    if not 0 <= data_args.mix_ratio < 1:
-        raise ValueError(f"--mix_ratio must be in [0, 1), got {data_args.mix_ratio}")
-    if data_args.mix_ratio and not data_args.mix_data_path:
-        raise ValueError("--mix_ratio needs --mix_data_path (a ShareGPT file, or 'sharegpt' for the package's)")
+    check_data_args(data_args)
     rng = random.Random(seed)
     main = train_split(data_args.data_path)
     total = data_args.max_train_conversations or round(len(main) / (1 - data_args.mix_ratio))
@@ -247,14 +282,17 @@ def train(model_args: ModelArguments, data_args: DataArguments, args: SortedTrai
     from sd2train.preprocess import PaddingCollator
 
     args.resume_from_checkpoint = resume_checkpoint(args)  # a torn checkpoint is refused before anything loads
+    check_data_args(data_args)
     dtype = frozen_model_dtype(args)
     # Mixed precision keeps float32 master weights; the frozen target can run in the low precision.
     model, spec = load_draft_for_training(model_args, torch.float32)
     num_layers = model.config.num_hidden_layers
-    submodels = validate_exits(parse_int_list(args.submodels, "--submodels"), num_layers)
+    with bad_setting("--submodels"):
+        submodels = validate_exits(parse_int_list(args.submodels, "--submodels"), num_layers)
     exits = submodels if args.soft else [num_layers]
     weights = parse_float_list(args.exit_weights) if args.exit_weights and args.soft else None
-    exit_weights(exits, weights)  # validate before any data work
+    with bad_setting("--exit_weights"):
+        exit_weights(exits, weights)  # validate before any data work
     vocab_ids = loss_vocab_ids(args.loss_vocab, model_args.model_name_or_path, spec)
     if args.soft:
         spec = spec.with_exits(submodels)
@@ -270,11 +308,13 @@ def train(model_args: ModelArguments, data_args: DataArguments, args: SortedTrai
                             args.model_max_length, args.seed)
 
     target_path = model_args.target_model_name_or_path or spec.target
+    if args.distill and not target_path:
+        raise InputError("--distill needs the target: pass --target_model_name_or_path")
+    if target_path and (args.distill or args.exit_quality_prompts > 0):  # not first found after training
+        check_model_folder(target_path, "--target_model_name_or_path")
     target = None
     if args.distill:
-        if not target_path:
-            raise ValueError("--distill needs the target: pass --target_model_name_or_path")
-        target = AutoModelForCausalLM.from_pretrained(target_path, dtype=dtype).eval().requires_grad_(False)
+        target = load_model(target_path, "--target_model_name_or_path", dtype).eval().requires_grad_(False)
         target.to(args.device)
 
     callbacks = [LossLogCallback()] + ([TimeLimitCallback(args.max_train_minutes)] if args.max_train_minutes else [])
@@ -313,10 +353,10 @@ def loss_vocab_ids(loss_vocab: str, draft_path: str, spec: DraftSpec) -> torch.T
     if loss_vocab == "full":
         return None
     if loss_vocab != "draft":
-        raise ValueError(f"--loss_vocab must be 'full' or 'draft', got {loss_vocab!r}")
+        raise InputError(f"--loss_vocab must be 'full' or 'draft', got {loss_vocab!r}")
     path = spec.vocab_path(draft_path)
     if path is None or not path.is_file():
-        raise ValueError(f"--loss_vocab draft needs the draft vocabulary file of {draft_path} (make_draft "
+        raise InputError(f"--loss_vocab draft needs the draft vocabulary file of {draft_path} (make_draft "
                          "--draft-vocab-size > 0)")
     return torch.tensor(spec.load_vocab(draft_path), dtype=torch.long)
 
@@ -325,7 +365,7 @@ def freeze_first_layers(model, count: int, shallowest_exit: int) -> None:
     """Stops training the first `count` decoder layers. Below the shallowest exit only: an exit
     made only of frozen layers would be the target's untrained early exit."""
     if not 0 <= count < shallowest_exit:
-        raise ValueError(f"--freeze_layers must be in [0, {shallowest_exit}) (below the shallowest exit), got {count}")
+        raise InputError(f"--freeze_layers must be in [0, {shallowest_exit}) (below the shallowest exit), got {count}")
     for layer in model.model.layers[:count]:
         layer.requires_grad_(False)
 
@@ -334,7 +374,7 @@ def parse_float_list(text: str) -> list[float]:
     try:
         return [float(x) for x in text.split(",") if x.strip()]
     except ValueError:
-        raise ValueError(f"--exit_weights must be comma-separated numbers, got {text!r}") from None
+        raise InputError(f"--exit_weights must be comma-separated numbers, got {text!r}") from None
 
 
 def main(argv=None):
@@ -345,4 +385,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    run_cli(main)
