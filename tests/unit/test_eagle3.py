@@ -1,5 +1,6 @@
 """EAGLE-3 on tiny random Llamas: the fused features, training-time test's unroll against the
-inference rows, the loss, save/load and the target check, lossless greedy output and sampling."""
+inference rows, the loss, save/load and the target check, lossless greedy output (sampling:
+test_sampling.py)."""
 from __future__ import annotations
 
 import json
@@ -189,17 +190,6 @@ def test_the_drafter_holds_the_fused_features_of_every_cached_token(target):
     with torch.no_grad():
         expected = drafter.draft.head.fc(features[0, :n])
     torch.testing.assert_close(drafter.draft.features[:n], expected, atol=1e-3, rtol=1e-3)
-
-
-def test_sampling_keeps_the_target_distribution():
-    """The head over a 3-layer target's three layers: top-k tree proposals, one-hot q."""
-    from test_sampling import draw, models
-
-    target, _ = models()
-    torch.manual_seed(0)
-    head = Eagle3Head.for_target(target, feature_layers=(1, 2, 3), target_path="tiny")
-    p_value, kept = draw(target, Eagle3Drafter(head, total_token=8, depth=2, top_k=2), 1.0, 0.8)
-    assert kept > 0.05 and p_value > 1e-3
 
 
 def test_the_report_measures_depths_1_to_3(target):
