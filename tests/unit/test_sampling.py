@@ -131,7 +131,8 @@ class Forwarding(WrappedDrafter):
 
 class FirstStepRecorder(Forwarding):
     """Watches each answer's first step: how deep it drafted, how many drafts it kept, and whether
-    it kept a depth-1 node and rejected every depth-2 node under it."""
+    it kept a depth-1 node and rejected a depth-2 node under it (then kept none, or a later sibling:
+    children are tried in order)."""
 
     def __init__(self, inner):
         super().__init__(inner)
@@ -155,12 +156,13 @@ class FirstStepRecorder(Forwarding):
         if self.first:
             self.first = False
             self.kept.append(num_drafted)
-            rejected_at_2 = False
-            if num_drafted == 1:  # root children carry distinct tokens
-                tokens, kids = self.tree.tokens.tolist(), children_lists(self.tree.parents.tolist())
-                kept = next(i for i in kids[-1] if tokens[i] == int(context[len(context) - num_new]))
-                rejected_at_2 = bool(kids[kept])
-            self.rejected_at_2.append(rejected_at_2)
+            tokens, kids = self.tree.tokens.tolist(), children_lists(self.tree.parents.tolist())
+            path, node = [], -1
+            for token in context[len(context) - num_new:][:num_drafted].tolist():  # siblings' tokens differ
+                node = next(i for i in kids[node] if tokens[i] == token)
+                path.append(node)
+            self.rejected_at_2.append(len(path) == 1 and bool(kids[path[0]]) or
+                                      len(path) == 2 and kids[path[0]].index(path[1]) > 0)
         self.inner.accepted(context, num_new, num_drafted)
 
 
@@ -176,7 +178,7 @@ class Draws:
     def summary(self) -> str:
         rec = self.recorder
         return (f"first steps keeping 2 drafts {self.share([k == 2 for k in rec.kept]):.2f}, none "
-                f"{self.share([k == 0 for k in rec.kept]):.2f}, rejecting depth 2 under a kept node "
+                f"{self.share([k == 0 for k in rec.kept]):.2f}, rejecting a depth-2 node under a kept one "
                 f"{self.share(rec.rejected_at_2):.2f}; p-values {self.p_values}")
 
 
@@ -206,8 +208,8 @@ def assert_two_deep_drafts_keep_the_target_distribution(result: Draws) -> None:
     rec = result.recorder
     assert min(rec.depths) >= 2, "every first step drafts 2 tokens deep"
     assert result.share([k == 2 for k in rec.kept]) > 0.05, "first steps keep both drafts: " + result.summary()
-    assert result.share([k == 0 for k in rec.kept]) > 0.01, "depth-1 drafts are rejected: " + result.summary()
-    assert result.share(rec.rejected_at_2) > 0.01, "depth-2 drafts are rejected: " + result.summary()
+    assert result.share([k == 0 for k in rec.kept]) > 0.02, "depth-1 drafts are rejected: " + result.summary()
+    assert result.share(rec.rejected_at_2) > 0.02, "depth-2 drafts are rejected: " + result.summary()
     assert min(result.p_values.values()) > ALPHA / 3, result.summary()
 
 
@@ -258,6 +260,9 @@ CASES = {
     "sd2_chain_reduced_int8_static": Case(lambda t, d: SD2Drafter(d.to(torch.bfloat16), **SD2, **INT8_STATIC),
                                           target_passes="static"),
     "sps": Case(lambda t, d: SpeculativeSamplingDrafter(d, V, temperature=1.0, num_draft_tokens=3)),
+    # EAGLE-2's tree from a head close to the target: both depth-2 siblings often carry much of p,
+    # where a residual left unnormalised after the first one's rejection shows most
+    "eagle2": Case(lambda t, d: EagleDrafter(eagle_head(t), "dynamic", depth=1, **TREE)),
     # EAGLE-2 with EAGLE's reduced head (the draft vocabulary's rows of the LM head), at fixed shapes
     "eagle2_reduced_static": Case(lambda t, d: EagleDrafter(eagle_head(t), "dynamic", depth=1, **TREE,
                                                             draft_vocab=DRAFT_VOCAB, passes="static"),
