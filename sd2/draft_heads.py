@@ -30,6 +30,9 @@ from sd2.eagle_head import check_target, target_signature
 
 CONFIG_KEY = "sd2_heads"
 KINDS = ("medusa", "hydra")
+# The held-out report beside the heads (sd2train.heads_quality), whose measured rank accuracies
+# shape Medusa's static tree.
+QUALITY_REPORT_FILE = "heads_quality.json"
 
 
 class ResBlock(nn.Module):

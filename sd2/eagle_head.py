@@ -21,6 +21,9 @@ import torch
 from torch import nn
 
 CONFIG_KEY = "sd2_eagle"
+# The held-out report beside an EAGLE or EAGLE-3 head (sd2train.exit_quality --eagle), whose
+# measured rank accuracies shape EAGLE's static tree.
+QUALITY_REPORT_FILE = "eagle_quality.json"
 PROBE_ROWS, PROBE_COLS = 8, 16  # the corner of the target's embedding a head records
 
 

@@ -200,6 +200,8 @@ def test_the_report_measures_depths_1_to_3(target):
     head = fresh_head(target)
     report = evaluate_eagle3(head, target, sequences, [8, 5])
     assert report["positions"] == (20 - 8) + (15 - 5) and set(report["per_depth"]) == {1, 2, 3}
+    for row in report["per_depth"].values():  # each depth's rank accuracies are its top-4 recall's parts
+        assert len(row["rank_accuracy"]) == 4 and sum(row["rank_accuracy"]) == pytest.approx(row["top4_recall"])
     # Depth 2 by hand for the first sequence: row p-2 of the second unrolled step.
     ids = torch.tensor([sequences[0]])
     with torch.no_grad():

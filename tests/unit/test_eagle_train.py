@@ -263,6 +263,11 @@ def test_eagle_report_on_teacher_forced_sequences(target):
     assert report["positions"] == (20 - 8) + (15 - 5)
     assert 0 <= report["top1_agreement"] <= report["top4_recall"] <= 1
     assert 0 <= report["top1_agreement_draft_vocab"] <= report["top4_recall_draft_vocab"] <= 1
+    # The measured rank accuracies are top-4 recall's parts: the target's token as the 1st .. 4th choice.
+    for key in ("", "_draft_vocab"):
+        ranks = report[f"rank_accuracy{key}"]
+        assert len(ranks) == 4 and ranks[0] == pytest.approx(report[f"top1_agreement{key}"])
+        assert sum(ranks) == pytest.approx(report[f"top4_recall{key}"])
     # By hand for the first sequence: row p-1 (x_p, f_{p-1}) against the target's greedy token after p.
     ids = torch.tensor([sequences[0]])
     with torch.no_grad():
@@ -271,3 +276,36 @@ def test_eagle_report_on_teacher_forced_sequences(target):
         theirs = target(ids).logits[0, 7:19].argmax(-1)
     first = evaluate_eagle(head, target, sequences[:1], [8])
     assert first["top1_agreement"] == pytest.approx(float((mine == theirs).float().mean()))
+
+
+def test_the_static_tree_is_built_from_the_reports_measured_rank_accuracies(target, head, tmp_path):
+    from sd2train.exit_quality import evaluate_eagle
+    from specdec.drafters.eagle import FALLBACK_RANK_ACCURACY, load_eagle_drafter
+    from specdec.drafters.sd2.proposers import static_tree_choices
+
+    torch.manual_seed(0)
+    sequences = [torch.randint(0, 128, (20,)).tolist(), torch.randint(0, 128, (15,)).tolist()]
+    head.eval()
+    report = evaluate_eagle(head, target, sequences, [8, 5], vocab_ids=torch.arange(64))
+    head.save(tmp_path / "head")
+    (tmp_path / "head" / "draft_vocab.json").write_text(json.dumps(list(range(64))))
+    (tmp_path / "head" / "eagle_quality.json").write_text(json.dumps(report))
+
+    def tree(**kw):
+        drafter = load_eagle_drafter(tmp_path / "head", target, tree="static", total_token=12, depth=3, **kw)
+        return drafter.proposer.choices
+
+    def built_from(ranks):
+        return static_tree_choices([max(a, 1e-4) for a in ranks], 11, 3)
+
+    # The reduced head is scored, so its ranks shape the tree; with the whole vocabulary, the full head's.
+    assert tree() == built_from(report["rank_accuracy_draft_vocab"])
+    assert tree(draft_vocab_size=0) == built_from(report["rank_accuracy"])
+    # Planted rates that make a flat tree, whatever a random head measures: the report is what is read.
+    flat = [0.2, 0.2, 0.2, 0.2]
+    (tmp_path / "head" / "eagle_quality.json").write_text(json.dumps({**report, "rank_accuracy_draft_vocab": flat}))
+    assert tree() == built_from(flat) and max(len(path) for path in tree()) == 2
+    # A report written before rank accuracies were measured: the fallback rates, not ones made up from top-1/top-4.
+    old = {k: v for k, v in report.items() if not k.startswith("rank_accuracy")}
+    (tmp_path / "head" / "eagle_quality.json").write_text(json.dumps(old))
+    assert tree() == built_from(FALLBACK_RANK_ACCURACY)

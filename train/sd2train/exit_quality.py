@@ -6,18 +6,22 @@
 Held-out ShareGPT prompts (first user turn, never trained on) are continued greedily by the target.
 Along the target's own continuation, per exit: top-1 agreement with the target's greedy next
 token (the acceptance proxy SD2 depends on), top-4 recall (the target's token among the exit's 4
-best: what a tree can still draft), the exit's mean top-1 probability when right and when
-wrong, the cross-entropy to the target's distribution and the NLL of the target's token. It also
-suggests per-exit confidence thresholds: the lowest at which an exit agrees with the target at
-least as often as the last exit does on the same tokens. Prints a table; writes JSON: the draft's
-own ``exit_quality.json`` on the standard 32 prompts, and beside it, never over it, a report on
-another number of prompts (``--prompts 8``: ``exit_quality-n8.json``) or other prompt lengths.
+best: what a tree can still draft) and its parts, the rank accuracies ("rank_accuracy": how
+often the target's token is the exit's k-th choice, k = 1..4), the exit's mean top-1 probability
+when right and when wrong, the cross-entropy to the target's distribution and the NLL of the
+target's token. It also suggests per-exit confidence thresholds: the lowest at which an exit
+agrees with the target at least as often as the last exit does on the same tokens. Prints a
+table; writes JSON: the draft's own ``exit_quality.json`` on the standard 32 prompts, and beside
+it, never over it, a report on another number of prompts (``--prompts 8``:
+``exit_quality-n8.json``) or other prompt lengths.
 
     python -m sd2train.exit_quality --eagle models/eagle-smollm2-135m
 
 measures an EAGLE head (``sd2train.eagle``) on the same prompts and positions instead: the token it
 drafts first after a verification (depth 1), teacher-forced with the target's true features; an
 EAGLE-3 head (``sd2train.eagle3``) at depths 1, 2 and 3 (the head unrolled over its own outputs).
+Its rank accuracies (per depth for EAGLE-3; ``_draft_vocab``: the reduced head's) are what
+``specdec.drafters.eagle`` builds EAGLE's static tree from.
 """
 from __future__ import annotations
 
@@ -34,16 +38,17 @@ import torch
 import torch.nn.functional as F
 
 from sd2.draft_spec import DraftSpec, validate_exits
+from sd2.eagle_head import QUALITY_REPORT_FILE as EAGLE_REPORT_FILE
 from sd2.paths import REPO_ROOT
 from sd2.spec_bench import TASKS, task_of
 from sd2train.errors import InputError, run_cli
 from sd2train.exits import all_exit_logits, exit_logits, last_layer_states, parse_int_list
 
 REPORT_FILE = "exit_quality.json"
-EAGLE_REPORT_FILE = "eagle_quality.json"
 DEFAULT_PROMPTS = 32  # the standard prompt set: a model's own report (the trainers' default too)
 CACHE_DIR = REPO_ROOT / "outputs" / "exit_quality_cache"
 THRESHOLD_GRID = [round(0.05 * i, 2) for i in range(1, 20)]
+RANKS = 4  # rank accuracies measured: the target's token as the predictor's 1st .. 4th choice
 
 
 def heldout_prompts(tokenizer, fmt, num_prompts: int, max_prompt_tokens: int, data_path=None,
@@ -206,7 +211,7 @@ class AgreementStats:
     def __init__(self, vocab_ids: torch.Tensor | None = None):
         self.vocab_ids = vocab_ids
         self.parts: dict[str, list[torch.Tensor]] = {name: [] for name in (
-            "top1_prob", "right", "top4", "ce", "nll", "right_draft_vocab", "top4_draft_vocab")}
+            "top1_prob", "right", "rank_hits", "ce", "nll", "right_draft_vocab", "rank_hits_draft_vocab")}
 
     def add(self, logits: torch.Tensor, target_log_probs: torch.Tensor) -> None:
         """``logits`` and ``target_log_probs`` (positions, vocab) for the same next tokens."""
@@ -215,31 +220,35 @@ class AgreementStats:
         top_log_q, top = log_q.max(-1)
         self.parts["top1_prob"].append(top_log_q.exp())
         self.parts["right"].append(top == target_top1)
-        # Top-4 recall: the target's token among the predictor's 4 best, which a tree can still draft.
-        self.parts["top4"].append((log_q.topk(4, -1).indices == target_top1[:, None]).any(-1))
+        # Whether the target's token is the predictor's k-th choice, k = 1..4: the rates a static
+        # tree is built from; any of them is top-4 recall (what a tree can still draft).
+        self.parts["rank_hits"].append(log_q.topk(RANKS, -1).indices == target_top1[:, None])
         self.parts["ce"].append(-(target_log_probs.exp() * log_q).sum(-1))
         self.parts["nll"].append(-log_q.gather(-1, target_top1[:, None])[:, 0])
         if self.vocab_ids is not None:
-            sub_top4 = self.vocab_ids[log_q[:, self.vocab_ids].topk(4, -1).indices]
-            self.parts["right_draft_vocab"].append(sub_top4[:, 0] == target_top1)
-            self.parts["top4_draft_vocab"].append((sub_top4 == target_top1[:, None]).any(-1))
+            sub_top = self.vocab_ids[log_q[:, self.vocab_ids].topk(RANKS, -1).indices]
+            self.parts["right_draft_vocab"].append(sub_top[:, 0] == target_top1)
+            self.parts["rank_hits_draft_vocab"].append(sub_top == target_top1[:, None])
 
     def cat(self, name: str) -> torch.Tensor:
         return torch.cat(self.parts[name])
 
     def summary(self) -> dict:
-        ok, p = self.cat("right"), self.cat("top1_prob")
+        ok, p, hits = self.cat("right"), self.cat("top1_prob"), self.cat("rank_hits")
         result = {
             "top1_agreement": float(ok.float().mean()),
-            "top4_recall": float(self.cat("top4").float().mean()),
+            "top4_recall": float(hits.any(-1).float().mean()),
+            "rank_accuracy": hits.double().mean(0).tolist(),
             "mean_top1_prob_right": float(p[ok].mean()) if ok.any() else None,
             "mean_top1_prob_wrong": float(p[~ok].mean()) if (~ok).any() else None,
             "cross_entropy_to_target": float(self.cat("ce").mean()),
             "nll_of_target_token": float(self.cat("nll").mean()),
         }
         if self.vocab_ids is not None:
+            hits = self.cat("rank_hits_draft_vocab")
             result["top1_agreement_draft_vocab"] = float(self.cat("right_draft_vocab").float().mean())
-            result["top4_recall_draft_vocab"] = float(self.cat("top4_draft_vocab").float().mean())
+            result["top4_recall_draft_vocab"] = float(hits.any(-1).float().mean())
+            result["rank_accuracy_draft_vocab"] = hits.double().mean(0).tolist()
         return result
 
 
@@ -323,7 +332,8 @@ def evaluate_eagle3(head, target, sequences, prompt_lengths, depths=(1, 2, 3)) -
     stats = measure_agreement(target, sequences, prompt_lengths, list(depths), unrolled, head.vocab_ids,
                               "eagle-3 head")
     # Cross-entropy and NLL are infinite wherever the target's token is outside the draft vocabulary.
-    finite = lambda row: {k: v if v is None or math.isfinite(v) else None for k, v in row.items()}  # noqa: E731
+    finite = lambda row: {k: None if isinstance(v, float) and not math.isfinite(v) else v  # noqa: E731
+                          for k, v in row.items()}
     return {"positions": int(stats[depths[0]].cat("right").numel()),
             "per_depth": {k: finite(s.summary()) for k, s in stats.items()}}
 

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import torch
 
+from sd2.draft_heads import QUALITY_REPORT_FILE as REPORT_FILE
 from sd2train.errors import run_cli
 from sd2train.exit_quality import (
     DEFAULT_PROMPTS,
@@ -31,7 +32,6 @@ from sd2train.exit_quality import (
 )
 from sd2train.exits import exit_logits, last_layer_states
 
-REPORT_FILE = "heads_quality.json"
 RANKS = 10
 
 

@@ -15,18 +15,17 @@ accepted tokens come back as context rows with the target's true features.
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from types import SimpleNamespace
 
 import torch
 
 from sd2.draft_spec import DRAFT_VOCAB_FILE, read_draft_vocab
-from sd2.eagle_head import EagleHead, load_eagle_head
+from sd2.eagle_head import QUALITY_REPORT_FILE, EagleHead, load_eagle_head
 
 from ..llama import LlamaRunner
 from ..static_passes import PASSES, StaticPasses
-from .feature_drafter import FeatureTreeDrafter, tree_proposer
+from .feature_drafter import FeatureTreeDrafter, reported_rank_accuracy, tree_proposer
 from .sd2.drafter import STATIC_PASS_ROWS
 from .sd2.sorted_draft import SortedDraft
 
@@ -162,8 +161,10 @@ def load_eagle_drafter(head_path: str | Path, target: torch.nn.Module, dtype: to
     The head scores the draft vocabulary in ``draft_vocab.json`` beside it when there is one (token
     ids, most frequent first; ``draft_vocab_size``: only the first N, 0: the target's whole
     vocabulary): EAGLE-3's reduced head, as SD2's draft has. A static tree's rank accuracies default
-    to the head's held-out report (``eagle_quality.json`` beside it: top-1 and top-4 agreement),
-    else ``FALLBACK_RANK_ACCURACY``.
+    to those measured in the head's held-out report (``eagle_quality.json`` beside it, written by
+    ``sd2train.exit_quality --eagle``: how often the target's token is the head's k-th choice, the
+    reduced head's when one is scored), else ``FALLBACK_RANK_ACCURACY`` (no report, or one written
+    before rank accuracies were measured: rerun the report).
     """
     head_path = Path(head_path)
     head = load_eagle_head(head_path, target, dtype)
@@ -178,18 +179,6 @@ def load_eagle_drafter(head_path: str | Path, target: torch.nn.Module, dtype: to
     elif draft_vocab_size:
         raise ValueError(f"--draft-vocab-size {draft_vocab_size}: {head_path} has no {DRAFT_VOCAB_FILE}")
     if rank_accuracy is None and kwargs.get("tree") == "static":
-        rank_accuracy = _reported_rank_accuracy(head_path / "eagle_quality.json")
+        rank_accuracy = reported_rank_accuracy(head_path / QUALITY_REPORT_FILE,
+                                               "rank_accuracy_draft_vocab" if vocab else "rank_accuracy")
     return EagleDrafter(head, rank_accuracy=rank_accuracy, draft_vocab=vocab, **kwargs)
-
-
-def _reported_rank_accuracy(report: Path) -> list[float] | None:
-    """Top-1 a and top-4 b from the head's report as rank accuracies: a for the head's first choice,
-    b - a shared by the next three (decreasing)."""
-    if not report.is_file():
-        return None
-    quality = json.loads(report.read_text())
-    top1, top4 = quality.get("top1_agreement"), quality.get("top4_recall")
-    if not top1 or not top4 or top4 <= top1:
-        return None
-    rest = top4 - top1
-    return [top1, 0.5 * rest, 0.3 * rest, 0.2 * rest]

@@ -2,7 +2,9 @@
 that reads the target's features (``TargetHiddenReader``), with the same counts in the stats."""
 from __future__ import annotations
 
+import json
 import time
+from pathlib import Path
 
 import torch
 
@@ -24,6 +26,22 @@ def tree_proposer(draft, tree: str, total_token: int, tokens_deep: int, top_k: i
             raise ValueError("a dynamic tree drafts at least 2 tokens deep")
         return TreeProposer(draft, FixedTreeBudget(total_token), tokens_deep - 1, top_k)  # levels after the root's
     return StaticTreeProposer(draft, static_tree_choices(rank_accuracy, total_token - 1, tokens_deep))
+
+
+def reported_rank_accuracy(report: Path, key: str = "rank_accuracy") -> list[list[float]] | None:
+    """The measured rank accuracies (how often the target's token is the draft's k-th choice) in a
+    held-out report beside the heads (``heads_quality.json``: one list per head) or the EAGLE head
+    (``eagle_quality.json``: its depth-1 list, serving every depth), one list per depth as
+    ``static_tree_choices`` takes them; None where the report or ``key`` is missing (a report
+    written before they were measured). A rank never seen right still gets a small chance, so the
+    tree stays well defined."""
+    if not report.is_file():
+        return None
+    measured = json.loads(report.read_text()).get(key)
+    if not measured:
+        return None
+    per_depth = measured if isinstance(measured[0], list) else [measured]
+    return [[max(a, 1e-4) for a in rates] for rates in per_depth]
 
 
 class FeatureTreeDrafter:

@@ -12,14 +12,13 @@ is not offered).
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import torch
 
-from sd2.draft_heads import DraftHeads, load_draft_heads
+from sd2.draft_heads import QUALITY_REPORT_FILE, DraftHeads, load_draft_heads
 
-from .feature_drafter import FeatureTreeDrafter, tree_proposer
+from .feature_drafter import FeatureTreeDrafter, reported_rank_accuracy, tree_proposer
 
 # Acceptance by rank per head, assumed for the static tree when the heads' held-out report does
 # not give them (heads further out agree less).
@@ -114,9 +113,6 @@ def load_heads_drafter(path: str | Path, target: torch.nn.Module, kind: str, dty
     heads = load_draft_heads(path, target, dtype)
     if heads.kind != kind:
         raise ValueError(f"{path} holds {heads.kind} heads, not {kind} heads")
-    report = path / "heads_quality.json"
-    if rank_accuracy is None and report.is_file():
-        measured = json.loads(report.read_text()).get("rank_accuracy")
-        if measured:  # a rank never seen right still gets a small chance, so the tree stays well defined
-            rank_accuracy = [[max(a, 1e-4) for a in head] for head in measured]
+    if rank_accuracy is None:
+        rank_accuracy = reported_rank_accuracy(path / QUALITY_REPORT_FILE)
     return HeadsDrafter(heads, rank_accuracy=rank_accuracy, **kwargs)
