@@ -30,6 +30,14 @@ def default_thresholds(exits: list[int]) -> list[float]:
     return [DEFAULT_THRESHOLD] * (len(exits) - 1) + [0.0]
 
 
+def drafts_at(top1_prob, threshold: float):
+    """The exit rule, the one inference drafts by and the exit report models: a token is drafted at
+    the shallowest exit where this holds, its top-1 probability (a float or a tensor of them) above
+    the exit's threshold. Every token passes the last exit's 0 (a top-1 probability is at least
+    1 / vocabulary size)."""
+    return top1_prob > threshold
+
+
 def validate_exits(exits: list[int], num_layers: int) -> list[int]:
     """Exits must be layer counts 1..num_layers, strictly increasing."""
     if not exits:

@@ -7,7 +7,9 @@ from types import SimpleNamespace
 
 import pytest
 
-from sd2.draft_spec import DraftSpec, default_exits
+import torch
+
+from sd2.draft_spec import DraftSpec, default_exits, drafts_at
 
 
 def config(num_layers, sd2=None):
@@ -54,3 +56,9 @@ def test_the_draft_vocabulary(tmp_path):
     with pytest.raises(ValueError, match="size 5 exceeds the draft vocabulary"):
         spec.load_vocab(tmp_path, 5)
     assert DraftSpec([2, 4]).load_vocab(tmp_path) is None
+
+
+def test_the_exit_rule_is_a_top1_probability_above_the_threshold():
+    # Strictly above: a token exactly as sure as the threshold goes deeper; the last exit's 0 takes any token.
+    assert drafts_at(0.71, 0.7) and not drafts_at(0.7, 0.7) and drafts_at(1 / 49152, 0.0)
+    assert drafts_at(torch.tensor([0.9, 0.7, 0.2]), 0.7).tolist() == [True, False, False]

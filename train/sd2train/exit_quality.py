@@ -37,7 +37,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from sd2.draft_spec import DraftSpec, validate_exits
+from sd2.draft_spec import DraftSpec, drafts_at, validate_exits
 from sd2.eagle_head import QUALITY_REPORT_FILE as EAGLE_REPORT_FILE
 from sd2.paths import REPO_ROOT
 from sd2.spec_bench import TASKS, task_of
@@ -161,14 +161,15 @@ def choose_thresholds(top1_prob: dict[int, torch.Tensor], right: dict[int, torch
 
 
 def cascade(top1_prob, right, thresholds) -> dict:
-    """Adaptive exit selection: each token stops at the first exit surer than its threshold."""
+    """Adaptive exit selection: each token is drafted at the exit the draft's rule picks
+    (``sd2.draft_spec.drafts_at``: the first exit surer than its threshold; the last one's is 0)."""
     exits = sorted(top1_prob)
     n = next(iter(right.values())).numel()
     chosen_right = torch.zeros(n, dtype=torch.bool)
     undecided = torch.ones(n, dtype=torch.bool)
     share = {}
     for k, tau in zip(exits, thresholds):
-        stop = undecided & ((top1_prob[k] > tau) if k != exits[-1] else torch.ones(n, dtype=torch.bool))
+        stop = undecided & drafts_at(top1_prob[k], tau)
         chosen_right |= stop & right[k]
         share[k] = float(stop.float().mean())
         undecided &= ~stop

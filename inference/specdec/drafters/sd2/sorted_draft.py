@@ -17,9 +17,9 @@ tokens (FR-Spec). The target still verifies over its full vocabulary, so output 
 """
 from __future__ import annotations
 
-import math
-
 import torch
+
+from sd2.draft_spec import drafts_at
 
 from ...llama import Int8Linear, LlamaRunner
 from ...static_passes import StaticPasses
@@ -106,7 +106,8 @@ class SortedDraft:
         for g, threshold in enumerate(self.thresholds):
             h = self.advance(g, upto)
             logp = torch.log_softmax(self.logits(h[:, -last:]), dim=-1)
-            if threshold == 0 or float(logp.max(dim=-1).values.min()) > math.log(threshold):
+            # The rule on the level's least sure row; a threshold of 0 passes without reading it back.
+            if threshold == 0 or drafts_at(float(logp.max(dim=-1).values.min().exp()), threshold):
                 return logp, self.exits[g]
         raise AssertionError("unreachable: the last threshold is 0")
 
