@@ -111,8 +111,8 @@ class Datastore:
             with np.load(path, allow_pickle=False) as data:
                 meta = json.loads(str(data["meta"]))
                 missing = {"tokens", "suffixes"} - set(data.files)
-        except (ValueError, KeyError, OSError) as exc:
-            raise ValueError(f"{path} is not a REST datastore ({exc})") from None
+        except (ValueError, KeyError, OSError, EOFError) as exc:  # an empty file: EOFError
+            raise ValueError(f"{path} is not a REST datastore ({exc or type(exc).__name__})") from None
         if not isinstance(meta, dict) or meta.get("format") != FORMAT or missing:
             found = meta.get("format") if isinstance(meta, dict) else None
             raise ValueError(f"{path} is not a REST datastore of format {FORMAT} (found {found!r}"

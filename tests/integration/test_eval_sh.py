@@ -16,6 +16,7 @@ from evaluation.hf_reference import main as hf_reference_main
 from evaluation.methods import REGISTRY, parser_for
 from evaluation.presets import PRESETS
 from sd2.paths import DEFAULT_MODEL_DIR, REPO_ROOT
+from specdec.rest_datastore import Datastore
 
 from helpers import save_tiny_text_target, tiny_llama
 
@@ -35,7 +36,7 @@ def tiny(tmp_path_factory):
         (root / name).mkdir()
         (root / name / "config.json").write_text("{}")
         save_file({"weight": torch.zeros(1)}, root / name / "model.safetensors")
-    (root / "store.npz").write_bytes(b"")
+    Datastore.build([[1, 2, 3, 4, 5]], 49152, sort_depth=16, progress=False).save(root / "store.npz")
     return root
 
 

@@ -26,6 +26,7 @@ BAD_FLAGS = [
     ("lookahead", ["--guess", "0"], "lookahead guess must be an integer >= 1"),
     ("rest", ["--datastore-path", "{missing}"], "REST datastore not found"),
     ("rest", ["--datastore-path", "{junk}"], "is not a REST datastore"),
+    ("rest", ["--datastore-path", "{empty}"], "is not a REST datastore"),
     ("rest", ["--max-token-span", "17"], r"max_token_span \(17\) <= the datastore's sort depth \(16\)"),
     ("rest", ["--min-token-span", "0"], "REST token spans"),
     ("rest", ["--min-token-span", "5", "--max-token-span", "3"], "REST token spans"),
@@ -59,7 +60,8 @@ def files(tmp_path_factory):
     tiny_llama(num_layers=2, vocab_size=64).save_pretrained(root / "draft")
     Datastore.build([[1, 2, 3, 4, 5], [2, 3, 9]], 64, sort_depth=16, progress=False).save(root / "rest.npz")
     (root / "junk.npz").write_bytes(b"not a datastore")
-    return {"draft": root / "draft", "datastore": root / "rest.npz", "junk": root / "junk.npz",
+    (root / "empty.npz").write_bytes(b"")
+    return {"draft": root / "draft", "datastore": root / "rest.npz", "junk": root / "junk.npz", "empty": root / "empty.npz",
             "missing": root / "missing.npz"}
 
 

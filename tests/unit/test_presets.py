@@ -15,6 +15,7 @@ from evaluation import run_presets
 from evaluation.eval import EvalConfigError
 from evaluation.methods import REGISTRY, check_method_args, parser_for
 from evaluation.presets import PRESETS, Settings, find
+from specdec.rest_datastore import Datastore
 
 
 @pytest.fixture
@@ -26,7 +27,7 @@ def model_folders(tmp_path):
         (tmp_path / name).mkdir()
         (tmp_path / name / "config.json").write_text(json.dumps({}))
         save_file({"weight": torch.zeros(1)}, tmp_path / name / "model.safetensors")
-    (tmp_path / "store.npz").write_bytes(b"")
+    Datastore.build([[1, 2, 3, 4, 5]], 49152, sort_depth=16, progress=False).save(tmp_path / "store.npz")
     return Settings(draft=str(tmp_path / "draft"), datastore=str(tmp_path / "store.npz"),
                     eagle_head=str(tmp_path / "eagle"), eagle3_head=str(tmp_path / "eagle3"), medusa_heads=str(tmp_path / "medusa"),
                     hydra_heads=str(tmp_path / "hydra"))
