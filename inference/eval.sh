@@ -19,14 +19,14 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 
 # ---- settings -------------------------------------------------------------------------------
 METHODS=${METHODS:-"ar ar_hf sd2_chain sd2_tree sps sps_hf pld pld_hf lookahead rest eagle eagle2 medusa hydra"}
-TARGET=${TARGET:-}                 # target checkpoint (models/smollm2-135m-instruct)
+TARGET=${TARGET:-}                 # target checkpoint (the default target: python -m sd2.paths target)
 DRAFT=${DRAFT:-}                   # SD2 draft, also SpS's at its deepest exit (models/sd2-draft-soft-12)
-DATASTORE=${DATASTORE:-}           # REST datastore (models/rest/sharegpt-smollm2.npz)
-EAGLE_HEAD=${EAGLE_HEAD:-}         # EAGLE head (models/eagle-smollm2-135m; train/scripts/train_eagle.sh)
-EAGLE3_HEAD=${EAGLE3_HEAD:-}       # EAGLE-3 head (models/eagle3-smollm2-135m; train/scripts/train_eagle3.sh)
-MEDUSA_HEADS=${MEDUSA_HEADS:-}     # Medusa heads (models/medusa-smollm2-135m; train/scripts/train_medusa.sh)
-HYDRA_HEADS=${HYDRA_HEADS:-}       # Hydra heads (models/hydra-smollm2-135m; train/scripts/train_hydra.sh)
-MODEL_NAME=${MODEL_NAME:-}         # prefix of every model-id (smollm2-135m)
+DATASTORE=${DATASTORE:-}           # REST datastore (python -m sd2.paths datastore)
+EAGLE_HEAD=${EAGLE_HEAD:-}         # EAGLE head (models/eagle-<name>: train/scripts/train_eagle.sh's)
+EAGLE3_HEAD=${EAGLE3_HEAD:-}       # EAGLE-3 head (models/eagle3-<name>: train/scripts/train_eagle3.sh's)
+MEDUSA_HEADS=${MEDUSA_HEADS:-}     # Medusa heads (models/medusa-<name>: train/scripts/train_medusa.sh's)
+HYDRA_HEADS=${HYDRA_HEADS:-}       # Hydra heads (models/hydra-<name>: train/scripts/train_hydra.sh's)
+MODEL_NAME=${MODEL_NAME:-}         # prefix of every model-id (the target's short name: python -m sd2.paths name TARGET)
 DTYPE=${DTYPE:-}                   # float32 | bfloat16 | float16 (float32)
 # DRAFT_DTYPE                      # SpS's draft dtype (bfloat16; '' = the target's, which verifies, so
                                    # the output is unchanged)

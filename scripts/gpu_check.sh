@@ -14,7 +14,7 @@ cd "$ROOT"
 PY=${PYTHON:-$ROOT/.venv/bin/python}
 [ -x "$PY" ] || PY=python3
 export PYTHONPATH="$ROOT:$ROOT/train:$ROOT/inference${PYTHONPATH:+:$PYTHONPATH}"
-MODEL=${MODEL:-$ROOT/models/smollm2-135m-instruct}
+MODEL=${MODEL:-$("$PY" -m sd2.paths target)}
 DRAFT=${DRAFT:-$ROOT/models/sd2-draft-soft-12}
 "$PY" -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 'gpu_check: no CUDA device')"
 "$PY" -c "import torch; print('device:', torch.cuda.get_device_name(0), '| torch', torch.__version__)"

@@ -19,14 +19,15 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "inference"))
 
+from sd2.paths import DEFAULT_MODEL_DIR, model_name  # noqa: E402
 from specdec.drafters.pld import longest_match  # noqa: E402
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--answer-file", default=str(ROOT / "assets/spec_bench_48/smollm2-135m-ar-float32-temp-0.0.jsonl"))
+    parser.add_argument("--answer-file", default=str(ROOT / f"assets/spec_bench_48/{model_name()}-ar-float32-temp-0.0.jsonl"))
     parser.add_argument("--question-file", default=str(ROOT / "data/spec_bench/question.jsonl"))
-    parser.add_argument("--tokenizer", default=str(ROOT / "models/smollm2-135m-instruct"))
+    parser.add_argument("--tokenizer", default=str(DEFAULT_MODEL_DIR))
     parser.add_argument("--lookup-tokens", type=int, default=4)
     args = parser.parse_args()
     from transformers import AutoTokenizer

@@ -20,13 +20,14 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "inference"))
 
+from sd2.paths import DEFAULT_MODEL_DIR  # noqa: E402
 from specdec.engine import SpeculativeEngine  # noqa: E402
 from specdec.llama import LlamaRunner, causal_mask  # noqa: E402
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model-path", default=str(ROOT / "models" / "smollm2-135m-instruct"))
+    parser.add_argument("--model-path", default=str(DEFAULT_MODEL_DIR))
     parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()

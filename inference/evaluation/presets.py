@@ -17,8 +17,8 @@ import argparse
 import shlex
 from dataclasses import dataclass, fields
 
-from evaluation.methods import DEFAULT_DATASTORE, REGISTRY
-from sd2.paths import REPO_ROOT
+from evaluation.methods import REGISTRY
+from sd2.paths import DEFAULT_DATASTORE, REPO_ROOT, model_name
 
 MODELS = REPO_ROOT / "models"
 SD2_TREE = "--total-token 4 --depth 2 --top-k 2 --submodels 6 --thresholds 0"  # 3 nodes at exit 6
@@ -101,10 +101,10 @@ class Settings:
 
     draft: str = str(MODELS / "sd2-draft-soft-12")  # SD2's draft, SpS's at its deepest exit [DRAFT]
     datastore: str = str(DEFAULT_DATASTORE)  # REST [DATASTORE]
-    eagle_head: str = str(MODELS / "eagle-smollm2-135m")  # [EAGLE_HEAD]
-    eagle3_head: str = str(MODELS / "eagle3-smollm2-135m")  # [EAGLE3_HEAD]
-    medusa_heads: str = str(MODELS / "medusa-smollm2-135m")  # [MEDUSA_HEADS]
-    hydra_heads: str = str(MODELS / "hydra-smollm2-135m")  # [HYDRA_HEADS]
+    eagle_head: str = str(MODELS / f"eagle-{model_name()}")  # [EAGLE_HEAD]
+    eagle3_head: str = str(MODELS / f"eagle3-{model_name()}")  # [EAGLE3_HEAD]
+    medusa_heads: str = str(MODELS / f"medusa-{model_name()}")  # [MEDUSA_HEADS]
+    hydra_heads: str = str(MODELS / f"hydra-{model_name()}")  # [HYDRA_HEADS]
     draft_dtype: str = "bfloat16"  # SpS's draft; '': the target's (it verifies in its own) [DRAFT_DTYPE]
     sd2_draft_dtype: str | None = None  # None: int8 on a CPU, bfloat16 on CUDA [SD2_DRAFT_DTYPE]
     lookup_tokens: int = 3  # SD2: prompt lookup of up to N tokens, 0: none [LOOKUP_TOKENS]

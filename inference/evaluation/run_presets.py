@@ -27,7 +27,7 @@ from pathlib import Path
 from evaluation.eval import EvalConfigError, check_model_folder, check_sharding_args, run_cli, selected_questions
 from evaluation.methods import REGISTRY, check_method_args, parser_for
 from evaluation.presets import PRESETS, add_settings_args, find, settings_from, table
-from sd2.paths import REPO_ROOT
+from sd2.paths import REPO_ROOT, model_name
 
 # the Spec-Bench entry point of each registered method: evaluation/<module>.py
 ENTRY_POINTS = {"ar": "inference_baseline", "hf": "hf_reference"}
@@ -46,7 +46,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--presets", help="comma- or space-separated preset names [eval.sh: METHODS]")
     p.add_argument("--list", action="store_true", help="print the presets and exit")
     p.add_argument("--dry-run", action="store_true", help="check everything, print each method's command, run none")
-    p.add_argument("--model-name", default="smollm2-135m", help="prefix of every model-id [MODEL_NAME]")
+    p.add_argument("--model-name", default=None,
+                   help="prefix of every model-id (default: the target's short name, sd2.paths.model_name) [MODEL_NAME]")
     p.add_argument("--answer-dir", default=None,
                    help="where answer files go (default: data/<bench-name>/model_answer) [ANSWERS]")
     p.add_argument("--cuda-graphs", action="store_true",
@@ -115,10 +116,11 @@ def plan_runs(args, harness: list[str]) -> tuple[list[PresetRun], Path]:
         parsed = parse_preset(p.name, flags, ["--model-id", "m", *harness])  # --model-id: parses as required
         graphs = args.cuda_graphs and p.method != "hf" and getattr(parsed, "engine", "specdec") == "specdec"
         suffix = f"{parsed.dtype}-{'graphs-' if args.cuda_graphs else ''}temp-{parsed.temperature}"
-        model_id = f"{args.model_name}-{p.name}-{suffix}"
+        name = args.model_name or model_name(parsed.model_path)
+        model_id = f"{name}-{p.name}-{suffix}"
         answer_dir = Path(args.answer_dir) if args.answer_dir else REPO_ROOT / "data" / parsed.bench_name / "model_answer"
         answer_file = answer_dir / f"{model_id}.jsonl"
-        baseline = answer_dir / f"{args.model_name}-{BASELINE}-{suffix}.jsonl"
+        baseline = answer_dir / f"{name}-{BASELINE}-{suffix}.jsonl"
         argv = [*flags, *(["--cuda-graphs"] if graphs else []), *harness, "--model-id", model_id,
                 "--answer-file", str(answer_file)]
         parse_preset(p.name, argv, [])  # --cuda-graphs' own checks (a CUDA device)

@@ -68,7 +68,8 @@ def test_every_default_method_is_a_preset_and_resolves(tiny, tmp_path):
            "EAGLE_HEAD": str(tiny / "eagle"), "MEDUSA_HEADS": str(tiny / "medusa"), "HYDRA_HEADS": str(tiny / "hydra"),
            "ANSWERS": str(tmp_path), "DEVICE": "cpu"}
     commands = dry_run_commands(env)
-    names = [parsed(c).model_id.split("-")[2] for c in commands]  # smollm2-135m-<preset>-float32-temp-0.0
+    # target-<preset>-float32-temp-0.0: model ids start with the target folder's name
+    names = [parsed(c).model_id.removeprefix("target-").split("-")[0] for c in commands]
     assert names == "ar ar_hf sd2_chain sd2_tree sps sps_hf pld pld_hf lookahead rest eagle eagle2 medusa hydra".split()
     assert set(names) <= set(PRESETS)
     assert not list(tmp_path.iterdir())  # a dry run writes nothing

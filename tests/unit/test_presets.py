@@ -144,7 +144,7 @@ def test_cuda_graphs_go_to_the_shared_engine_presets_only(model_folders, monkeyp
     runs, base = run_presets.plan_runs(args, harness)
     assert ["--cuda-graphs" in r.argv for r in runs] == [True, False, True, False]
     assert all(r.answer_file.name.endswith("-float32-graphs-temp-0.0.jsonl") for r in runs)
-    assert base == tmp_path / "smollm2-135m-ar-float32-graphs-temp-0.0.jsonl"
+    assert base == tmp_path / "draft-ar-float32-graphs-temp-0.0.jsonl"  # named after the target's folder
     assert [r.module for r in runs] == ["inference_baseline", "inference_baseline", "inference_pld", "hf_reference"]
 
 

@@ -17,7 +17,7 @@ if [[ -z "${PYTHON:-}" ]]; then
   if [[ -x "$ROOT/.venv/bin/python" ]]; then PYTHON="$ROOT/.venv/bin/python"; else PYTHON=python3; fi
 fi
 export PYTHONPATH="$ROOT:$ROOT/train${PYTHONPATH:+:$PYTHONPATH}"  # works without the editable install too
-TARGET=${TARGET:-$ROOT/models/smollm2-135m-instruct}
+TARGET=${TARGET:-$("$PYTHON" -m sd2.paths target)}
 RECORD=${RECORD:-}
 if [[ -n "$RECORD" && -f "$RECORD" ]]; then
   echo "target replies: $(cat "$RECORD") (generated, as $RECORD records); skipping"; exit 0

@@ -8,7 +8,7 @@ if [[ -z "${PYTHON:-}" ]]; then
 fi
 export PYTHONPATH="$ROOT:$ROOT/train${PYTHONPATH:+:$PYTHONPATH}"  # works without the editable install too
 
-TARGET=${TARGET:-$ROOT/models/smollm2-135m-instruct}   # target checkpoint
+TARGET=${TARGET:-$("$PYTHON" -m sd2.paths target)}   # target checkpoint
 DRAFT_LAYERS=${DRAFT_LAYERS:-12}                        # N: the draft is the target's first N layers
 EXITS=${EXITS:-6,9,12}                                  # exits trained by SoFT (layer counts)
 DRAFT=${DRAFT:-$ROOT/models/sd2-draft-init-$DRAFT_LAYERS}  # untrained draft, made from TARGET if missing

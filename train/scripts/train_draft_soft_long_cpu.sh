@@ -22,7 +22,7 @@ if [[ -z "${PYTHON:-}" ]]; then
   if [[ -x "$ROOT/.venv/bin/python" ]]; then PYTHON="$ROOT/.venv/bin/python"; else PYTHON=python3; fi
 fi
 export PYTHONPATH="$ROOT:$ROOT/train${PYTHONPATH:+:$PYTHONPATH}"  # works without the editable install too
-TARGET=${TARGET:-$ROOT/models/smollm2-135m-instruct}
+TARGET=${TARGET:-$("$PYTHON" -m sd2.paths target)}
 OUTPUT_DIR=${OUTPUT_DIR:-$ROOT/models/sd2-draft-soft-12-long}
 GEN_CONVERSATIONS=${GEN_CONVERSATIONS:-12000}
 GEN_MINUTES=${GEN_MINUTES:-55}

@@ -28,9 +28,8 @@ if [[ -z "${PYTHON:-}" ]]; then
 fi
 export PYTHONPATH="$ROOT:$ROOT/train${PYTHONPATH:+:$PYTHONPATH}"  # works without the editable install too
 
-DEFAULT_TARGET=$ROOT/models/smollm2-135m-instruct
-TARGET=${TARGET:-$DEFAULT_TARGET}
-if [[ "$TARGET" == "$DEFAULT_TARGET" ]]; then NAME=smollm2-135m; else NAME=$(basename "$TARGET"); fi
+TARGET=${TARGET:-$("$PYTHON" -m sd2.paths target)}
+NAME=$("$PYTHON" -m sd2.paths name "$TARGET")  # the target's short name (sd2.paths.model_name)
 OUTPUT_DIR=${OUTPUT_DIR:-$ROOT/models/eagle3-$NAME}
 MAX_STEPS=${MAX_STEPS:-}
 EXTRA_ARGS=${EXTRA_ARGS:-}
