@@ -21,9 +21,9 @@ def test_the_cpu_dtype_follows_the_cpus_flags(monkeypatch, flags, want):
     assert hardware.fast_dtype_name("cpu") == want
 
 
-def test_this_machines_flags_are_read():
-    flags = hardware.cpu_flags()
-    assert hardware.fast_bfloat16("cpu") == bool(flags & set(hardware.CPU_BF16_FLAGS))
+def test_this_machines_cpuinfo_is_parsed():
+    # every x86-64 or arm64 Linux lists its features; an empty set would silently mean float32
+    assert hardware.cpu_flags() & {"sse2", "avx2", "fp", "asimd"}
 
 
 def test_a_replies_file_resumes_in_its_own_dtype(tmp_path, monkeypatch):
