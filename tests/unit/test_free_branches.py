@@ -117,7 +117,7 @@ def test_sampling_with_every_free_branch_beside_a_sampled_chain_keeps_the_target
     """A chain drawn from q (its rows) with one-hot free branches from all three sources beside it,
     two tokens deep (test_sampling.py's test)."""
     from test_sampling import PROMPT as V_PROMPT
-    from test_sampling import assert_two_deep_drafts_keep_the_target_distribution, draw, models
+    from test_sampling import assert_deep_drafts_keep_the_target_distribution, draw, models
 
     target, draft = models()
     sd2 = SD2Drafter(draft, exits=[1, 2], thresholds=[0.6, 0.0], temperature=0.9, lookup_tokens=3,
@@ -126,7 +126,7 @@ def test_sampling_with_every_free_branch_beside_a_sampled_chain_keeps_the_target
     prompt = V_PROMPT + [1, 4]  # (1, 4) repeats: prompt lookup and the automaton find 2, 1, 4
     drafter.reset(torch.tensor(prompt))
     assert {c.source for c in sd2.free.find(torch.tensor(prompt))} == set(FREE_SOURCES)  # each has a branch
-    assert_two_deep_drafts_keep_the_target_distribution(draw(target, drafter, 0.9, 1.0, prompt))
+    assert_deep_drafts_keep_the_target_distribution(draw(target, drafter, 0.9, 1.0, prompt))
 
 
 @pytest.mark.parametrize("kwargs, message", [

@@ -35,11 +35,15 @@ from sd2.eagle_head import EagleHead
 from specdec.drafters.eagle import EagleDrafter
 from specdec.drafters.eagle3 import Eagle3Drafter
 from specdec.drafters.heads import HeadsDrafter
+from specdec.drafters.lookahead import LookaheadDrafter
+from specdec.drafters.pld import PromptLookupDrafter
 from specdec.drafters.recycling import RecyclingDrafter
+from specdec.drafters.rest import RestDrafter
 from specdec.drafters.samd import SamdDrafter
 from specdec.drafters.sd2 import SD2Drafter
 from specdec.drafters.sps import SpeculativeSamplingDrafter
 from specdec.engine import SpeculativeEngine
+from specdec.rest_datastore import Datastore
 from specdec.tree import children_lists, depths
 from specdec.types import DraftTree
 from specdec.verify import target_probs
@@ -51,6 +55,7 @@ PROMPT = [1, 4, 2]
 REPEATING = [0, 1, 2, 0, 1]  # (0, 1) repeats: prompt lookup and the automaton propose 2, 0 (p = 0.35, then 0.63)
 NEW = 3  # tokens generated: the first step's budget is 2 drafted tokens
 DRAWS = 1500
+DEEP_DRAWS = 4000  # for drafts three deep (see CASES)
 ALPHA = 1e-3  # a correct drafter fails one of its three tests with probability below this
 PEAKED = 0.25  # initializer range: top-1 probabilities of 0.5-0.7 (0.15 is near-uniform, 0.35 near one-hot)
 DRAFT_VOCAB = [0, 2, 3, 4]  # a reduced draft vocabulary: token 1 (p = 0.53 after PROMPT) is never drafted
@@ -130,16 +135,21 @@ class Forwarding(WrappedDrafter):
 
 
 class FirstStepRecorder(Forwarding):
-    """Watches each answer's first step: how deep it drafted, how many drafts it kept, and whether
-    it kept a depth-1 node and rejected a depth-2 node under it (then kept none, or a later sibling:
-    children are tried in order)."""
+    """Watches each answer's first step: how deep it drafted, how many drafts it kept, and at which
+    depths it rejected a node whose parent was kept (or was the root): under a kept path of length L
+    a node at depth L + 1 was rejected (all children of the path's end, if it has any), and a kept
+    node that is a later sibling means its earlier siblings were rejected (children are tried in
+    order)."""
 
     def __init__(self, inner):
         super().__init__(inner)
         self.first, self.tree = True, None
         self.depths: list[int] = []  # per answer: the deepest drafted token
         self.kept: list[int] = []  # drafts kept
-        self.rejected_at_2: list[bool] = []
+        self.rejected_at: list[set[int]] = []  # depths with a rejected node under a kept parent
+
+    def clear(self):
+        self.depths, self.kept, self.rejected_at = [], [], []
 
     def reset(self, prompt_ids):
         self.first = True
@@ -157,60 +167,73 @@ class FirstStepRecorder(Forwarding):
             self.first = False
             self.kept.append(num_drafted)
             tokens, kids = self.tree.tokens.tolist(), children_lists(self.tree.parents.tolist())
-            path, node = [], -1
-            for token in context[len(context) - num_new:][:num_drafted].tolist():  # siblings' tokens differ
-                node = next(i for i in kids[node] if tokens[i] == token)
-                path.append(node)
-            self.rejected_at_2.append(len(path) == 1 and bool(kids[path[0]]) or
-                                      len(path) == 2 and kids[path[0]].index(path[1]) > 0)
+            rejected, node = set(), -1
+            for depth, token in enumerate(context[len(context) - num_new:][:num_drafted].tolist(), 1):
+                child = next(i for i in kids[node] if tokens[i] == token)  # siblings' tokens differ
+                if kids[node].index(child) > 0:
+                    rejected.add(depth)
+                node = child
+            if kids[node]:
+                rejected.add(num_drafted + 1)
+            self.rejected_at.append(rejected)
         self.inner.accepted(context, num_new, num_drafted)
 
 
 @dataclass
 class Draws:
-    counts: torch.Tensor  # (V, V, V): the first three tokens
+    counts: torch.Tensor  # (V,) * new: the first ``new`` tokens
     recorder: FirstStepRecorder
-    p_values: dict = field(default_factory=dict)  # of the first token's, the pair's and the triple's test
+    p_values: dict = field(default_factory=dict)  # of the first token's test, the first two's, ...
 
     def share(self, values) -> float:
         return sum(values) / len(values)
 
     def summary(self) -> str:
-        rec = self.recorder
-        return (f"first steps keeping 2 drafts {self.share([k == 2 for k in rec.kept]):.2f}, none "
-                f"{self.share([k == 0 for k in rec.kept]):.2f}, rejecting a depth-2 node under a kept one "
-                f"{self.share(rec.rejected_at_2):.2f}; p-values {self.p_values}")
+        rec, deepest = self.recorder, self.counts.dim() - 1
+        rejected = {d: round(self.share([d in r for r in rec.rejected_at]), 2) for d in range(1, deepest + 1)}
+        return (f"first steps keeping {deepest} drafts {self.share([k == deepest for k in rec.kept]):.2f}, none "
+                f"{self.share([k == 0 for k in rec.kept]):.2f}, rejecting a node under a kept parent at depth "
+                f"{rejected}; p-values {self.p_values}")
+
+
+OUTCOMES = ("first", "pair", "triple", "four")
 
 
 def draw(target, drafter, temperature: float = 1.0, top_p: float = 1.0, prompt=PROMPT, draws: int = DRAWS,
-         warmup: int = 5, **engine_kw) -> Draws:
-    """``draws`` answers of NEW tokens (after ``warmup`` answers that are not counted: a warm
-    drafter's state), compared with the target's exact distribution."""
+         warmup: int = 5, new: int = NEW, **engine_kw) -> Draws:
+    """``draws`` answers of ``new`` tokens (after ``warmup`` answers that are not counted: a warm
+    drafter's state), compared with the target's exact distribution: the first token's, the first
+    two's, ..., all ``new``'s."""
     recorder = FirstStepRecorder(drafter)
     engine = SpeculativeEngine(target, recorder, temperature, top_p, generator=torch.Generator().manual_seed(0),
                                **engine_kw)
-    counts = torch.zeros(V, V, V)
+    counts = torch.zeros((V,) * new)
     with one_thread():
         for _ in range(warmup):
-            engine.generate(prompt, NEW, set())
-        recorder.depths, recorder.kept, recorder.rejected_at_2 = [], [], []
+            engine.generate(prompt, new, set())
+        recorder.clear()
         for _ in range(draws):
-            counts[tuple(engine.generate(prompt, NEW, set()).token_ids)] += 1
-    exact = exact_distribution(temperature, top_p, tuple(prompt))
+            counts[tuple(engine.generate(prompt, new, set()).token_ids)] += 1
+    exact = exact_distribution(temperature, top_p, tuple(prompt), new)
     result = Draws(counts, recorder)
-    for name, dims in (("first", (1, 2)), ("pair", (2,)), ("triple", ())):
-        result.p_values[name] = chi_square_p_value(counts.sum(dims) if dims else counts,
-                                                   exact.sum(dims) if dims else exact)
+    for length in range(1, new + 1):
+        later = tuple(range(length, new))  # the tokens after the first ``length``, summed out
+        result.p_values[OUTCOMES[length - 1]] = chi_square_p_value(counts.sum(later) if later else counts,
+                                                                   exact.sum(later) if later else exact)
     return result
 
 
-def assert_two_deep_drafts_keep_the_target_distribution(result: Draws) -> None:
-    rec = result.recorder
-    assert min(rec.depths) >= 2, "every first step drafts 2 tokens deep"
-    assert result.share([k == 2 for k in rec.kept]) > 0.05, "first steps keep both drafts: " + result.summary()
+def assert_deep_drafts_keep_the_target_distribution(result: Draws) -> None:
+    """Every first step drafted ``new - 1`` deep; first steps kept all of it, and none of it, and a
+    node under a kept parent was rejected at every depth; and every chi-square test passes."""
+    rec, deepest = result.recorder, result.counts.dim() - 1
+    assert min(rec.depths) >= deepest, f"every first step drafts {deepest} tokens deep"
+    assert result.share([k == deepest for k in rec.kept]) > 0.05, "first steps keep every draft: " + result.summary()
     assert result.share([k == 0 for k in rec.kept]) > 0.02, "depth-1 drafts are rejected: " + result.summary()
-    assert result.share(rec.rejected_at_2) > 0.02, "depth-2 drafts are rejected: " + result.summary()
-    assert min(result.p_values.values()) > ALPHA / 3, result.summary()
+    for depth in range(2, deepest + 1):
+        assert result.share([depth in r for r in rec.rejected_at]) > 0.02, \
+            f"depth-{depth} drafts under a kept parent are rejected: " + result.summary()
+    assert min(result.p_values.values()) > ALPHA / len(result.p_values), result.summary()
 
 
 # ---------------------------------------------------------------- the drafters
@@ -240,6 +263,8 @@ class Case:
     prompt: tuple = tuple(PROMPT)
     slow: bool = True
     target_passes: str = "eager"
+    new: int = NEW  # tokens generated: the first step drafts new - 1 deep
+    draws: int = DRAWS
 
 
 CASES = {
@@ -262,7 +287,7 @@ CASES = {
     "sps": Case(lambda t, d: SpeculativeSamplingDrafter(d, V, temperature=1.0, num_draft_tokens=3)),
     # EAGLE-2's tree from a head close to the target: both depth-2 siblings often carry much of p,
     # where a residual left unnormalised after the first one's rejection shows most
-    "eagle2": Case(lambda t, d: EagleDrafter(eagle_head(t), "dynamic", depth=1, **TREE)),
+    "eagle2": Case(lambda t, d: EagleDrafter(eagle_head(t), "dynamic", depth=1, **TREE), slow=False),
     # EAGLE-2 with EAGLE's reduced head (the draft vocabulary's rows of the LM head), at fixed shapes
     "eagle2_reduced_static": Case(lambda t, d: EagleDrafter(eagle_head(t), "dynamic", depth=1, **TREE,
                                                             draft_vocab=DRAFT_VOCAB, passes="static"),
@@ -276,20 +301,46 @@ CASES = {
     # a warm matrix (kept across answers), so that every first step drafts the template
     "recycling": Case(lambda t, d: RecyclingDrafter(V, k=2, template=RECYCLING_TREE, warm=True), top_p=0.8),
     "samd": Case(lambda t, d: SamdDrafter(8), prompt=tuple(REPEATING)),
+    # the lookup methods: one-hot chains and trees from the prompt, n-gram pools and a datastore
+    "pld": Case(lambda t, d: PromptLookupDrafter(max_ngram_size=2, num_pred_tokens=4), prompt=tuple(REPEATING)),
+    "lookahead": Case(lambda t, d: LookaheadDrafter(level=3, window=2, guess=2), prompt=tuple(REPEATING)),
+    "rest": Case(lambda t, d: RestDrafter(rest_datastore(), num_draft=8, max_token_span=3, min_token_span=1),
+                 prompt=tuple(REPEATING)),
+    # three deep (4 tokens generated; the first four tokens' joint tested), with more draws: a q wrong
+    # at depth 3 biases the third token where the target's probabilities are small, cells that 1,500
+    # draws pool (the control below: triple p = 0.34 at 1,500 draws, 6e-28 at 4,000)
+    "sd2_chain_3deep": Case(lambda t, d: SD2Drafter(d, **SD2), new=4, draws=DEEP_DRAWS, slow=False),
+    "sd2_tree_lookup_3deep": Case(lambda t, d: SD2Drafter(d, **SD2, tree=True, depth=3, total_token=9, top_k=2,
+                                                          lookup_tokens=3),
+                                  prompt=tuple(REPEATING), new=4, draws=DEEP_DRAWS),
+    "sps_3deep": Case(lambda t, d: SpeculativeSamplingDrafter(d, V, temperature=1.0, num_draft_tokens=4),
+                      new=4, draws=DEEP_DRAWS),
+    "eagle2_3deep": Case(lambda t, d: EagleDrafter(eagle_head(t), "dynamic", depth=2, total_token=9, top_k=2),
+                         new=4, draws=DEEP_DRAWS),
+    "medusa_3deep": Case(lambda t, d: HeadsDrafter(noisy(DraftHeads.for_target("medusa", t, 3), 0.7, 7), "static",
+                                                   total_token=9, rank_accuracy=MEDUSA_RANKS + ((0.6, 0.3),)),
+                         new=4, draws=DEEP_DRAWS),
 }
+
+
+@cache
+def rest_datastore() -> Datastore:
+    """Continuations of REPEATING's last tokens (2, 0, 1) that branch: 2 (its lookup continuation), 3, 4."""
+    docs = [[2, 0, 1, 2, 0], [2, 0, 1, 2, 1], [2, 0, 1, 3, 4], [2, 0, 1, 4, 0], [0, 1, 2, 4]]
+    return Datastore.build(docs, vocab_size=V, sort_depth=4, progress=False)
 
 
 def draw_case(name: str, wrap=lambda drafter: drafter) -> Draws:
     case = CASES[name]
     target, draft = models()
     return draw(target, wrap(case.make(target, draft)), case.temperature, case.top_p, case.prompt,
-                target_passes=case.target_passes)
+                draws=case.draws, new=case.new, target_passes=case.target_passes)
 
 
 @pytest.mark.parametrize("name", [pytest.param(n, marks=[pytest.mark.slow] if c.slow else [])
                                   for n, c in CASES.items()])
 def test_sampling_over_two_deep_drafts_keeps_the_target_distribution(name):
-    assert_two_deep_drafts_keep_the_target_distribution(draw_case(name))
+    assert_deep_drafts_keep_the_target_distribution(draw_case(name))
 
 
 # ---------------------------------------------------------------- the test fails broken drafters
@@ -321,6 +372,25 @@ class FreeBranchReportsTheDrawnRow(Forwarding):
         probs = tree.draft_probs.clone()
         probs[drawn:] = probs[drawn - 1]
         return DraftTree(tree.tokens, tree.parents, probs)
+
+
+class ReportsTheParentsRowAtDepth3(Forwarding):
+    """Broken only three deep: a drawn depth-3 node reports its depth-2 parent's q row."""
+
+    def propose(self, context, max_depth=None, generator=None):
+        tree = self.inner.propose(context, max_depth, generator)
+        probs, node_depths = tree.draft_probs.clone(), depths(tree.parents.tolist())
+        for node, parent in enumerate(tree.parents.tolist()):
+            if node_depths[node] == 3 and probs[node].max() < 1:
+                probs[node] = tree.draft_probs[parent]
+        return DraftTree(tree.tokens, tree.parents, probs)
+
+
+def test_the_four_token_test_fails_a_wrong_q_three_deep():
+    """The control of the three-deep cases: the SD2 chain's case (4,000 draws) with q wrong at depth 3
+    only."""
+    result = draw_case("sd2_chain_3deep", ReportsTheParentsRowAtDepth3)
+    assert min(result.p_values.values()) < ALPHA / 4 / 1000, result.summary()
 
 
 @pytest.mark.parametrize("broken", [ReportsTheParentsRow,
