@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
 
+from evaluation.checkpoints import load_tokenizer
 from evaluation.eval import (
     INT8,
     EvalConfigError,
@@ -349,13 +350,15 @@ def _rest_args(g) -> None:
 
 def _rest_check(args) -> None:
     from specdec.drafters.rest import check_rest_settings
-    from specdec.rest_datastore import Datastore
+    from specdec.rest_datastore import Datastore, check_datastore_tokenizer
 
     if not Path(args.datastore_path).is_file():
         raise ValueError(f"REST datastore not found: {args.datastore_path} (build it with scripts/build_rest_datastore.py)")
     meta = Datastore.read_meta(args.datastore_path)  # its sort depth bounds the spans searched
     check_rest_settings(int(meta["sort_depth"]), args.num_draft, args.max_token_span, args.min_token_span,
                         args.draft_len, args.max_matches)
+    if meta.get("vocab_fingerprint") and Path(args.model_path).is_dir():  # a bad --model-path: load_plan says so
+        check_datastore_tokenizer(meta, load_tokenizer(args.model_path, "--model-path"))
 
 
 def _rest_build(args, model, tokenizer) -> Forward:

@@ -53,6 +53,16 @@ def vocab_fingerprint(tokenizer) -> str:
     return hashlib.sha256(json.dumps(items, ensure_ascii=False).encode("utf-8")).hexdigest()[:16]
 
 
+def check_datastore_tokenizer(meta: dict, tokenizer) -> None:
+    """A datastore (its ``meta``, see :meth:`Datastore.read_meta`) is only usable with the
+    vocabulary it was tokenised with."""
+    stored = meta.get("vocab_fingerprint")
+    if stored is not None and stored != vocab_fingerprint(tokenizer):
+        raise ValueError(f"REST datastore was tokenised with another vocabulary ({meta.get('tokenizer')}, "
+                         f"{meta['vocab_size']} tokens) than the target's ({len(tokenizer)} tokens): rebuild it "
+                         f"with scripts/build_rest_datastore.py --model-path <target>")
+
+
 @dataclass
 class Datastore:
     tokens: np.ndarray  # int32, documents each followed by SEPARATOR
@@ -120,12 +130,7 @@ class Datastore:
         return meta
 
     def check_tokenizer(self, tokenizer) -> None:
-        """A datastore is only usable with the vocabulary it was tokenised with."""
-        stored = self.meta.get("vocab_fingerprint")
-        if stored is not None and stored != vocab_fingerprint(tokenizer):
-            raise ValueError(f"REST datastore was tokenised with another vocabulary ({self.meta.get('tokenizer')}, "
-                             f"{self.meta['vocab_size']} tokens) than the target's ({len(tokenizer)} tokens): rebuild it "
-                             f"with scripts/build_rest_datastore.py --model-path <target>")
+        check_datastore_tokenizer(self.meta, tokenizer)
 
     def _compare_at(self, position: int, query: list[int]) -> list[int]:
         return self.tokens[position: position + len(query)].tolist()

@@ -33,6 +33,7 @@ BAD_FLAGS = [
     ("rest", ["--draft-tokens", "0"], r"REST num_draft must be a positive integer \(--draft-tokens\)"),
     ("rest", ["--draft-len", "0"], r"REST draft_len must be a positive integer \(--draft-len\)"),
     ("rest", ["--max-matches", "-1"], r"REST max_matches must be a positive integer \(--max-matches\)"),
+    ("rest", ["--datastore-path", "{other_vocab}"], "REST datastore was tokenised with another vocabulary"),
     ("samd", ["--draft-tokens", "1"], "n_predicts"),
     ("samd", ["--samd-len-threshold", "0"], "len_threshold"),
     ("recycling", ["--total-token", "1"], "--total-token counts the root"),
@@ -59,10 +60,12 @@ def files(tmp_path_factory):
     root = tmp_path_factory.mktemp("method_flags")
     tiny_llama(num_layers=2, vocab_size=64).save_pretrained(root / "draft")
     Datastore.build([[1, 2, 3, 4, 5], [2, 3, 9]], 64, sort_depth=16, progress=False).save(root / "rest.npz")
+    Datastore.build([[1, 2, 3]], 64, sort_depth=16, progress=False,  # as if from another tokenizer
+                    meta={"tokenizer": "other", "vocab_fingerprint": "0123456789abcdef"}).save(root / "other.npz")
     (root / "junk.npz").write_bytes(b"not a datastore")
     (root / "empty.npz").write_bytes(b"")
     return {"draft": root / "draft", "datastore": root / "rest.npz", "junk": root / "junk.npz", "empty": root / "empty.npz",
-            "missing": root / "missing.npz"}
+            "other_vocab": root / "other.npz", "missing": root / "missing.npz"}
 
 
 @pytest.mark.parametrize("method, flags, message", BAD_FLAGS, ids=[f"{m}{''.join(f)}" for m, f, _ in BAD_FLAGS])
