@@ -165,20 +165,37 @@ def test_draft_vocab_loss_uses_only_the_subset():
     assert torch.allclose(result.loss, 0.5 * ce + 0.5 * kl, atol=1e-5)
 
 
-def test_time_budget_carries_over_a_resume(tmp_path):
+def test_time_budget_carries_over_a_resume_inside_the_trainer_state(tmp_path):
+    """A real Trainer saves the time spent in the checkpoint's trainer_state.json (the file it
+    writes last: no kill between two files can lose it), and a resumed callback continues from it."""
+    import json
     from types import SimpleNamespace
+
+    from transformers import Trainer, TrainingArguments
 
     from sd2train.train import TimeLimitCallback
 
-    args = SimpleNamespace(output_dir=str(tmp_path), resume_from_checkpoint=None)
-    state = SimpleNamespace(global_step=10, is_world_process_zero=True)
-    first = TimeLimitCallback(minutes=1)
-    first.on_train_begin(args, state, None)
-    first.started -= 40  # 40 s of training before the checkpoint
-    (tmp_path / "checkpoint-10").mkdir()
-    first.on_save(args, state, None)
+    class Rows(torch.utils.data.Dataset):
+        def __len__(self):
+            return 8
 
-    resumed_args = SimpleNamespace(output_dir=str(tmp_path), resume_from_checkpoint=str(tmp_path / "checkpoint-10"))
+        def __getitem__(self, i):
+            ids = torch.arange(i, i + 6) % 64
+            return {"input_ids": ids, "labels": ids}
+
+    budget = TimeLimitCallback(minutes=1)
+    budget.spent_before = 40.0  # as if resumed from 40 s of training
+    args = TrainingArguments(output_dir=str(tmp_path), max_steps=2, save_steps=2, per_device_train_batch_size=2,
+                             report_to=[], use_cpu=True, logging_steps=1, disable_tqdm=True)
+    Trainer(model=tiny_llama(num_layers=1, vocab_size=64), args=args, train_dataset=Rows(),
+            callbacks=[budget]).train()
+    checkpoint = tmp_path / "checkpoint-2"
+    assert not (checkpoint / TimeLimitCallback.LEGACY_STATE_FILE).exists()
+    saved = json.loads((checkpoint / "trainer_state.json").read_text())["stateful_callbacks"]["TimeLimitCallback"]
+    assert saved["attributes"]["spent_before"] > 40 and TimeLimitCallback.spent_in(checkpoint) > 40
+
+    state = SimpleNamespace(global_step=2, is_world_process_zero=True)
+    resumed_args = SimpleNamespace(output_dir=str(tmp_path), resume_from_checkpoint=str(checkpoint))
     second = TimeLimitCallback(minutes=1)
     second.on_train_begin(resumed_args, state, None)
     control = SimpleNamespace(should_training_stop=False)
@@ -187,6 +204,17 @@ def test_time_budget_carries_over_a_resume(tmp_path):
     second.started -= 21  # 40 s before + 21 s now > the 60 s budget
     second.on_step_end(resumed_args, state, control)
     assert control.should_training_stop
+
+
+def test_a_checkpoint_of_an_older_run_gives_its_time_from_train_time_json(tmp_path):
+    import json
+
+    from sd2train.train import TimeLimitCallback
+
+    (tmp_path / "trainer_state.json").write_text(json.dumps({"global_step": 3, "stateful_callbacks": {}}))
+    assert TimeLimitCallback.spent_in(tmp_path) == 0.0
+    (tmp_path / TimeLimitCallback.LEGACY_STATE_FILE).write_text(json.dumps({"seconds": 12.5}))
+    assert TimeLimitCallback.spent_in(tmp_path) == 12.5
 
 
 def test_loss_log_drops_steps_after_the_resumed_checkpoint(tmp_path):

@@ -11,8 +11,11 @@ optimizer, scheduler and RNG states, then ``trainer_state.json`` last
 
 - ``trainer_state.json`` is there and parses (the last file written, so every earlier one is too),
 - its weights are all there and whole (``sd2.weight_files``: sizes and safetensors headers), and
-- no write was left unfinished in it (no ``*.tmp`` file: an atomic write, e.g. the time budget's
-  ``train_time.json``, was cut before its rename).
+- no write was left unfinished in it (no ``*.tmp`` file: an atomic write was cut before its
+  rename).
+
+The time budget's seconds spent are inside ``trainer_state.json`` (``train.TimeLimitCallback``),
+so a complete checkpoint always has them.
 
 The launch scripts pick the checkpoint with the CLI; the trainers check the one they are given
 (``resume_checkpoint``) and remove torn checkpoints newer than it, which the resumed run would

@@ -28,11 +28,11 @@ from pathlib import Path
 import torch
 import transformers
 from transformers import AutoModelForCausalLM, AutoTokenizer, Trainer, TrainerCallback
+from transformers.trainer_callback import ExportableState
 
 from sd2.draft_spec import DraftSpec, validate_exits
-from sd2.file_lock import atomic_write_text
 from sd2.weight_files import weights_problem
-from sd2train.checkpoints import resume_checkpoint
+from sd2train.checkpoints import TRAINER_STATE_FILE, resume_checkpoint
 from sd2train.errors import InputError, InputFileNotFoundError, bad_setting, run_cli
 from sd2train.exits import parse_int_list
 from sd2train.loss import exit_weights, sorted_loss
@@ -102,37 +102,45 @@ class LossLogCallback(TrainerCallback):
                 f.write(json.dumps({"step": state.global_step, **logs}) + "\n")
 
 
-class TimeLimitCallback(TrainerCallback):
+class TimeLimitCallback(TrainerCallback, ExportableState):
     """Ends training once a wall-clock budget is spent (checked after every optimizer step).
 
-    The time spent so far is written into every checkpoint, so a run resumed from one continues the
-    same budget instead of starting a fresh one."""
+    The time spent so far is part of every checkpoint's ``trainer_state.json`` (the Trainer stores
+    an ``ExportableState`` callback's ``state()`` there, in the file it writes last), so a run
+    resumed from a complete checkpoint continues the same budget instead of starting a fresh one.
+    Checkpoints of older runs kept it in ``train_time.json``, still read."""
 
-    STATE_FILE = "train_time.json"
+    LEGACY_STATE_FILE = "train_time.json"
 
     def __init__(self, minutes: float):
         self.seconds, self.spent_before, self.started = 60 * minutes, 0.0, None
 
     def spent(self) -> float:
-        return self.spent_before + time.time() - self.started
+        return self.spent_before + (time.time() - self.started if self.started is not None else 0.0)
+
+    def state(self) -> dict:
+        return {"args": {"minutes": self.seconds / 60}, "attributes": {"spent_before": self.spent()}}
+
+    @classmethod
+    def spent_in(cls, checkpoint) -> float:
+        """The seconds a checkpoint records as spent (0 if it records none)."""
+        state = json.loads(Path(checkpoint, TRAINER_STATE_FILE).read_text())
+        saved = state.get("stateful_callbacks", {}).get(cls.__name__)
+        if saved:
+            return float((saved[-1] if isinstance(saved, list) else saved)["attributes"]["spent_before"])
+        legacy = Path(checkpoint, cls.LEGACY_STATE_FILE)
+        return float(json.loads(legacy.read_text())["seconds"]) if legacy.is_file() else 0.0
 
     def on_train_begin(self, args, state, control, **kwargs):
         self.started = time.time()
-        checkpoint = args.resume_from_checkpoint
-        if checkpoint and Path(checkpoint, self.STATE_FILE).is_file():
-            self.spent_before = json.loads(Path(checkpoint, self.STATE_FILE).read_text())["seconds"]
+        if args.resume_from_checkpoint:
+            self.spent_before = self.spent_in(args.resume_from_checkpoint)
             print(f"[train] resuming: {self.spent_before / 60:.1f} of {self.seconds / 60:g} min already spent")
 
     def on_step_end(self, args, state, control, **kwargs):
         if self.spent() >= self.seconds:
             print(f"[train] time budget of {self.seconds / 60:g} min spent after step {state.global_step}")
             control.should_training_stop = True
-
-    def on_save(self, args, state, control, **kwargs):
-        checkpoint = Path(args.output_dir, f"checkpoint-{state.global_step}")
-        if state.is_world_process_zero and checkpoint.is_dir():
-            # Atomic: a kill leaves the old state or the new, never a cut-off file to resume from.
-            atomic_write_text(checkpoint / self.STATE_FILE, json.dumps({"seconds": self.spent()}))
 
 
 class PartsLoggingTrainer(Trainer):
