@@ -21,7 +21,7 @@ DRAFT=${DRAFT:-$ROOT/models/sd2-draft-soft-12}
 
 echo "== CUDA tests"
 "$PY" -m pytest -q -p no:cacheprovider -m "not integration" tests/unit/test_cuda.py tests/unit/test_target.py \
-    tests/unit/test_engine.py tests/unit/test_verify.py tests/unit/test_sd2.py
+    tests/unit/test_engine.py tests/unit/test_verify.py tests/unit/test_sd2.py tests/unit/test_seeds.py
 
 echo "== benchmark (${PER_TASK:-2} questions per task, ${MAX_NEW_TOKENS:-128} new tokens)"
 # SD2 without prompt lookup here (--lookup-tokens 0 --lookup-first 0), but for the small tree's
