@@ -17,11 +17,7 @@ includes everything ``generate`` does per call (its set-up, the draft's prefill)
 Sampling uses temperature and top-p only (``top_k=0`` disables HF's default top-50), the same
 distribution the shared engine samples from.
 
-Run directly for the references' answer files, e.g.::
-
-    python -m evaluation.hf_reference --method generate --model-id smollm2-hf-ar-float32
-    python -m evaluation.hf_reference --method prompt_lookup --model-id smollm2-hf-pld-float32
-    python -m evaluation.hf_reference --method assisted --drafter-path DRAFT --model-id smollm2-hf-sps-float32
+The references' answer files come from the ``hf`` method (``evaluation/inference_hf.py``).
 """
 from __future__ import annotations
 
@@ -30,7 +26,7 @@ import copy
 import torch
 from transformers.generation.streamers import BaseStreamer
 
-from evaluation.eval import EvalConfigError, Forward, run_cli
+from evaluation.eval import EvalConfigError, Forward
 from specdec.types import GenerationOutput
 
 
@@ -113,13 +109,3 @@ def hf_prompt_lookup_forward(model, num_tokens: int = 10, max_ngram: int = 3,
         raise EvalConfigError(f"prompt lookup needs num_tokens >= 1 and max_ngram >= 1, got {num_tokens}, {max_ngram}")
     return _hf_forward(model, prompt_lookup_num_tokens=num_tokens, max_matching_ngram_size=max_ngram,
                        **_sampling_kwargs(temperature, top_p))
-
-
-def main(argv=None):
-    from evaluation.methods import run_method
-
-    return run_method("hf", argv, __doc__)
-
-
-if __name__ == "__main__":
-    run_cli(main)

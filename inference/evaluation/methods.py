@@ -86,7 +86,7 @@ def run_method(name: str, argv=None, description: str | None = None):
     except ValueError as exc:
         raise EvalConfigError(str(exc)) from None
     if sharded(args):  # on Ray workers, each loading the target and building the forward as below
-        return run_sharded(name, args)
+        return run_sharded(method.build, args)
     model, tokenizer, plan = load_target(args)
     try:
         forward = method.build(args, model, tokenizer)
@@ -182,7 +182,8 @@ def add_sd2_args(g) -> None:
 def build_sd2(args, model, tokenizer) -> Forward:
     """The engine with an SD2 drafter; for ``--total-token auto`` the target's verification
     passes are timed on this hardware first."""
-    from specdec.drafters.sd2 import AUTO_SIZES, load_sd2_drafter
+    from specdec.drafters.sd2 import load_sd2_drafter
+    from specdec.tree.budget import AUTO_SIZES
 
     engine = _new_engine(model, None, args)
     costs, started = None, time.perf_counter()
@@ -569,7 +570,7 @@ def _recycling_check(args) -> None:
 
 def _recycling_drafter(args, model, engine):
     from specdec.drafters.recycling import PAPER_TREE, RecyclingDrafter
-    from specdec.drafters.sd2 import AUTO_SIZES, AutoTreeBudget, FixedTreeBudget
+    from specdec.tree.budget import AUTO_SIZES, AutoTreeBudget, FixedTreeBudget
 
     if args.total_token == "auto":
         started = time.perf_counter()
@@ -624,7 +625,7 @@ def _samd_build(args, model, tokenizer) -> Forward:
     aux = None
     if args.aux in ("recycling", "token_recycle"):
         from specdec.drafters.recycling import PAPER_TREE, RecyclingDrafter
-        from specdec.drafters.sd2 import AUTO_SIZES, AutoTreeBudget
+        from specdec.tree.budget import AUTO_SIZES, AutoTreeBudget
 
         costs = engine.time_verification([n for n in AUTO_SIZES if n <= len(PAPER_TREE) + 1])
         aux = RecyclingDrafter(model.config.vocab_size, budget=AutoTreeBudget(costs))

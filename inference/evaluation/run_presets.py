@@ -30,7 +30,7 @@ from evaluation.presets import PRESETS, add_settings_args, find, settings_from, 
 from sd2.paths import REPO_ROOT, model_name
 
 # the Spec-Bench entry point of each registered method: evaluation/<module>.py
-ENTRY_POINTS = {"ar": "inference_baseline", "hf": "hf_reference"}
+ENTRY_POINTS = {"ar": "inference_baseline"}
 BASELINE = "ar"
 HARNESS_DEFAULTS = ["--dtype", "float32"]  # before the caller's flags, which win
 SET_HERE = ("--model-id", "--answer-file")  # one per preset

@@ -22,6 +22,7 @@ import argparse
 import os
 import re
 import traceback
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
@@ -78,18 +79,17 @@ def fold_shard_files(answer_path: Path, model_id: str, settings: dict) -> list[d
 
 # ---------------------------------------------------------------- a worker
 
-def answer_shard(method_name: str, args: argparse.Namespace, questions: list[dict], threads: int) -> dict:
-    """One Ray worker: the target and the method's forward as one process builds them (``args``
+def answer_shard(build: Callable, args: argparse.Namespace, questions: list[dict], threads: int) -> dict:
+    """One Ray worker: the target and the method's forward (``build(args, model, tokenizer)``, the
+    registered method's own, sent by the coordinator) as one process builds them (``args``
     name the shard file as the answer file), then ``run_eval`` on the shard's questions. A question
     that raises is left out and the shard resumes after it; returns those questions, question_id ->
     "ExceptionType: message"."""
     import torch
 
-    from evaluation.methods import REGISTRY
-
     torch.set_num_threads(threads)  # the worker's share of the CPUs: workers must not oversubscribe them
     model, tokenizer, plan = load_target(args)
-    forward = REGISTRY[method_name].build(args, model, tokenizer)
+    forward = build(args, model, tokenizer)
     plan = replace(plan, questions=questions)
     failed = {}
     while plan.questions:
@@ -159,16 +159,16 @@ def with_absolute_paths(args) -> argparse.Namespace:
     return argparse.Namespace(**{**vars(args), **paths})
 
 
-def run_sharded(method_name: str, args) -> Path:
-    """Answer the plan's questions with ``method_name`` on Ray workers (see the module's
-    docstring), holding the answer file's lock throughout; returns the answer file. Questions left
-    unanswered end it with ``RunIncomplete``."""
+def run_sharded(build: Callable, args) -> Path:
+    """Answer the plan's questions on Ray workers, each building the method's forward with
+    ``build(args, model, tokenizer)`` (see the module's docstring), holding the answer file's lock
+    throughout; returns the answer file. Questions left unanswered end it with ``RunIncomplete``."""
     args = with_absolute_paths(args)
     with answer_file_lock(answer_file(args)):
-        return _run_sharded(method_name, args)
+        return _run_sharded(build, args)
 
 
-def _run_sharded(method_name: str, args) -> Path:
+def _run_sharded(build: Callable, args) -> Path:
     _, plan = load_plan(args)  # everything checked before Ray starts or weights load
     ray = import_ray()
     path = plan.answer_path
@@ -191,7 +191,7 @@ def _run_sharded(method_name: str, args) -> Path:
         running = {}  # Ray's reference to a worker's result -> its shard's index
         for index, shard in enumerate(shards):
             shard_args = argparse.Namespace(**{**vars(args), "answer_file": str(shard_path(path, index))})
-            running[worker.remote(method_name, shard_args, shard, threads)] = index
+            running[worker.remote(build, shard_args, shard, threads)] = index
         while running:
             (ready,), _ = ray.wait(list(running), num_returns=1)
             index = running.pop(ready)

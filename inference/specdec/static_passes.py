@@ -24,6 +24,8 @@ import torch
 from .kv_cache import KVCache
 from .llama import LlamaRunner
 
+STATIC_PASS_ROWS = 64  # the largest fixed-shape draft pass (SD2's, EAGLE's); a longer catch-up runs in chunks
+
 MIN_CONTEXT_BUCKET = 256
 # How a model's passes run: each at its own shape (eager), at fixed shapes run eagerly (static: the
 # CPU check of the graphed path) or at fixed shapes captured as CUDA graphs.

@@ -129,7 +129,7 @@ def test_sd2_bad_draft_input(tiny, tmp_path, capsys):
 
 
 def test_the_scripts_exit_2_with_one_error_line_as_subprocesses(tiny, tmp_path):
-    for module in ("evaluation.inference_baseline", "evaluation.hf_reference"):
+    for module in ("evaluation.inference_baseline", "evaluation.inference_hf"):
         done = subprocess.run([sys.executable, "-m", module, *common(tiny, tmp_path, "--question-begin", "1000")],
                               cwd=REPO_ROOT / "inference", capture_output=True, text=True, timeout=300)
         assert done.returncode == 2, done.stderr[-2000:]

@@ -272,7 +272,7 @@ def test_killed_run_resumes(tmp_path, default_target):
     """A real SIGKILL mid-run: every record already written survives; the rerun completes the set."""
     model, tok = default_target
     path = tmp_path / "answers.jsonl"
-    cmd = [sys.executable, "-m", "evaluation.hf_reference", "--model-id", "test-model", "--answer-file", str(path),
+    cmd = [sys.executable, "-m", "evaluation.inference_hf", "--model-id", "test-model", "--answer-file", str(path),
            "--question-begin", "80", "--question-end", "86", "--max-new-tokens", "8", "--num-warmup", "0"]
     child = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     try:
@@ -288,9 +288,9 @@ def test_killed_run_resumes(tmp_path, default_target):
     before = read_answers(path)
     assert 2 <= len(before) < 6
 
-    from evaluation import hf_reference
+    from evaluation import inference_hf
 
-    hf_reference.main(cmd[3:])  # the same command again, resumed (same settings)
+    inference_hf.main(cmd[3:])  # the same command again, resumed (same settings)
     after = lines_of(path)
     assert [a["question_id"] for a in after] == list(range(161, 167))
     before_ids = {a["answer_id"] for a in before}

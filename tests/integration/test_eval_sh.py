@@ -12,7 +12,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from evaluation.hf_reference import main as hf_reference_main
+from evaluation.inference_hf import main as inference_hf_main
 from evaluation.methods import REGISTRY, parser_for
 from evaluation.presets import PRESETS
 from sd2.paths import DEFAULT_MODEL_DIR, REPO_ROOT
@@ -55,7 +55,7 @@ def dry_run_commands(env: dict) -> list[list[str]]:
 def parsed(command: list[str]):
     """A printed command parsed by the registry's parser of its entry point's method."""
     module = command[0].removeprefix("evaluation.")
-    method = {"inference_baseline": "ar", "hf_reference": "hf"}.get(module, module.removeprefix("inference_"))
+    method = {"inference_baseline": "ar"}.get(module, module.removeprefix("inference_"))
     return parser_for(REGISTRY[method]).parse_args(command[1:])
 
 
@@ -161,7 +161,7 @@ def test_eval_sh_runs_a_method_and_reports_against_ar(tmp_path):
                 "--dtype", "float32", "--temperature", "0.0"]
     # the AR answers the reports compare with (HF generate: the same greedy tokens as AR on the engine)
     base = tmp_path / "answers" / "smoke-ar-float32-temp-0.0.jsonl"
-    hf_reference_main(["--model-id", "smoke-ar-float32-temp-0.0", "--answer-file", str(base), *settings])
+    inference_hf_main(["--model-id", "smoke-ar-float32-temp-0.0", "--answer-file", str(base), *settings])
 
     # run from inference/, with ANSWERS given relative to it
     inference = REPO_ROOT / "inference"

@@ -10,8 +10,9 @@ import torch
 
 from sd2.eagle_head import EagleHead
 from specdec.drafters.eagle import EagleDrafter
-from specdec.drafters.sd2.budget import FixedTreeBudget
-from specdec.drafters.sd2.proposers import StaticTreeProposer, TreeProposer, static_tree_choices
+from specdec.tree.budget import FixedTreeBudget
+from specdec.tree.dynamic import TreeProposer
+from specdec.tree.static import StaticTreeProposer, static_tree_choices
 from specdec.engine import SpeculativeEngine
 from specdec.llama import LlamaRunner, causal_mask
 

@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from sd2.eagle3_head import Eagle3Head, default_feature_layers, load_eagle3_head
-from sd2train.eagle3 import Eagle3TrainingArguments, check_arguments, eagle3_loss, target_states
+from sd2train.eagle3 import Eagle3TrainingArguments, check_arguments, eagle3_loss
+from sd2train.exits import target_states
 from sd2train.preprocess import IGNORE_INDEX
 from specdec.drafters.eagle3 import Eagle3Drafter, eagle3_runner
 from specdec.engine import SpeculativeEngine

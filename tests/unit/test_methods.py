@@ -13,7 +13,7 @@ ENTRY_POINTS = {"inference_baseline": "ar", "inference_sd2": "sd2", "inference_s
                 "inference_lookahead": "lookahead", "inference_rest": "rest", "inference_eagle": "eagle",
                 "inference_eagle2": "eagle2", "inference_eagle3": "eagle3", "inference_medusa": "medusa",
                 "inference_hydra": "hydra", "inference_recycling": "recycling", "inference_samd": "samd",
-                "inference_ar_llamacpp": "ar_llamacpp", "hf_reference": "hf"}
+                "inference_ar_llamacpp": "ar_llamacpp", "inference_hf": "hf"}
 
 
 def test_every_entry_point_is_a_registered_method(monkeypatch):

@@ -67,8 +67,7 @@ def test_every_registered_method_has_an_entry_point_that_runs_it(monkeypatch):
         called = []
         record = lambda name, argv=None, doc=None: called.append(name)  # noqa: E731
         with monkeypatch.context() as patch:
-            patch.setattr("evaluation.methods.run_method", record)  # hf_reference looks it up there
-            patch.setattr(entry, "run_method", record, raising=False)
+            patch.setattr(entry, "run_method", record)
             entry.main([])
         assert called == [method]
 
@@ -145,7 +144,7 @@ def test_cuda_graphs_go_to_the_shared_engine_presets_only(model_folders, monkeyp
     assert ["--cuda-graphs" in r.argv for r in runs] == [True, False, True, False]
     assert all(r.answer_file.name.endswith("-float32-graphs-temp-0.0.jsonl") for r in runs)
     assert base == tmp_path / "draft-ar-float32-graphs-temp-0.0.jsonl"  # named after the target's folder
-    assert [r.module for r in runs] == ["inference_baseline", "inference_baseline", "inference_pld", "hf_reference"]
+    assert [r.module for r in runs] == ["inference_baseline", "inference_baseline", "inference_pld", "inference_hf"]
 
 
 def test_the_harness_flags_reach_every_preset(model_folders, tmp_path):

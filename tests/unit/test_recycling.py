@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from specdec.drafters.recycling import PAPER_TREE, AdjacencyMatrix, RecyclingDrafter, template_parents
-from specdec.drafters.sd2.budget import AutoTreeBudget, FixedTreeBudget
+from specdec.tree.budget import AutoTreeBudget, FixedTreeBudget
 from specdec.engine import SpeculativeEngine
 
 from helpers import PROMPT

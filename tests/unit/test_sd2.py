@@ -10,7 +10,9 @@ import torch
 
 from sd2train.exits import all_exit_logits
 from specdec.drafters.pld import prompt_lookup
-from specdec.drafters.sd2 import Proposal, SD2Drafter, SortedDraft
+from specdec.drafters.sd2 import SD2Drafter
+from specdec.drafters.sorted_draft import SortedDraft
+from specdec.tree.proposal import Proposal
 from specdec.engine import SpeculativeEngine
 from specdec.llama import LlamaRunner, causal_mask
 from specdec.verify import target_probs
@@ -292,7 +294,7 @@ def test_lookup_first_waits_for_a_long_enough_match(target, tree):
 
 
 def test_the_auto_budget_backs_off_while_drafting_does_not_pay_and_recovers():
-    from specdec.drafters.sd2 import AutoTreeBudget, FixedTreeBudget
+    from specdec.tree.budget import AutoTreeBudget, FixedTreeBudget
 
     budget = AutoTreeBudget({1: 0.02, 4: 0.02, 8: 0.04}, timing_seconds=1.5)
     # Rounds whose drafted nodes are all rejected yield 1 token per (draft + verify) time, less

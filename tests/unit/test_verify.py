@@ -158,7 +158,7 @@ def _chain_and_lookup_branch(gen):
     """What SD2's sampled chain plus its lookup branch builds: a chain a -> b drawn from q, and the
     lookup's fixed continuation (1, 3) merged in (``Proposal.with_branch``): where a == 1 it shares
     node a and hangs 3 beside the drawn b (one-hot q), else it is a one-hot sibling of a."""
-    from specdec.drafters.sd2.proposers import Proposal
+    from specdec.tree.proposal import Proposal
 
     p1, p2 = _target()
     q1, q2 = _draft()

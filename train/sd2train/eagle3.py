@@ -36,7 +36,7 @@ from sd2.eagle3_head import Eagle3Head, check_feature_layers, default_feature_la
 from sd2train.checkpoints import resume_checkpoint
 from sd2train.errors import InputError, bad_setting, run_cli
 from sd2train.eagle import EagleTrainer, check_head_parallelism
-from sd2train.exits import capture_exit_states, parse_int_list, unwrap
+from sd2train.exits import parse_int_list, target_states, unwrap
 from sd2train.preprocess import IGNORE_INDEX
 from sd2train.train import (
     DataArguments,
@@ -78,14 +78,6 @@ class Eagle3Loss:
     step_losses: list[float]  # each step's cross-entropy, before weighting
     step_accuracies: list[float]  # each step's top-1 agreement with the target on the counted rows
     num_rows: int  # rows that count at step 0
-
-
-def target_states(target, layers, input_ids, attention_mask=None) -> tuple[torch.Tensor, torch.Tensor]:
-    """The frozen target's states after each of ``layers`` side by side (B, T, 3H), and its logits
-    (B, T, V), from one forward."""
-    with capture_exit_states(unwrap(target), list(layers)) as captured:
-        logits = target(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).logits
-    return torch.cat([captured[k] for k in layers], dim=-1), logits
 
 
 def eagle3_loss(head, features, target_logits, input_ids, labels, steps: int, decay: float = 0.8) -> Eagle3Loss:

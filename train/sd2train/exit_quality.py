@@ -315,7 +315,7 @@ def evaluate_eagle3(head, target, sequences, prompt_lengths, depths=(1, 2, 3)) -
     own outputs (``Eagle3Head.unroll``: what a depth-k tree node reads when its ancestors are
     right). Depth 1 is the first token drafted after a verification. The head scores the draft
     vocabulary only: its logits are -inf elsewhere, so both columns are the reduced head's."""
-    from sd2train.eagle3 import target_states
+    from sd2train.exits import target_states
 
     def unrolled(ids, span, _features):
         if span.start < max(depths):

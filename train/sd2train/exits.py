@@ -112,3 +112,11 @@ def all_exit_logits(model: nn.Module, exits: list[int], input_ids, attention_mas
     """{k: logits (batch, positions, vocab)} for evaluation; the head runs on ``positions`` only."""
     states = exit_states(model, exits, input_ids, attention_mask)
     return {k: exit_logits(model, h[:, positions]) for k, h in states.items()}
+
+
+def target_states(target, layers, input_ids, attention_mask=None) -> tuple[torch.Tensor, torch.Tensor]:
+    """The frozen target's states after each of ``layers`` side by side (B, T, 3H), and its logits
+    (B, T, V), from one forward."""
+    with capture_exit_states(unwrap(target), list(layers)) as captured:
+        logits = target(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).logits
+    return torch.cat([captured[k] for k in layers], dim=-1), logits

@@ -24,10 +24,9 @@ from sd2.draft_spec import DRAFT_VOCAB_FILE, read_draft_vocab
 from sd2.eagle_head import QUALITY_REPORT_FILE, EagleHead, load_eagle_head
 
 from ..llama import LlamaRunner
-from ..static_passes import PASSES, StaticPasses
+from ..static_passes import PASSES, STATIC_PASS_ROWS, StaticPasses
 from .feature_drafter import FeatureTreeDrafter, reported_rank_accuracy, tree_proposer
-from .sd2.drafter import STATIC_PASS_ROWS
-from .sd2.sorted_draft import SortedDraft
+from .sorted_draft import SortedDraft
 
 # Acceptance by rank (the head's top token, its second, ...) assumed for a static tree when the
 # head's held-out report does not give them.

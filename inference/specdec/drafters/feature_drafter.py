@@ -8,9 +8,11 @@ from pathlib import Path
 
 import torch
 
+from ..tree.budget import FixedTreeBudget
+from ..tree.dynamic import TreeProposer
+from ..tree.proposal import Proposal
+from ..tree.static import StaticTreeProposer, static_tree_choices
 from ..types import DraftTree
-from .sd2.budget import FixedTreeBudget
-from .sd2.proposers import Proposal, StaticTreeProposer, TreeProposer, static_tree_choices
 
 
 def tree_proposer(draft, tree: str, total_token: int, tokens_deep: int, top_k: int, rank_accuracy):

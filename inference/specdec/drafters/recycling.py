@@ -30,7 +30,7 @@ import numpy as np
 import torch
 
 from ..types import DraftTree
-from .sd2.budget import AutoTreeBudget, FixedTreeBudget
+from ..tree.budget import AutoTreeBudget, FixedTreeBudget
 
 # The paper's static tree ("2.2.2"): rank paths per level, one digit per step.
 _PAPER_LEVELS = (

@@ -1,8 +1,6 @@
-"""SD2 drafting: ``SD2Drafter`` (the engine's drafter) and ``load_sd2_drafter`` (from a checkpoint)."""
-from .budget import AUTO_SIZES, AutoTreeBudget, FixedTreeBudget
+"""SD2 drafting: ``SD2Drafter`` (the engine's drafter) and ``load_sd2_drafter`` (from a checkpoint).
+Its draft (``drafters.sorted_draft``), tree proposers and budgets (``specdec.tree``) are shared."""
+from .chain import ChainProposer
 from .drafter import SD2Drafter, load_sd2_drafter
-from .proposers import ChainProposer, Proposal, TreeProposer
-from .sorted_draft import SortedDraft
 
-__all__ = ["AUTO_SIZES", "AutoTreeBudget", "ChainProposer", "FixedTreeBudget", "Proposal", "SD2Drafter",
-           "SortedDraft", "TreeProposer", "load_sd2_drafter"]
+__all__ = ["ChainProposer", "SD2Drafter", "load_sd2_drafter"]

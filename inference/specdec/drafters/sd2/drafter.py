@@ -27,14 +27,16 @@ import torch
 from sd2.draft_spec import DraftSpec
 
 from ...llama import LlamaRunner
-from ...static_passes import PASSES, StaticPasses
+from ...static_passes import PASSES, STATIC_PASS_ROWS, StaticPasses
+from ...tree.budget import AutoTreeBudget, FixedTreeBudget
+from ...tree.dynamic import TreeProposer
+from ...tree.proposal import Proposal
 from ...types import DraftTree
 from ...vocab import load_draft
-from .budget import AutoTreeBudget, FixedTreeBudget
-from .proposers import ChainProposer, Proposal, TreeProposer
-from .sorted_draft import SortedDraft
+from ..free_branches import FreeBranches, check_free_branches
+from ..sorted_draft import SortedDraft
+from .chain import ChainProposer
 
-STATIC_PASS_ROWS = 64  # the largest fixed-shape draft pass; a longer catch-up runs in chunks
 
 
 class SD2Drafter:
@@ -49,7 +51,6 @@ class SD2Drafter:
                  max_draft_len: int = 16, int8_weights: bool = False, lookup_tokens: int = 0,
                  lookup_ngram: tuple[int, int] = (1, 3), lookup_first: bool = False, lookup_first_min_ngram: int = 1,
                  free_branches: tuple[str, ...] | None = None, passes: str = "eager"):
-        from ..free_branches import FreeBranches, check_free_branches  # here: recycling.py imports this package
         spec = DraftSpec.from_config(draft.config, exits, thresholds)  # the checkpoint's unless overridden
         if temperature < 0 or not 0 < top_p <= 1:
             raise ValueError(f"need temperature >= 0 and 0 < top_p <= 1, got {temperature}, {top_p}")

@@ -1,4 +1,5 @@
-"""The sorted draft's rows and their deferred-exit KV: what every SD2 proposer drafts with.
+"""The sorted draft (a small Llama with exits): its rows and their deferred-exit KV, what SD2's
+proposers and EAGLE's head (one exit) draft with; a ``specdec.tree.row_draft.RowDraft``.
 
 Exits and deferred KV. The draft's layers are split into groups ending at the exits (6, 9, 12:
 layers [0,6), [6,9), [9,12)). A row (one token) that stopped at exit 6 has KV only in the first
@@ -21,8 +22,8 @@ import torch
 
 from sd2.draft_spec import drafts_at
 
-from ...llama import Int8Linear, LlamaRunner
-from ...static_passes import StaticPasses
+from ..llama import Int8Linear, LlamaRunner
+from ..static_passes import StaticPasses
 
 
 class SortedDraft:

@@ -1,4 +1,4 @@
-"""Tree bookkeeping shared by the engine and the drafters: depths and ancestor masks."""
+"""Tree bookkeeping: depths, children and ancestor masks."""
 from __future__ import annotations
 
 import torch
