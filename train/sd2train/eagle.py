@@ -40,15 +40,15 @@ from sd2train.preprocess import IGNORE_INDEX
 from sd2train.train import (
     DataArguments,
     DraftTrainingArguments,
-    LossLogCallback,
     PartsLoggingTrainer,
-    TimeLimitCallback,
     build_dataset,
     check_model_folder,
     frozen_model_dtype,
-    heldout_source,
+    heldout_report,
     load_model,
     load_tokenizer,
+    train_and_save_head,
+    training_callbacks,
     training_conversations,
 )
 
@@ -218,27 +218,18 @@ def train_eagle(model_args: EagleModelArguments, data_args: DataArguments, args:
     if model_args.draft_vocab_size > 0 and args.process_index == 0:
         write_draft_vocab(output, tokenizer, target, conversations, model_args.draft_vocab_size)
     dataset = build_dataset(conversations, tokenizer, data_args, args.model_max_length, args.seed)
-    callbacks = [LossLogCallback()] + ([TimeLimitCallback(args.max_train_minutes)] if args.max_train_minutes else [])
     trainer = EagleTrainer(model=head, args=args, train_dataset=dataset,
                            data_collator=PaddingCollator(tokenizer.pad_token_id), processing_class=tokenizer,
-                           callbacks=callbacks, target=target, feature_weight=args.feature_weight,
+                           callbacks=training_callbacks(args), target=target, feature_weight=args.feature_weight,
                            token_weight=args.token_weight, noise=args.feature_noise)
-    started = time.time()
-    trainer.train(resume_from_checkpoint=args.resume_from_checkpoint)
-    # The full weights, gathered from every process where FSDP or DeepSpeed shard them.
-    weights = trainer.accelerator.get_state_dict(trainer.model_wrapped)
-    if trainer.is_world_process_zero():
-        head.save(output, weights)
-        tokenizer.save_pretrained(output)
-        print(f"[eagle] {trainer.state.global_step} steps in {(time.time() - started) / 60:.1f} min; the target's "
-              f"forward took {trainer.target_forward_share():.0%} of the training steps' time; head saved to {output}")
-        if args.exit_quality_prompts > 0:
-            from sd2train.exit_quality import eagle_quality
+    minutes = train_and_save_head(trainer, head, tokenizer, output)
+    if minutes is not None:
+        print(f"[eagle] {trainer.state.global_step} steps in {minutes:.1f} min; the target's forward took "
+              f"{trainer.target_forward_share():.0%} of the training steps' time; head saved to {output}")
+        from sd2train.exit_quality import eagle_quality
 
-            del trainer, target, head
-            eagle_quality(output, target_path, num_prompts=args.exit_quality_prompts,
-                          new_tokens=args.exit_quality_new_tokens, conv_template=data_args.conv_template,
-                          data_path=heldout_source(data_args.data_path), heldout_fraction=data_args.heldout_fraction)
+        del trainer, target, head  # the report loads its own
+        heldout_report(eagle_quality, output, target_path, args, data_args)
     return output
 
 

@@ -41,14 +41,14 @@ from sd2train.preprocess import IGNORE_INDEX
 from sd2train.train import (
     DataArguments,
     DraftTrainingArguments,
-    LossLogCallback,
-    TimeLimitCallback,
     build_dataset,
     check_model_folder,
     frozen_model_dtype,
-    heldout_source,
+    heldout_report,
     load_model,
     load_tokenizer,
+    train_and_save_head,
+    training_callbacks,
     training_conversations,
 )
 
@@ -178,26 +178,19 @@ def train_eagle3(model_args: Eagle3ModelArguments, data_args: DataArguments, arg
 
     output = Path(args.output_dir)
     dataset = build_dataset(conversations, tokenizer, data_args, args.model_max_length, args.seed)
-    callbacks = [LossLogCallback()] + ([TimeLimitCallback(args.max_train_minutes)] if args.max_train_minutes else [])
     trainer = Eagle3Trainer(model=head, args=args, train_dataset=dataset,
                             data_collator=PaddingCollator(tokenizer.pad_token_id), processing_class=tokenizer,
-                            callbacks=callbacks, target=target, steps=args.ttt_steps, decay=args.step_weight_decay)
-    started = time.time()
-    trainer.train(resume_from_checkpoint=args.resume_from_checkpoint)
-    weights = trainer.accelerator.get_state_dict(trainer.model_wrapped)  # gathered where sharded
-    if trainer.is_world_process_zero():
-        head.save(output, weights)
-        tokenizer.save_pretrained(output)
-        print(f"[eagle3] {trainer.state.global_step} steps of {args.ttt_steps} unrolled steps in "
-              f"{(time.time() - started) / 60:.1f} min; the target's forward took {trainer.target_forward_share():.0%} "
-              f"of the training steps' time; head saved to {output}")
-        if args.exit_quality_prompts > 0:
-            from sd2train.exit_quality import eagle_quality
+                            callbacks=training_callbacks(args), target=target, steps=args.ttt_steps,
+                            decay=args.step_weight_decay)
+    minutes = train_and_save_head(trainer, head, tokenizer, output)
+    if minutes is not None:
+        print(f"[eagle3] {trainer.state.global_step} steps of {args.ttt_steps} unrolled steps in {minutes:.1f} min; "
+              f"the target's forward took {trainer.target_forward_share():.0%} of the training steps' time; head "
+              f"saved to {output}")
+        from sd2train.exit_quality import eagle_quality
 
-            del trainer, target, head
-            eagle_quality(output, target_path, num_prompts=args.exit_quality_prompts,
-                          new_tokens=args.exit_quality_new_tokens, conv_template=data_args.conv_template,
-                          data_path=heldout_source(data_args.data_path), heldout_fraction=data_args.heldout_fraction)
+        del trainer, target, head  # the report loads its own
+        heldout_report(eagle_quality, output, target_path, args, data_args)
     return output
 
 

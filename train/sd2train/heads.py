@@ -27,7 +27,6 @@ static tree at inference).
 """
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -44,15 +43,15 @@ from sd2train.preprocess import IGNORE_INDEX
 from sd2train.train import (
     DataArguments,
     DraftTrainingArguments,
-    LossLogCallback,
     PartsLoggingTrainer,
-    TimeLimitCallback,
     build_dataset,
     check_model_folder,
     frozen_model_dtype,
-    heldout_source,
+    heldout_report,
     load_model,
     load_tokenizer,
+    train_and_save_head,
+    training_callbacks,
     training_conversations,
 )
 
@@ -202,28 +201,19 @@ def train_heads(model_args: HeadsModelArguments, data_args: DataArguments, args:
     target.to(args.device)
 
     dataset = build_dataset(conversations, tokenizer, data_args, args.model_max_length, args.seed)
-    callbacks = [LossLogCallback()] + ([TimeLimitCallback(args.max_train_minutes)] if args.max_train_minutes else [])
     trainer = HeadsTrainer(model=heads, args=args, train_dataset=dataset,
                            data_collator=PaddingCollator(tokenizer.pad_token_id), processing_class=tokenizer,
-                           callbacks=callbacks, target=target, decay=args.head_loss_decay,
+                           callbacks=training_callbacks(args), target=target, decay=args.head_loss_decay,
                            draft_index=draft_index_of(vocab, target.config.vocab_size) if vocab else None)
-    started = time.time()
-    trainer.train(resume_from_checkpoint=args.resume_from_checkpoint)
-    # The full weights, gathered from every process where FSDP or DeepSpeed shard them.
-    weights = trainer.accelerator.get_state_dict(trainer.model)
     output = Path(args.output_dir)
-    if trainer.is_world_process_zero():
-        heads.save(output, weights)
-        tokenizer.save_pretrained(output)
+    minutes = train_and_save_head(trainer, heads, tokenizer, output)
+    if minutes is not None:
         print(f"[heads] {model_args.num_heads} {model_args.kind} heads: {trainer.state.global_step} steps in "
-              f"{(time.time() - started) / 60:.1f} min; saved to {output}")
-        if args.exit_quality_prompts > 0:
-            from sd2train.heads_quality import heads_quality
+              f"{minutes:.1f} min; saved to {output}")
+        from sd2train.heads_quality import heads_quality
 
-            del trainer, target, heads
-            heads_quality(output, target_path, num_prompts=args.exit_quality_prompts,
-                          new_tokens=args.exit_quality_new_tokens, conv_template=data_args.conv_template,
-                          data_path=heldout_source(data_args.data_path), heldout_fraction=data_args.heldout_fraction)
+        del trainer, target, heads  # the report loads its own
+        heldout_report(heads_quality, output, target_path, args, data_args)
     return output
 
 

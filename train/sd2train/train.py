@@ -325,10 +325,9 @@ def train(model_args: ModelArguments, data_args: DataArguments, args: SortedTrai
         target = load_model(target_path, "--target_model_name_or_path", dtype).eval().requires_grad_(False)
         target.to(args.device)
 
-    callbacks = [LossLogCallback()] + ([TimeLimitCallback(args.max_train_minutes)] if args.max_train_minutes else [])
     trainer = SortedTrainer(model=model, args=args, train_dataset=dataset,
                             data_collator=PaddingCollator(tokenizer.pad_token_id), processing_class=tokenizer,
-                            callbacks=callbacks, exits=exits, weights=weights, target=target,
+                            callbacks=training_callbacks(args), exits=exits, weights=weights, target=target,
                             distill_weight=args.distill_weight if args.distill else 0.0,
                             vocab_ids=vocab_ids)
     trainer.train(resume_from_checkpoint=args.resume_from_checkpoint)
@@ -338,15 +337,40 @@ def train(model_args: ModelArguments, data_args: DataArguments, args: SortedTrai
         source_vocab = spec.vocab_path(model_args.model_name_or_path)
         if source_vocab is not None and source_vocab.is_file():
             shutil.copyfile(source_vocab, output / source_vocab.name)
-        if args.exit_quality_prompts > 0 and target_path:
+        if target_path:
             from sd2train.exit_quality import exit_quality
 
-            del trainer, target
-            exit_quality(output, target_path, num_prompts=args.exit_quality_prompts,
-                         new_tokens=args.exit_quality_new_tokens, conv_template=data_args.conv_template,
-                         data_path=heldout_source(data_args.data_path), update_thresholds=args.update_thresholds,
-                         heldout_fraction=data_args.heldout_fraction)
+            del trainer, target  # the report loads its own
+            heldout_report(exit_quality, output, target_path, args, data_args, update_thresholds=args.update_thresholds)
     return output
+
+
+def training_callbacks(args) -> list[TrainerCallback]:
+    """Every trainer's callbacks: the loss log, and the time budget where --max_train_minutes sets one."""
+    return [LossLogCallback()] + ([TimeLimitCallback(args.max_train_minutes)] if args.max_train_minutes else [])
+
+
+def train_and_save_head(trainer: Trainer, head, tokenizer, output: Path) -> float | None:
+    """Train (resuming from ``--resume_from_checkpoint``), then save the full weights (gathered from
+    every process where FSDP or DeepSpeed shard them) with ``head.save`` and the tokenizer beside
+    them. Returns the minutes trained on the main process, None on the others."""
+    started = time.time()
+    trainer.train(resume_from_checkpoint=trainer.args.resume_from_checkpoint)
+    weights = trainer.accelerator.get_state_dict(trainer.model_wrapped)  # every process takes part
+    if not trainer.is_world_process_zero():
+        return None
+    head.save(output, weights)
+    tokenizer.save_pretrained(output)
+    return (time.time() - started) / 60
+
+
+def heldout_report(report, output: Path, target_path, args, data_args, **settings) -> None:
+    """``report`` (``exit_quality``, ``eagle_quality`` or ``heads_quality``) of what was trained, on
+    --exit_quality_prompts held-out prompts of the data it was trained on (none: no report)."""
+    if args.exit_quality_prompts > 0:
+        report(output, target_path, num_prompts=args.exit_quality_prompts, new_tokens=args.exit_quality_new_tokens,
+               conv_template=data_args.conv_template, data_path=heldout_source(data_args.data_path),
+               heldout_fraction=data_args.heldout_fraction, **settings)
 
 
 def heldout_source(data_path: str | None) -> str | None:
