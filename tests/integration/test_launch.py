@@ -148,6 +148,30 @@ def test_eagle_script_generates_replies_trains_a_head_and_measures_it(tiny_setup
     assert loaded.returncode == 0, loaded.stderr[-3000:]
 
 
+@pytest.mark.slow
+def test_eagle3_script_trains_a_head_from_its_recipe_and_measures_it(tiny_setup, tmp_path, default_model_dir):
+    """train_eagle3.sh on the CPU: its recipe (eagle3_cpu) with the environment's overrides, the
+    target's replies generated first, a head that the report measures."""
+    from helpers import save_tiny_text_target
+
+    target = save_tiny_text_target(tmp_path / "target", default_model_dir, num_layers=4)
+    out, replies = tmp_path / "head3", tmp_path / "replies.jsonl"
+    env = {**os.environ, "NPROC": "0", "TARGET": str(target), "PROMPTS": str(tiny_setup / "sharegpt.json"),
+           "REPLIES": str(replies), "OUTPUT_DIR": str(out), "GEN_CONVERSATIONS": "6", "MAX_STEPS": "2", "BATCH": "2",
+           "TTT_STEPS": "2", "DRAFT_VOCAB_SIZE": "300", "BF16": "False", "FEATURE_LAYERS": "1,2,3",
+           "GEN_ARGS": "--heldout-fraction 0.3 --max-new-tokens 8",
+           "EXTRA_ARGS": "--heldout_fraction 0.3 --exit_quality_prompts 2 --exit_quality_new_tokens 3"}
+    result = subprocess.run([str(SCRIPTS / "train_eagle3.sh")], env=env, cwd=tmp_path, capture_output=True,
+                            text=True, timeout=600)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "2 steps of 2 unrolled steps" in result.stdout
+    log = [json.loads(line) for line in (out / "loss_log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in log if "loss" in r] == [1, 2]
+    assert log[0]["learning_rate"] <= 1e-3  # the recipe's lr (cosine from 1e-3)
+    report = json.loads((out / "eagle_quality.json").read_text())
+    assert report["positions"] > 0 and len(json.loads((out / "draft_vocab.json").read_text())) <= 300
+
+
 def test_eagle_training_refuses_deepspeed_zero3():
     from sd2train.eagle import EagleTrainingArguments, check_arguments
 

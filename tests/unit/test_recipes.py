@@ -1,5 +1,6 @@
 """Training recipes as files: each loads and gives the trainer exactly the arguments its launch
-script passed as flags before (the quick start's overrides, the long CPU preset, the GPU recipe);
+script passed as flags before (the quick start's overrides, the long CPU preset, the GPU recipe;
+EAGLE's, EAGLE-3's and the Medusa/Hydra heads' CPU and GPU recipes, bf16 only where native);
 the command line overrides a recipe; a bad recipe is refused by name."""
 from __future__ import annotations
 
@@ -85,3 +86,69 @@ def test_a_bad_recipe_is_refused_by_name(tmp_path, text, argv, message):
         argv = ["--recipe", str(tmp_path / "bad.yaml")]
     with pytest.raises(RecipeError, match=message.replace("(", r"\(").replace("[", r"\[")):
         with_recipe([*argv, *RUN], parser())
+
+
+# ---------------------------------------------------------------- the head trainers' recipes
+
+def head_parser(module: str):
+    from sd2train import eagle, eagle3, heads
+
+    trainer = {"eagle": eagle, "eagle3": eagle3, "heads": heads}[module]
+    model, training = {"eagle": ("EagleModelArguments", "EagleTrainingArguments"),
+                       "eagle3": ("Eagle3ModelArguments", "Eagle3TrainingArguments"),
+                       "heads": ("HeadsModelArguments", "HeadsTrainingArguments")}[module]
+    return transformers.HfArgumentParser((getattr(trainer, model), DataArguments, getattr(trainer, training)))
+
+
+HEAD_RUN = ["--target_model_name_or_path", "T", "--output_dir", "O", "--data_path", "R"]
+HEAD_COMMON = ["--weight_decay", "0", "--logging_steps", "1", "--save_strategy", "no", "--report_to", "none"]
+HEAD_CPU = ["--use_cpu", "True", "--bf16", str(fast_bfloat16("cpu")), "--num_train_epochs", "1",
+            "--per_device_train_batch_size", "4", "--gradient_accumulation_steps", "1", "--learning_rate", "1e-3",
+            "--lr_scheduler_type", "cosine", "--warmup_steps", "0.04", "--model_max_length", "256",
+            "--dataloader_num_workers", "0", "--train_sampling_strategy", "group_by_length"]
+EAGLE_COMMON = ["--adam_beta2", "0.95", "--max_grad_norm", "0.5", *HEAD_COMMON]
+# What train_eagle.sh, train_eagle3.sh and train_heads_common.sh passed as flags before their
+# recipes were files (their CPU branches with bf16 only where native, their GPU branches without
+# the FSDP flags).
+HEAD_BEFORE = {
+    ("eagle", "eagle_cpu"): ["--feature_weight", "1.0", "--feature_noise", "0.2", *EAGLE_COMMON, "--token_weight", "1.0",
+                             *HEAD_CPU, "--max_steps", "1500", "--max_train_minutes", "25"],
+    ("eagle", "eagle_gpu"): ["--feature_weight", "1.0", "--feature_noise", "0.2", *EAGLE_COMMON, "--token_weight", "0.1",
+                             "--bf16", "True", "--num_train_epochs", "20", "--per_device_train_batch_size", "4",
+                             "--gradient_accumulation_steps", "1", "--learning_rate", "3e-5",
+                             "--lr_scheduler_type", "linear", "--warmup_steps", "2000", "--model_max_length", "2048",
+                             "--lazy_preprocess", "True"],
+    ("eagle3", "eagle3_cpu"): ["--draft_vocab_size", "8192", "--step_weight_decay", "0.8", *EAGLE_COMMON,
+                               "--ttt_steps", "3", *HEAD_CPU, "--max_steps", "1500", "--max_train_minutes", "25"],
+    ("eagle3", "eagle3_gpu"): ["--draft_vocab_size", "8192", "--step_weight_decay", "0.8", *EAGLE_COMMON,
+                               "--ttt_steps", "7", "--bf16", "True", "--num_train_epochs", "40",
+                               "--per_device_train_batch_size", "1", "--gradient_accumulation_steps", "2",
+                               "--learning_rate", "5e-5", "--lr_scheduler_type", "linear", "--warmup_steps", "12000",
+                               "--model_max_length", "2048", "--lazy_preprocess", "True"],
+    ("heads", "heads_cpu"): ["--num_heads", "4", "--draft_vocab_size", "8192", "--head_loss_decay", "0.8", *HEAD_COMMON,
+                             *HEAD_CPU, "--max_steps", "1400", "--max_train_minutes", "15",
+                             "--max_train_conversations", "8000"],
+    ("heads", "heads_gpu"): ["--num_heads", "4", "--draft_vocab_size", "8192", "--head_loss_decay", "0.8", *HEAD_COMMON,
+                             "--bf16", "True", "--num_train_epochs", "2", "--per_device_train_batch_size", "8",
+                             "--gradient_accumulation_steps", "4", "--learning_rate", "1e-3",
+                             "--lr_scheduler_type", "cosine", "--warmup_steps", "0.1", "--model_max_length", "2048",
+                             "--lazy_preprocess", "True"],
+}
+
+
+@pytest.mark.parametrize("module, recipe", sorted(HEAD_BEFORE))
+def test_a_head_recipe_gives_the_arguments_its_script_passed_before(module, recipe):
+    p = head_parser(module)
+    from_recipe = vars(p.parse_args(with_recipe(["--recipe", recipe, *HEAD_RUN], p)))
+    assert from_recipe == vars(p.parse_args([*HEAD_RUN, *HEAD_BEFORE[module, recipe]]))
+
+
+def test_every_shipped_recipe_parses_for_its_trainer():
+    trainers = {"eagle": "eagle", "eagle3": "eagle3", "heads": "heads"}
+    for name in recipe_names():
+        family = name.rsplit("_", 1)[0]
+        if family in trainers:
+            p = head_parser(trainers[family])
+            p.parse_args(with_recipe(["--recipe", name, *HEAD_RUN], p))
+        else:
+            parsed(["--recipe", name, *RUN])

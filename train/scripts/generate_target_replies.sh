@@ -11,18 +11,12 @@
 #   GEN_BATCH, REPLY_TOKENS, PROMPT_TOKENS  batch size, max new tokens, longest prompt kept
 #   TEMPERATURE (0 = greedy), ALL_TURNS=1 (every user turn), CONV_TEMPLATE, GEN_ARGS (extra flags)
 # e.g.  GEN_MINUTES=10 train/scripts/generate_target_replies.sh
-set -euo pipefail
-ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
-if [[ -z "${PYTHON:-}" ]]; then
-  if [[ -x "$ROOT/.venv/bin/python" ]]; then PYTHON="$ROOT/.venv/bin/python"; else PYTHON=python3; fi
-fi
-export PYTHONPATH="$ROOT:$ROOT/train${PYTHONPATH:+:$PYTHONPATH}"  # works without the editable install too
-TARGET=${TARGET:-$("$PYTHON" -m sd2.paths target)}
+source "$(dirname "${BASH_SOURCE[0]}")/launch_common.sh"  # ROOT, PYTHON, TARGET, NPROC
 RECORD=${RECORD:-}
 if [[ -n "$RECORD" && -f "$RECORD" ]]; then
   echo "target replies: $(cat "$RECORD") (generated, as $RECORD records); skipping"; exit 0
 fi
-HAS_GPU=$("$PYTHON" -c "import torch; print(int(torch.cuda.is_available()))")
+HAS_GPU=$("$PYTHON" -c "import torch; print(int(torch.cuda.is_available()))")  # whatever NPROC the trainer uses
 # CPU: bfloat16, batch 64 (fastest measured on 2 cores, train/README.md), short prompts and replies
 # to fit the CPU preset's 256-token sequences. GPU: long replies for the 2048-token recipe.
 if [[ "$HAS_GPU" = 1 ]]; then

@@ -5,5 +5,4 @@
 #   train/scripts/train_medusa.sh                                   # the CPU preset on the default target
 #   MAX_STEPS=50 OUTPUT_DIR=outputs/medusa-try train/scripts/train_medusa.sh
 KIND=medusa
-CPU_STEPS=${CPU_STEPS:-1400}
 source "$(dirname "${BASH_SOURCE[0]}")/train_heads_common.sh"

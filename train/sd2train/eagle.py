@@ -24,6 +24,7 @@ written first), and its held-out agreement is measured (``sd2train.exit_quality 
 from __future__ import annotations
 
 import json
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,6 +38,7 @@ from sd2train.checkpoints import resume_checkpoint
 from sd2train.errors import InputError, run_cli
 from sd2train.exits import last_layer_states, unwrap
 from sd2train.preprocess import IGNORE_INDEX
+from sd2train.recipes import with_recipe
 from sd2train.train import (
     DataArguments,
     DraftTrainingArguments,
@@ -235,6 +237,7 @@ def train_eagle(model_args: EagleModelArguments, data_args: DataArguments, args:
 
 def main(argv=None):
     parser = transformers.HfArgumentParser((EagleModelArguments, DataArguments, EagleTrainingArguments))
+    argv = with_recipe(sys.argv[1:] if argv is None else argv, parser)  # --recipe NAME: its settings, then the flags
     model_args, data_args, args = parser.parse_args_into_dataclasses(argv)
     train_eagle(model_args, data_args, args)
 

@@ -24,6 +24,7 @@ tokenizer and the loss log, and its held-out agreement at depths 1..3 is measure
 """
 from __future__ import annotations
 
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,6 +39,7 @@ from sd2train.errors import InputError, bad_setting, run_cli
 from sd2train.eagle import EagleTrainer, check_head_parallelism
 from sd2train.exits import parse_int_list, target_states, unwrap
 from sd2train.preprocess import IGNORE_INDEX
+from sd2train.recipes import with_recipe
 from sd2train.train import (
     DataArguments,
     DraftTrainingArguments,
@@ -196,6 +198,7 @@ def train_eagle3(model_args: Eagle3ModelArguments, data_args: DataArguments, arg
 
 def main(argv=None):
     parser = transformers.HfArgumentParser((Eagle3ModelArguments, DataArguments, Eagle3TrainingArguments))
+    argv = with_recipe(sys.argv[1:] if argv is None else argv, parser)  # --recipe NAME: its settings, then the flags
     model_args, data_args, args = parser.parse_args_into_dataclasses(argv)
     train_eagle3(model_args, data_args, args)
 

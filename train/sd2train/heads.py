@@ -27,6 +27,7 @@ static tree at inference).
 """
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -40,6 +41,7 @@ from sd2train.errors import InputError, run_cli
 from sd2train.exits import last_layer_states, unwrap
 from sd2train.make_draft import draft_vocab, stop_token_ids
 from sd2train.preprocess import IGNORE_INDEX
+from sd2train.recipes import with_recipe
 from sd2train.train import (
     DataArguments,
     DraftTrainingArguments,
@@ -219,6 +221,7 @@ def train_heads(model_args: HeadsModelArguments, data_args: DataArguments, args:
 
 def main(argv=None):
     parser = transformers.HfArgumentParser((HeadsModelArguments, DataArguments, HeadsTrainingArguments))
+    argv = with_recipe(sys.argv[1:] if argv is None else argv, parser)  # --recipe NAME: its settings, then the flags
     model_args, data_args, args = parser.parse_args_into_dataclasses(argv)
     train_heads(model_args, data_args, args)
 
