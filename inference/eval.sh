@@ -20,7 +20,7 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 # ---- settings -------------------------------------------------------------------------------
 METHODS=${METHODS:-"ar ar_hf sd2_chain sd2_tree sps sps_hf pld pld_hf lookahead rest eagle eagle2 medusa hydra"}
 TARGET=${TARGET:-}                 # target checkpoint (the default target: python -m sd2.paths target)
-DRAFT=${DRAFT:-}                   # SD2 draft, also SpS's at its deepest exit (models/sd2-draft-soft-12)
+DRAFT=${DRAFT:-}                   # SD2 draft, also SpS's at its deepest exit (default: python -m sd2.paths draft)
 DATASTORE=${DATASTORE:-}           # REST datastore (python -m sd2.paths datastore)
 EAGLE_HEAD=${EAGLE_HEAD:-}         # EAGLE head (models/eagle-<name>: train/scripts/train_eagle.sh's)
 EAGLE3_HEAD=${EAGLE3_HEAD:-}       # EAGLE-3 head (models/eagle3-<name>: train/scripts/train_eagle3.sh's)

@@ -15,7 +15,7 @@ PY=${PYTHON:-$ROOT/.venv/bin/python}
 [ -x "$PY" ] || PY=python3
 export PYTHONPATH="$ROOT:$ROOT/train:$ROOT/inference${PYTHONPATH:+:$PYTHONPATH}"
 MODEL=${MODEL:-$("$PY" -m sd2.paths target)}
-DRAFT=${DRAFT:-$ROOT/models/sd2-draft-soft-12}
+DRAFT=${DRAFT:-$("$PY" -m sd2.paths draft)}
 "$PY" -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 'gpu_check: no CUDA device')"
 "$PY" -c "import torch; print('device:', torch.cuda.get_device_name(0), '| torch', torch.__version__)"
 

