@@ -6,7 +6,8 @@ import json
 import pytest
 import torch
 
-from sd2train.exit_quality import cascade, choose_thresholds, evaluate_exits
+from sd2train.agreement import evaluate_exits
+from sd2train.thresholds import cascade, choose_thresholds
 
 from helpers import tiny_llama
 
@@ -55,7 +56,7 @@ def test_report_command_on_the_default_target(tmp_path, default_model_dir):
 
 
 def test_held_out_prompts_of_a_length_range(default_target):
-    from sd2train.exit_quality import heldout_prompts
+    from sd2train.report_text import heldout_prompts
     from sd2train.preprocess import get_format
 
     _, tokenizer = default_target
@@ -68,7 +69,7 @@ def test_held_out_prompts_of_a_length_range(default_target):
 
 
 def test_answer_sequences_follow_the_harness_answers_per_task(default_target, tmp_path):
-    from sd2train.exit_quality import answer_sequences
+    from sd2train.report_text import answer_sequences
     from sd2train.preprocess import get_format
 
     _, tokenizer = default_target
@@ -99,7 +100,7 @@ def test_answer_sequences_follow_the_harness_answers_per_task(default_target, tm
 
 
 def test_speed_thresholds_weigh_agreement_against_each_exits_cost():
-    from sd2train.exit_quality import estimated_speedup, speed_thresholds
+    from sd2train.thresholds import estimated_speedup, speed_thresholds
 
     # (1 + a + a^2) / (1 + 2c) is the best chain for a = 0.5, c = 0.1: 1.75 / 1.2
     assert estimated_speedup(0.5, 0.1) == (pytest.approx(1.75 / 1.2), 2)

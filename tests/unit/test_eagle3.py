@@ -194,7 +194,7 @@ def test_the_drafter_holds_the_fused_features_of_every_cached_token(target):
 
 
 def test_the_report_measures_depths_1_to_3(target):
-    from sd2train.exit_quality import evaluate_eagle3
+    from sd2train.agreement import evaluate_eagle3
 
     torch.manual_seed(0)
     sequences = [torch.randint(0, 64, (20,)).tolist(), torch.randint(0, 64, (15,)).tolist()]

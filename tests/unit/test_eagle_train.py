@@ -254,7 +254,7 @@ def test_eagle_report_refuses_the_draft_only_flags(capsys):
 
 
 def test_eagle_report_on_teacher_forced_sequences(target):
-    from sd2train.exit_quality import evaluate_eagle
+    from sd2train.agreement import evaluate_eagle
 
     torch.manual_seed(0)
     sequences = [torch.randint(0, 128, (20,)).tolist(), torch.randint(0, 128, (15,)).tolist()]
@@ -279,7 +279,7 @@ def test_eagle_report_on_teacher_forced_sequences(target):
 
 
 def test_the_static_tree_is_built_from_the_reports_measured_rank_accuracies(target, head, tmp_path):
-    from sd2train.exit_quality import evaluate_eagle
+    from sd2train.agreement import evaluate_eagle
     from specdec.drafters.eagle import FALLBACK_RANK_ACCURACY, load_eagle_drafter
     from specdec.tree.static import static_tree_choices
 

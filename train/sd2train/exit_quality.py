@@ -26,353 +26,31 @@ Its rank accuracies (per depth for EAGLE-3; ``_draft_vocab``: the reduced head's
 from __future__ import annotations
 
 import argparse
-import hashlib
-import itertools
 import json
-import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
-from sd2.draft_spec import DraftSpec, drafts_at, validate_exits
+from sd2.draft_spec import DraftSpec, validate_exits
 from sd2.eagle_head import QUALITY_REPORT_FILE as EAGLE_REPORT_FILE
-from sd2.paths import REPO_ROOT
-from sd2.spec_bench import TASKS, task_of
-from sd2train.errors import InputError, run_cli
-from sd2train.exits import all_exit_logits, exit_logits, last_layer_states, parse_int_list
+from sd2.spec_bench import TASKS
+from sd2train.errors import run_cli
+from sd2train.exits import parse_int_list
+from sd2train.agreement import agreement_table, evaluate_eagle, evaluate_eagle3, evaluate_exits, format_table
+from sd2train.report_text import (
+    DEFAULT_PROMPTS,
+    answer_sequences,
+    count_in_report_name,
+    heldout_sequences,
+    prompt_set_title,
+    report_name,
+    write_report,
+)
+from sd2train.thresholds import write_thresholds
 
 REPORT_FILE = "exit_quality.json"
-DEFAULT_PROMPTS = 32  # the standard prompt set: a model's own report (the trainers' default too)
-CACHE_DIR = REPO_ROOT / "outputs" / "exit_quality_cache"
-THRESHOLD_GRID = [round(0.05 * i, 2) for i in range(1, 20)]
-RANKS = 4  # rank accuracies measured: the target's token as the predictor's 1st .. 4th choice
-
-
-def heldout_prompts(tokenizer, fmt, num_prompts: int, max_prompt_tokens: int, data_path=None,
-                    heldout_fraction: float = 0.02, min_prompt_tokens: int = 0) -> list[list[int]]:
-    """Token ids of the first user turn of held-out conversations, as generation prompts, those of
-    ``min_prompt_tokens`` to ``max_prompt_tokens`` tokens."""
-    from sd2train.data import load_sharegpt, split_train_heldout
-    from sd2train.preprocess import chat_turns
-
-    conversations, _ = load_sharegpt(data_path, verbose=False)
-    _, heldout = split_train_heldout(conversations, heldout_fraction)
-    prompts = []
-    for conv in heldout:
-        shaped = chat_turns(conv["messages"])
-        if shaped is None or not shaped[1][0]["content"].strip():
-            continue
-        text = fmt.prompt(shaped[0], shaped[1][:1])
-        ids = tokenizer(text, add_special_tokens=fmt.add_special_tokens)["input_ids"]
-        if min_prompt_tokens <= len(ids) <= max_prompt_tokens:
-            prompts.append(ids)
-        if len(prompts) == num_prompts:
-            break
-    if not prompts:
-        raise ValueError(f"no held-out prompt has {min_prompt_tokens} to {max_prompt_tokens} tokens")
-    return prompts
-
-
-@torch.no_grad()
-def greedy_continuations(target, tokenizer, prompts, new_tokens: int, batch_size: int = 8) -> list[list[int]]:
-    """prompt + the target's greedy continuation (up to its stop token), one list per prompt."""
-    from tqdm import tqdm
-
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    eos = target.generation_config.eos_token_id
-    stops = set(eos if isinstance(eos, list) else [eos])
-    sequences = []
-    for start in tqdm(range(0, len(prompts), batch_size), desc="target greedy", unit="batch"):
-        batch = prompts[start:start + batch_size]
-        width = max(map(len, batch))
-        input_ids = torch.tensor([[pad] * (width - len(p)) + p for p in batch])
-        attention_mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in batch])
-        out = target.generate(input_ids=input_ids, attention_mask=attention_mask, max_new_tokens=new_tokens,
-                              do_sample=False, pad_token_id=pad)
-        for prompt, row in zip(batch, out[:, width:].tolist()):
-            cut = next((i + 1 for i, t in enumerate(row) if t in stops), len(row))
-            sequences.append(prompt + row[:cut])
-    return sequences
-
-
-def cached_continuations(target_name: str, target, tokenizer, prompts, new_tokens: int) -> list[list[int]]:
-    """Greedy continuations are deterministic for a target and prompt set: compute them once."""
-    name = str(Path(target_name).resolve()) if Path(target_name).exists() else str(target_name)
-    key = hashlib.sha256(json.dumps([name, new_tokens, prompts]).encode()).hexdigest()[:16]
-    path = CACHE_DIR / f"{key}.json"
-    if path.is_file():
-        return json.loads(path.read_text())
-    sequences = greedy_continuations(target, tokenizer, prompts, new_tokens)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(sequences))
-    return sequences
-
-
-def answer_sequences(answer_file, question_file, tokenizer, fmt) -> dict[str, tuple[list, list]]:
-    """Per task: (prompt + greedy answer token ids, prompt lengths) of the first turns in a float32
-    greedy answer file of the evaluation harness (e.g. AR's). Measures the exits on the text they
-    will draft at evaluation time; nothing is trained on it."""
-    questions = {}
-    for line in Path(question_file).read_text().splitlines():
-        if line.strip():
-            q = json.loads(line)
-            questions[q["question_id"]] = q
-    by_task: dict[str, tuple[list, list]] = {}
-    for line in Path(answer_file).read_text().splitlines():
-        if not line.strip():
-            continue
-        record = json.loads(line)
-        choice = record["choices"][0]
-        if "error" in record or not choice.get("token_ids"):
-            continue
-        if record.get("settings", {}).get("temperature", 0) != 0:
-            raise ValueError(f"{answer_file}: answers were sampled; the report needs greedy ones (AR, float32)")
-        question = questions.get(record["question_id"])
-        if question is None:
-            raise ValueError(f"{answer_file}: question {record['question_id']} is not in {question_file}")
-        text = fmt.prompt(None, [{"role": "user", "content": question["turns"][0]}])
-        prompt = tokenizer(text, add_special_tokens=fmt.add_special_tokens)["input_ids"]
-        sequences, lengths = by_task.setdefault(task_of(record["category"]), ([], []))
-        sequences.append(prompt + choice["token_ids"][0])
-        lengths.append(len(prompt))
-    if not by_task:
-        raise ValueError(f"{answer_file}: no answered question with token ids")
-    return by_task
-
-
-def choose_thresholds(top1_prob: dict[int, torch.Tensor], right: dict[int, torch.Tensor]) -> list[float]:
-    """Per exit but the last: the lowest grid threshold at which tokens the exit is that sure of
-    are right at least as often as the last exit is on them. The last exit's threshold is 0."""
-    exits = sorted(top1_prob)
-    last = exits[-1]
-    thresholds = []
-    for k in exits[:-1]:
-        chosen = THRESHOLD_GRID[-1]
-        for tau in THRESHOLD_GRID:
-            sure = top1_prob[k] > tau
-            if sure.any() and right[k][sure].float().mean() >= right[last][sure].float().mean():
-                chosen = tau
-                break
-        thresholds.append(chosen)
-    return thresholds + [0.0]
-
-
-def cascade(top1_prob, right, thresholds) -> dict:
-    """Adaptive exit selection: each token is drafted at the exit the draft's rule picks
-    (``sd2.draft_spec.drafts_at``: the first exit surer than its threshold; the last one's is 0)."""
-    exits = sorted(top1_prob)
-    n = next(iter(right.values())).numel()
-    chosen_right = torch.zeros(n, dtype=torch.bool)
-    undecided = torch.ones(n, dtype=torch.bool)
-    share = {}
-    for k, tau in zip(exits, thresholds):
-        stop = undecided & drafts_at(top1_prob[k], tau)
-        chosen_right |= stop & right[k]
-        share[k] = float(stop.float().mean())
-        undecided &= ~stop
-    return {"thresholds": thresholds, "agreement": float(chosen_right.float().mean()), "share_per_exit": share}
-
-
-def estimated_speedup(agreement: float, cost: float, max_len: int = 8) -> tuple[float, int]:
-    """(speed-up over plain decoding, chain length) of the best chain under a simple model: each
-    drafted token is kept with probability ``agreement`` until the first miss, costs ``cost``
-    target steps to draft, and verifying a few tokens costs one step (true of a GPU and of a CPU
-    up to ~4 tokens): (1 + a + ... + a^L) / (1 + L c) at its best L."""
-    best = (1.0, 0)
-    for length in range(1, max_len + 1):
-        tokens = sum(agreement ** i for i in range(length + 1))
-        best = max(best, (tokens / (1 + length * cost), length))
-    return best
-
-
-def speed_thresholds(top1_prob: dict[int, torch.Tensor], right: dict[int, torch.Tensor],
-                     exit_costs: dict[int, float]) -> dict:
-    """The thresholds (0 or a grid value per early exit; 0 sends every token to that exit) whose
-    cascade has the best estimated speed-up, given each exit's cost per draft token in target
-    steps; and each exit's own estimate when it drafts alone."""
-    exits = sorted(top1_prob)
-    best = None
-    for combo in itertools.product([0.0, *THRESHOLD_GRID], repeat=len(exits) - 1):
-        result = cascade(top1_prob, right, [*combo, 0.0])
-        mean_cost = sum(result["share_per_exit"][k] * exit_costs[k] for k in exits)
-        speedup, length = estimated_speedup(result["agreement"], mean_cost)
-        if best is None or speedup > best["estimated_speedup"]:
-            best = {**result, "mean_cost": mean_cost, "estimated_speedup": speedup, "chain_length": length}
-    alone = {k: estimated_speedup(float(right[k].float().mean()), exit_costs[k])[0] for k in exits}
-    return {**best, "exit_costs": exit_costs, "estimated_speedup_alone": alone}
-
-
-class AgreementStats:
-    """One predictor's (an exit's, or an EAGLE head's) statistics against the target, position by
-    position. With ``vocab_ids`` (a draft vocabulary) also those of a head covering only those tokens."""
-
-    def __init__(self, vocab_ids: torch.Tensor | None = None):
-        self.vocab_ids = vocab_ids
-        self.parts: dict[str, list[torch.Tensor]] = {name: [] for name in (
-            "top1_prob", "right", "rank_hits", "ce", "nll", "right_draft_vocab", "rank_hits_draft_vocab")}
-
-    def add(self, logits: torch.Tensor, target_log_probs: torch.Tensor) -> None:
-        """``logits`` and ``target_log_probs`` (positions, vocab) for the same next tokens."""
-        log_q = F.log_softmax(logits.float(), -1)
-        target_top1 = target_log_probs.argmax(-1)
-        top_log_q, top = log_q.max(-1)
-        self.parts["top1_prob"].append(top_log_q.exp())
-        self.parts["right"].append(top == target_top1)
-        # Whether the target's token is the predictor's k-th choice, k = 1..4: the rates a static
-        # tree is built from; any of them is top-4 recall (what a tree can still draft).
-        self.parts["rank_hits"].append(log_q.topk(RANKS, -1).indices == target_top1[:, None])
-        self.parts["ce"].append(-(target_log_probs.exp() * log_q).sum(-1))
-        self.parts["nll"].append(-log_q.gather(-1, target_top1[:, None])[:, 0])
-        if self.vocab_ids is not None:
-            sub_top = self.vocab_ids[log_q[:, self.vocab_ids].topk(RANKS, -1).indices]
-            self.parts["right_draft_vocab"].append(sub_top[:, 0] == target_top1)
-            self.parts["rank_hits_draft_vocab"].append(sub_top == target_top1[:, None])
-
-    def cat(self, name: str) -> torch.Tensor:
-        return torch.cat(self.parts[name])
-
-    def summary(self) -> dict:
-        ok, p, hits = self.cat("right"), self.cat("top1_prob"), self.cat("rank_hits")
-        result = {
-            "top1_agreement": float(ok.float().mean()),
-            "top4_recall": float(hits.any(-1).float().mean()),
-            "rank_accuracy": hits.double().mean(0).tolist(),
-            "mean_top1_prob_right": float(p[ok].mean()) if ok.any() else None,
-            "mean_top1_prob_wrong": float(p[~ok].mean()) if (~ok).any() else None,
-            "cross_entropy_to_target": float(self.cat("ce").mean()),
-            "nll_of_target_token": float(self.cat("nll").mean()),
-        }
-        if self.vocab_ids is not None:
-            hits = self.cat("rank_hits_draft_vocab")
-            result["top1_agreement_draft_vocab"] = float(self.cat("right_draft_vocab").float().mean())
-            result["top4_recall_draft_vocab"] = float(hits.any(-1).float().mean())
-            result["rank_accuracy_draft_vocab"] = hits.double().mean(0).tolist()
-        return result
-
-
-@torch.no_grad()
-def measure_agreement(target, sequences, prompt_lengths, names, predict, vocab_ids=None,
-                      desc: str = "exit quality") -> dict:
-    """{name: AgreementStats} over every continuation position of every sequence, teacher-forced.
-    ``predict(ids, span, features)`` returns {name: logits (positions, vocab)} for the tokens that
-    follow positions ``span`` of ``ids`` (1, L); ``features`` are the target's last-layer states
-    (before its final norm) of ``ids``, whose norm and head give the target's own logits."""
-    from tqdm import tqdm
-
-    stats = {name: AgreementStats(vocab_ids) for name in names}
-    for seq, prompt_len in tqdm(list(zip(sequences, prompt_lengths)), desc=desc, unit="seq"):
-        if len(seq) <= prompt_len:
-            continue
-        ids = torch.tensor([seq])
-        span = slice(prompt_len - 1, len(seq) - 1)  # positions whose next token is generated
-        features = last_layer_states(target, ids)
-        target_log_probs = F.log_softmax(exit_logits(target, features[0, span]).float(), -1)
-        for name, logits in predict(ids, span, features).items():
-            stats[name].add(logits, target_log_probs)
-    return stats
-
-
-def evaluate_exits(draft, target, sequences, prompt_lengths, exits, vocab_ids=None, exit_costs=None) -> dict:
-    """Per-exit statistics over every continuation position of every sequence. With ``vocab_ids``
-    (the draft vocabulary) also the agreement of an exit whose head covers only those tokens."""
-
-    def exits_at(ids, span, _features):
-        return {k: logits[0] for k, logits in all_exit_logits(draft, exits, ids, positions=span).items()}
-
-    stats = measure_agreement(target, sequences, prompt_lengths, exits, exits_at, vocab_ids)
-    probs = {k: s.cat("top1_prob") for k, s in stats.items()}
-    right = {k: s.cat("right") for k, s in stats.items()}
-    thresholds = choose_thresholds(probs, right)
-    report = {"positions": int(right[exits[0]].numel()), "per_exit": {k: s.summary() for k, s in stats.items()},
-              "suggested_thresholds": thresholds, "cascade_suggested": cascade(probs, right, thresholds)}
-    if exit_costs:
-        report["speed_suggested"] = speed_thresholds(probs, right, exit_costs)
-    return report
-
-
-def evaluate_eagle(head, target, sequences, prompt_lengths, vocab_ids=None) -> dict:
-    """An EAGLE head's statistics at depth 1, the first token it drafts after a verification: to
-    predict the token after position p it reads the true feature f_{p-1} and token x_p (its row
-    p-1 predicts f_p), and its earlier rows read true features too. With ``vocab_ids`` (the draft
-    vocabulary beside the head) also those of the reduced head inference scores."""
-
-    def first_draft_token(ids, span, features):
-        if span.start < 1:
-            raise ValueError("an EAGLE head needs a prompt of at least 2 tokens")
-        predicted = head(ids[:, 1:], features[:, :-1])  # row t: f_{t+1} from x_{t+1} and f_t
-        return {1: head.logits(predicted[0, span.start - 1:span.stop - 1])}
-
-    stats = measure_agreement(target, sequences, prompt_lengths, [1], first_draft_token, vocab_ids, "eagle head")[1]
-    return {"positions": int(stats.cat("right").numel()), **stats.summary()}
-
-
-def evaluate_eagle3(head, target, sequences, prompt_lengths, depths=(1, 2, 3)) -> dict:
-    """An EAGLE-3 head's statistics at each depth k: to predict the token after position p it
-    reads the target's fused features at p - k and the tokens up to p, unrolled k steps over its
-    own outputs (``Eagle3Head.unroll``: what a depth-k tree node reads when its ancestors are
-    right). Depth 1 is the first token drafted after a verification. The head scores the draft
-    vocabulary only: its logits are -inf elsewhere, so both columns are the reduced head's."""
-    from sd2train.exits import target_states
-
-    def unrolled(ids, span, _features):
-        if span.start < max(depths):
-            raise ValueError(f"an EAGLE-3 head at depth {max(depths)} needs prompts of at least {max(depths) + 1} tokens")
-        features, _ = target_states(target, head.feature_layers, ids)
-        outputs = head.unroll(ids, features, max(depths))
-        result = {}
-        for k in depths:
-            scores = head.logits(outputs[k - 1][0, span.start - k:span.stop - k]).float()
-            full = scores.new_full((scores.shape[0], target.config.vocab_size), float("-inf"))
-            full[:, head.vocab_ids] = scores
-            result[k] = full
-        return result
-
-    stats = measure_agreement(target, sequences, prompt_lengths, list(depths), unrolled, head.vocab_ids,
-                              "eagle-3 head")
-    # Cross-entropy and NLL are infinite wherever the target's token is outside the draft vocabulary.
-    finite = lambda row: {k: None if isinstance(v, float) and not math.isfinite(v) else v  # noqa: E731
-                          for k, v in row.items()}
-    return {"positions": int(stats[depths[0]].cat("right").numel()),
-            "per_depth": {k: finite(s.summary()) for k, s in stats.items()}}
-
-
-def agreement_table(rows: dict, label: str) -> list[str]:
-    """A header and one line per predictor (an exit, an EAGLE depth) of AgreementStats' summaries."""
-    width = max(len(label), *(len(str(k)) for k in rows))
-    lines = [f"{label:>{width}} {'top-1 agree':>11} {'top-4 recall':>12} {'p(top1)|right':>13} {'p(top1)|wrong':>13} "
-             f"{'CE to target':>12} {'NLL tgt tok':>11} {'agree / top-4 (draft vocab)':>27}"]
-    fmt = lambda v: f"{v:.3f}" if v is not None else "-"  # noqa: E731
-    pct = lambda v: f"{v:.1%}" if v is not None else "-"  # noqa: E731
-    for k, row in rows.items():
-        draft_vocab = f"{pct(row.get('top1_agreement_draft_vocab'))} / {pct(row.get('top4_recall_draft_vocab'))}"
-        lines.append(f"{k!s:>{width}} {row['top1_agreement']:>11.1%} {pct(row.get('top4_recall')):>12} "
-                     f"{fmt(row['mean_top1_prob_right']):>13} "
-                     f"{fmt(row['mean_top1_prob_wrong']):>13} {fmt(row['cross_entropy_to_target']):>12} "
-                     f"{fmt(row['nll_of_target_token']):>11} {draft_vocab:>27}")
-    return lines
-
-
-def prompt_set_title(report: dict) -> str:
-    low, high = report.get("prompt_tokens", [0, "?"])
-    return f"{report['prompts']} held-out prompts of {low}-{high} tokens, {report['positions']} positions"
-
-
-def format_table(report: dict) -> str:
-    lines = [f"exit quality of {report['draft']} vs {report['target']} ({prompt_set_title(report)})",
-             *agreement_table(report["per_exit"], "exit")]
-    c = report["cascade_suggested"]
-    lines.append(f"suggested thresholds {c['thresholds']}: adaptive-exit agreement {c['agreement']:.1%}, "
-                 f"share per exit {({k: round(v, 3) for k, v in c['share_per_exit'].items()})}")
-    if "speed_suggested" in report:
-        v = report["speed_suggested"]
-        alone = ", ".join(f"exit {k} alone {x:.2f}x" for k, x in v["estimated_speedup_alone"].items())
-        lines.append(f"for speed (cost per draft token {v['exit_costs']} target steps): thresholds {v['thresholds']}, "
-                     f"agreement {v['agreement']:.1%}, mean cost {v['mean_cost']:.3f}, estimated "
-                     f"{v['estimated_speedup']:.2f}x with chains of {v['chain_length']} ({alone})")
-    return "\n".join(lines)
 
 
 def load_draft(draft_path, layers: int | None) -> tuple[torch.nn.Module, DraftSpec | None]:
@@ -416,43 +94,6 @@ def load_measured(draft_path, target_path=None, exits=None, layers=None) -> Meas
     vocab = spec.load_vocab(draft_path) if spec else None
     return Measured(draft, spec, exits, target_path, target, AutoTokenizer.from_pretrained(target_path),
                     torch.tensor(vocab) if vocab is not None else None)
-
-
-def heldout_sequences(target_path, target, tokenizer, conv_template, num_prompts: int, new_tokens: int,
-                      max_prompt_tokens: int, min_prompt_tokens: int = 0, data_path=None,
-                      heldout_fraction: float = 0.02) -> tuple[list[list[int]], list[list[int]]]:
-    """(held-out prompts, each continued greedily by the target): the text both reports measure on."""
-    from sd2train.preprocess import get_format
-
-    prompts = heldout_prompts(tokenizer, get_format(conv_template, tokenizer), num_prompts, max_prompt_tokens,
-                              data_path, heldout_fraction, min_prompt_tokens)
-    return prompts, cached_continuations(target_path, target, tokenizer, prompts, new_tokens)
-
-
-def report_name(standard: str, min_prompt_tokens: int, max_prompt_tokens: int,
-                prompt_count: int | None = None) -> str:
-    """The standard prompt set's report is the model's own; another prompt set's goes beside it:
-    other prompt lengths (``-prompts-MIN-MAX``), or, with ``prompt_count``, another number of
-    prompts (``-nN``: the command line's --prompts other than the default)."""
-    name = Path(standard).stem
-    if min_prompt_tokens != 0:
-        name += f"-prompts-{min_prompt_tokens}-{max_prompt_tokens}"
-    if prompt_count is not None:
-        name += f"-n{prompt_count}"
-    return f"{name}.json"
-
-
-def write_report(path: Path, report: dict) -> None:
-    path.write_text(json.dumps(report, indent=2))
-    print(f"report written to {path}")
-
-
-def count_in_report_name(num_prompts: int) -> int | None:
-    """For the command lines: a run on a number of prompts other than the default writes its report
-    under a name that says the count, never over the model's own report."""
-    if num_prompts < 1:
-        raise InputError(f"--prompts must be >= 1 (the number of held-out prompts to measure on), got {num_prompts}")
-    return None if num_prompts == DEFAULT_PROMPTS else num_prompts
 
 
 def exit_quality(draft_path, target_path=None, exits=None, layers=None, num_prompts: int = 32,
@@ -648,15 +289,6 @@ def eagle_quality_on_answers(head_path, answer_file, question_file=None, target_
                             f"teacher-forced; {'draft' if key else 'full'}-vocabulary head): top-1 / top-4 per depth",
                             report, {k: f"depth {k}" for k in depths}))
     return report
-
-
-def write_thresholds(draft_path, thresholds: list[float]) -> None:
-    """Record thresholds in the draft's config.json (config.sd2.thresholds)."""
-    path = Path(draft_path, "config.json")
-    config = json.loads(path.read_text())
-    config["sd2"]["thresholds"] = thresholds
-    path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
-    print(f"[exit-quality] thresholds {thresholds} written to {path}")
 
 
 def main(argv=None):

@@ -22,7 +22,8 @@ import torch
 
 from sd2.draft_heads import QUALITY_REPORT_FILE as REPORT_FILE
 from sd2train.errors import run_cli
-from sd2train.exit_quality import (
+from sd2train.exits import exit_logits, last_layer_states
+from sd2train.report_text import (
     DEFAULT_PROMPTS,
     count_in_report_name,
     heldout_sequences,
@@ -30,7 +31,6 @@ from sd2train.exit_quality import (
     report_name,
     write_report,
 )
-from sd2train.exits import exit_logits, last_layer_states
 
 RANKS = 10
 
