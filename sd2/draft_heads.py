@@ -13,9 +13,11 @@ after the engine's root, head 2 the one after that, and so on.
   dependent: a tree queries head k with each candidate prefix.
 
 The projections start as the target's LM head (its rows for the draft vocabulary, when the heads
-score a reduced one: ``draft_vocab`` in the config, token ids most frequent first). Saved as an
-HF-style folder: ``config.json`` (``sd2_heads``: kind, number of heads, draft vocabulary, and the
-target's signature, by which heads for another target are refused) and ``model.safetensors``.
+score a reduced one: token ids most frequent first). Saved as an HF-style folder: ``config.json``
+(``sd2_heads``: kind, number of heads, the draft vocabulary's file as ``draft_vocab_file``, as every
+trained folder names it, and the target's signature, by which heads for another target are
+refused), ``draft_vocab.json`` and ``model.safetensors``. Folders saved with the list inline
+(``draft_vocab``) still load.
 """
 from __future__ import annotations
 
@@ -25,7 +27,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from sd2.draft_spec import check_draft_vocab
+from sd2.draft_spec import stored_draft_vocab, write_draft_vocab_file
 from sd2.eagle_head import check_target, target_signature
 
 CONFIG_KEY = "sd2_heads"
@@ -103,8 +105,9 @@ class DraftHeads(nn.Module):
 
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
+        vocab = {"draft_vocab_file": write_draft_vocab_file(path, self.draft_vocab)} if self.draft_vocab else {}
         config = {"architecture": f"{self.kind}-heads", "hidden_size": self.hidden,
-                  CONFIG_KEY: {"kind": self.kind, "num_heads": self.num_heads, "draft_vocab": self.draft_vocab,
+                  CONFIG_KEY: {"kind": self.kind, "num_heads": self.num_heads, **vocab,
                                "head_vocab": self.out[0].out_features, **self.signature}}
         (path / "config.json").write_text(json.dumps(config, indent=1))
         weights = {k: v.detach().contiguous().cpu() for k, v in (state_dict or self.state_dict()).items()}
@@ -128,14 +131,12 @@ def load_draft_heads(path: str | Path, target: nn.Module, dtype: torch.dtype | N
     if not (path / "model.safetensors").is_file():
         raise ValueError(f"{path}: the heads' weights (model.safetensors) are missing")
     check_target(spec, target, path)
-    if spec.get("draft_vocab") is not None:
-        check_draft_vocab(spec["draft_vocab"], f"{CONFIG_KEY}.draft_vocab in {path / 'config.json'}",
-                          target.config.vocab_size)
+    vocab = stored_draft_vocab(path, spec, target.config.vocab_size)
     inner = target.model
     heads = DraftHeads(spec["kind"], spec["num_heads"], spec["hidden_size"], spec["head_vocab"], inner.norm,
                        inner.embed_tokens, {k: spec[k] for k in ("target", "hidden_size", "vocab_size",
                                                                  "num_hidden_layers", "embed_probe")},
-                       spec.get("draft_vocab"))
+                       vocab)
     missing, unexpected = heads.load_state_dict(load_file(path / "model.safetensors"), strict=False)
     if missing or unexpected:
         raise ValueError(f"{path}: weights do not match {spec['kind']} heads (missing {missing[:3]}, "

@@ -122,6 +122,30 @@ class DraftSpec:
         return vocab
 
 
+def stored_draft_vocab(folder: str | Path, entry: dict, vocab_size: int | None = None) -> list[int] | None:
+    """The draft vocabulary a trained folder records in its config entry (``config.sd2`` of a draft,
+    the heads' and EAGLE heads' entries): the file ``entry["draft_vocab_file"]`` names, beside the
+    weights, as every folder now stores it; an inline ``entry["draft_vocab"]`` list, as Medusa/Hydra
+    folders saved before did; None when it names none. A named file that is missing is an error."""
+    name = entry.get("draft_vocab_file")
+    if name:
+        path = Path(folder, name)
+        if not path.is_file():
+            raise ValueError(f"{Path(folder, 'config.json')} names the draft vocabulary {path}, which does not exist")
+        return read_draft_vocab(path, vocab_size)
+    if entry.get("draft_vocab") is not None:
+        return check_draft_vocab(entry["draft_vocab"], f"draft_vocab in {Path(folder, 'config.json')}", vocab_size)
+    return None
+
+
+def write_draft_vocab_file(folder: str | Path, ids: list[int]) -> str:
+    """``ids`` as the folder's draft vocabulary file; returns its name, for the config entry's
+    ``draft_vocab_file``."""
+    Path(folder).mkdir(parents=True, exist_ok=True)
+    Path(folder, DRAFT_VOCAB_FILE).write_text(json.dumps([int(t) for t in ids]))
+    return DRAFT_VOCAB_FILE
+
+
 def read_draft_vocab(path: str | Path, vocab_size: int | None = None) -> list[int]:
     """A draft vocabulary file (a JSON list of token ids), checked by ``check_draft_vocab``."""
     try:

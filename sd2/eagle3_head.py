@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from sd2.draft_spec import DRAFT_VOCAB_FILE
+from sd2.draft_spec import DRAFT_VOCAB_FILE, stored_draft_vocab, write_draft_vocab_file
 from sd2.eagle_head import check_target, head_config, target_signature
 
 CONFIG_KEY = "sd2_eagle3"
@@ -173,9 +173,9 @@ class Eagle3Head(nn.Module):
         path.mkdir(parents=True, exist_ok=True)
         config = self.config.to_dict()
         config[CONFIG_KEY] = {**self.signature, "feature_layers": list(self.feature_layers),
-                              "draft_vocab_size": len(self.vocab_ids), "draft_vocab_file": DRAFT_VOCAB_FILE}
+                              "draft_vocab_size": len(self.vocab_ids),
+                              "draft_vocab_file": write_draft_vocab_file(path, self.vocab_ids.tolist())}
         (path / "config.json").write_text(json.dumps(config, indent=1))
-        (path / DRAFT_VOCAB_FILE).write_text(json.dumps(self.vocab_ids.tolist()))
         weights = {k: v.detach().contiguous().cpu() for k, v in (state_dict or self.state_dict()).items()
                    if k.startswith(SAVED_PREFIXES)}
         save_file(weights, path / "model.safetensors", metadata={"format": "pt"})
@@ -197,12 +197,13 @@ def load_eagle3_head(path: str | Path, target: nn.Module, dtype: torch.dtype | N
         other = " (an EAGLE/EAGLE-2 head: use eagle or eagle2)" if getattr(config, "sd2_eagle", None) else ""
         raise ValueError(f"{path} is not an EAGLE-3 head (no {CONFIG_KEY} entry in its config.json){other}")
     check_target(signature, target, path)
-    vocab_file = path / signature.get("draft_vocab_file", DRAFT_VOCAB_FILE)
-    if not vocab_file.is_file():
-        raise ValueError(f"{path}: {vocab_file.name} missing (the LM head's rows are its token ids)")
-    vocab_ids = json.loads(vocab_file.read_text())
+    if not (path / signature.get("draft_vocab_file", DRAFT_VOCAB_FILE)).is_file():
+        raise ValueError(f"{path}: {signature.get('draft_vocab_file', DRAFT_VOCAB_FILE)} missing (the LM head's rows "
+                         "are its token ids)")
+    vocab_ids = stored_draft_vocab(path, {"draft_vocab_file": DRAFT_VOCAB_FILE, **signature}, target.config.vocab_size)
     if len(vocab_ids) != signature.get("draft_vocab_size"):
-        raise ValueError(f"{vocab_file} holds {len(vocab_ids)} ids, the head scores {signature.get('draft_vocab_size')}")
+        raise ValueError(f"{path / DRAFT_VOCAB_FILE} holds {len(vocab_ids)} ids, the head scores "
+                         f"{signature.get('draft_vocab_size')}")
     layers = check_feature_layers(signature["feature_layers"], target.config.num_hidden_layers)
     inner = target.model
     head = Eagle3Head(config, inner.embed_tokens, vocab_ids, layers, signature)

@@ -33,7 +33,7 @@ from evaluation.eval import (
     run_eval,
 )
 from evaluation.sharding import run_sharded, sharded
-from sd2.draft_spec import DRAFT_VOCAB_FILE, check_draft_vocab, read_draft_vocab
+from sd2.draft_spec import DRAFT_VOCAB_FILE, read_draft_vocab, stored_draft_vocab
 from sd2.paths import DEFAULT_DATASTORE
 
 
@@ -459,8 +459,8 @@ def _heads_check(args) -> None:
     path = Path(args.drafter_path)
     check_model_folder(path, "--drafter-path")
     spec = json.loads((path / "config.json").read_text()).get("sd2_heads") or {}
-    if isinstance(spec, dict) and spec.get("draft_vocab") is not None:  # before the target loads
-        check_draft_vocab(spec["draft_vocab"], f"sd2_heads.draft_vocab in {path / 'config.json'}", spec.get("vocab_size"))
+    if isinstance(spec, dict):  # the draft vocabulary checked before the target loads
+        stored_draft_vocab(path, spec, spec.get("vocab_size"))
 
 
 register(Method("medusa", "Medusa-1: heads on the target's last feature draft a sparse tree (lossless verification).",

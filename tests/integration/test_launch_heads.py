@@ -46,7 +46,8 @@ def test_heads_launch_script_runs_end_to_end_on_cpu(tiny_setup, kind, tmp_path):
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     config = json.loads((out / "config.json").read_text())["sd2_heads"]
     assert config["kind"] == kind and config["num_heads"] == 3 and config["target"] == str(tiny_setup / "target")
-    assert 0 < len(config["draft_vocab"]) <= 64 and config["head_vocab"] == len(config["draft_vocab"])
+    vocab = json.loads((out / config["draft_vocab_file"]).read_text())
+    assert 0 < len(vocab) <= 64 and config["head_vocab"] == len(vocab)
     log = [json.loads(line) for line in (out / "loss_log.jsonl").read_text().splitlines()]
     assert [r["step"] for r in log if "loss" in r] == [1, 2]
     assert {"loss_head0", "loss_head1", "loss_head2"} <= set(log[0])

@@ -198,8 +198,10 @@ def test_save_and_load_give_the_same_heads(target, kind, tmp_path):
     heads = fresh_heads(target, kind, draft_vocab=DRAFT_VOCAB).eval()
     heads.save(tmp_path / kind)
     config = json.loads((tmp_path / kind / "config.json").read_text())["sd2_heads"]
-    assert config["kind"] == kind and config["draft_vocab"] == DRAFT_VOCAB and config["target"] == "tiny-target"
+    assert config["kind"] == kind and config["target"] == "tiny-target"
+    assert json.loads((tmp_path / kind / config["draft_vocab_file"]).read_text()) == DRAFT_VOCAB  # a file, as every folder
     loaded = load_draft_heads(tmp_path / kind, target)
+    assert loaded.draft_vocab == DRAFT_VOCAB
     x = heads.normed(torch.randn(4, 64))
     prefix = torch.randint(0, 128, (4, 3)) if kind == "hydra" else None
     with torch.no_grad():
@@ -278,3 +280,18 @@ def test_heads_report_by_hand(target):
         assert first["rank_accuracy"][1][r] == pytest.approx(sum(rank == r for rank in ranks) / 12)
     with pytest.raises(ValueError, match="a prompt of 3 tokens"):
         evaluate_heads(heads, target, [sequences[0]], [3])
+
+
+def test_heads_saved_with_the_vocabulary_inline_still_load(target, tmp_path):
+    """Folders written before the vocabulary was a file (``draft_vocab`` inline in the config)."""
+    heads = fresh_heads(target, "medusa", draft_vocab=DRAFT_VOCAB).eval()
+    folder = heads.save(tmp_path / "old")
+    config = json.loads((folder / "config.json").read_text())
+    config["sd2_heads"]["draft_vocab"] = json.loads((folder / config["sd2_heads"].pop("draft_vocab_file")).read_text())
+    (folder / "config.json").write_text(json.dumps(config))
+    (folder / "draft_vocab.json").unlink()
+    assert load_draft_heads(folder, target).draft_vocab == DRAFT_VOCAB
+    config["sd2_heads"]["draft_vocab_file"] = "missing.json"
+    (folder / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ValueError, match="names the draft vocabulary .*missing.json, which does not exist"):
+        load_draft_heads(folder, target)

@@ -23,7 +23,6 @@ written first), and its held-out agreement is measured (``sd2train.exit_quality 
 """
 from __future__ import annotations
 
-import json
 import sys
 import time
 from dataclasses import dataclass, field
@@ -33,6 +32,7 @@ import torch
 import torch.nn.functional as F
 import transformers
 
+from sd2.draft_spec import DRAFT_VOCAB_FILE
 from sd2.eagle_head import EagleHead
 from sd2train.checkpoints import resume_checkpoint
 from sd2train.errors import InputError, run_cli
@@ -118,17 +118,17 @@ def eagle_loss(head, features, input_ids, labels, attention_mask=None, feature_w
     return EagleLoss(loss, float(feature_loss.detach()), float(token_loss.detach()), int(counted.sum()))
 
 
-def write_draft_vocab(output: Path, tokenizer, target, conversations, size: int) -> None:
+def write_draft_vocab(output: Path, tokenizer, target, conversations, size: int) -> str:
     """draft_vocab.json beside the head, as make_draft writes it beside a draft: the ``size`` tokens
-    most frequent in the conversations' assistant text, special and stop tokens first. Inference
-    scores only these with the head (EAGLE-3's reduced head; SD2's draft has the same)."""
-    from sd2.draft_spec import DRAFT_VOCAB_FILE
+    most frequent in the conversations' assistant text, special and stop tokens first; returns the
+    file's name, which the head's config records. Inference scores only these with the head
+    (FR-Spec's reduced head; SD2's draft has the same)."""
+    from sd2.draft_spec import write_draft_vocab_file
     from sd2train.make_draft import draft_vocab, stop_token_ids
 
     vocab = draft_vocab(tokenizer, conversations, min(size, len(tokenizer)),
                         stop_token_ids(tokenizer, target.generation_config))
-    output.mkdir(parents=True, exist_ok=True)
-    (output / DRAFT_VOCAB_FILE).write_text(json.dumps(vocab))
+    return write_draft_vocab_file(output, vocab)
 
 
 def _synchronize(device: torch.device) -> None:
@@ -217,8 +217,10 @@ def train_eagle(model_args: EagleModelArguments, data_args: DataArguments, args:
 
     tokenizer = load_tokenizer(target_path, args.model_max_length)
     output = Path(args.output_dir)
-    if model_args.draft_vocab_size > 0 and args.process_index == 0:
-        write_draft_vocab(output, tokenizer, target, conversations, model_args.draft_vocab_size)
+    if model_args.draft_vocab_size > 0:
+        if args.process_index == 0:
+            write_draft_vocab(output, tokenizer, target, conversations, model_args.draft_vocab_size)
+        head.signature["draft_vocab_file"] = DRAFT_VOCAB_FILE  # the head's config names it
     dataset = build_dataset(conversations, tokenizer, data_args, args.model_max_length, args.seed)
     trainer = EagleTrainer(model=head, args=args, train_dataset=dataset,
                            data_collator=PaddingCollator(tokenizer.pad_token_id), processing_class=tokenizer,

@@ -20,7 +20,7 @@ from types import SimpleNamespace
 
 import torch
 
-from sd2.draft_spec import DRAFT_VOCAB_FILE, read_draft_vocab
+from sd2.draft_spec import DRAFT_VOCAB_FILE, stored_draft_vocab
 from sd2.eagle_head import QUALITY_REPORT_FILE, EagleHead, load_eagle_head
 
 from ..llama import LlamaRunner
@@ -168,9 +168,10 @@ def load_eagle_drafter(head_path: str | Path, target: torch.nn.Module, dtype: to
     head_path = Path(head_path)
     head = load_eagle_head(head_path, target, dtype)
     vocab = None
-    vocab_file = head_path / DRAFT_VOCAB_FILE
+    # the file the head's config names (a head saved before configs named it: draft_vocab.json if there)
+    vocab_file = head_path / head.signature.get("draft_vocab_file", DRAFT_VOCAB_FILE)
     if draft_vocab_size != 0 and vocab_file.is_file():
-        vocab = read_draft_vocab(vocab_file, target.config.vocab_size)
+        vocab = stored_draft_vocab(head_path, {"draft_vocab_file": vocab_file.name}, target.config.vocab_size)
         if draft_vocab_size:
             if draft_vocab_size > len(vocab):
                 raise ValueError(f"draft vocabulary size {draft_vocab_size} exceeds {vocab_file} ({len(vocab)} ids)")
