@@ -106,18 +106,15 @@ class DraftSpec:
         """The draft vocabulary's token ids (the first ``size``; None or 0 size: all), or None
         when the draft has none; a named file that is missing or malformed is an error. Ids must
         lie below ``vocab_size`` (default: the draft's config.json's)."""
-        path = self.vocab_path(folder)
-        if path is None:
+        if self.draft_vocab_file is None:
             return None
-        if not path.is_file():
-            raise ValueError(f"the draft's config names the draft vocabulary {path}, which does not exist")
         if vocab_size is None and Path(folder, "config.json").is_file():
             vocab_size = json.loads(Path(folder, "config.json").read_text()).get("vocab_size")
-        vocab = read_draft_vocab(path, vocab_size)
+        vocab = stored_draft_vocab(folder, {"draft_vocab_file": self.draft_vocab_file}, vocab_size)
         if size:
             if size > len(vocab):
                 raise ValueError(f"draft vocabulary size {size} exceeds the draft vocabulary ({len(vocab)} ids in "
-                                 f"{path.name})")
+                                 f"{self.draft_vocab_file})")
             vocab = vocab[:size]
         return vocab
 

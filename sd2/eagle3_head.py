@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from sd2.draft_spec import DRAFT_VOCAB_FILE, stored_draft_vocab, write_draft_vocab_file
+from sd2.draft_spec import stored_draft_vocab, write_draft_vocab_file
 from sd2.eagle_head import check_target, head_config, target_signature
 
 CONFIG_KEY = "sd2_eagle3"
@@ -197,12 +197,11 @@ def load_eagle3_head(path: str | Path, target: nn.Module, dtype: torch.dtype | N
         other = " (an EAGLE/EAGLE-2 head: use eagle or eagle2)" if getattr(config, "sd2_eagle", None) else ""
         raise ValueError(f"{path} is not an EAGLE-3 head (no {CONFIG_KEY} entry in its config.json){other}")
     check_target(signature, target, path)
-    if not (path / signature.get("draft_vocab_file", DRAFT_VOCAB_FILE)).is_file():
-        raise ValueError(f"{path}: {signature.get('draft_vocab_file', DRAFT_VOCAB_FILE)} missing (the LM head's rows "
-                         "are its token ids)")
-    vocab_ids = stored_draft_vocab(path, {"draft_vocab_file": DRAFT_VOCAB_FILE, **signature}, target.config.vocab_size)
+    vocab_ids = stored_draft_vocab(path, signature, target.config.vocab_size)  # the LM head's rows' token ids
+    if vocab_ids is None:
+        raise ValueError(f"{path / 'config.json'} names no draft vocabulary (draft_vocab_file): not an EAGLE-3 head")
     if len(vocab_ids) != signature.get("draft_vocab_size"):
-        raise ValueError(f"{path / DRAFT_VOCAB_FILE} holds {len(vocab_ids)} ids, the head scores "
+        raise ValueError(f"{path / signature['draft_vocab_file']} holds {len(vocab_ids)} ids, the head scores "
                          f"{signature.get('draft_vocab_size')}")
     layers = check_feature_layers(signature["feature_layers"], target.config.num_hidden_layers)
     inner = target.model

@@ -16,7 +16,7 @@ RECORD=${RECORD:-}
 if [[ -n "$RECORD" && -f "$RECORD" ]]; then
   echo "target replies: $(cat "$RECORD") (generated, as $RECORD records); skipping"; exit 0
 fi
-HAS_GPU=$("$PYTHON" -c "import torch; print(int(torch.cuda.is_available()))")  # whatever NPROC the trainer uses
+HAS_GPU=$(( NPROC > 0 ))  # launch_common.sh counted the GPUs (NPROC=0: the CPU settings)
 # CPU: bfloat16, batch 64 (fastest measured on 2 cores, train/README.md), short prompts and replies
 # to fit the CPU preset's 256-token sequences. GPU: long replies for the 2048-token recipe.
 if [[ "$HAS_GPU" = 1 ]]; then

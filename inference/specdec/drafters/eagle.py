@@ -167,14 +167,15 @@ def load_eagle_drafter(head_path: str | Path, target: torch.nn.Module, dtype: to
     """
     head_path = Path(head_path)
     head = load_eagle_head(head_path, target, dtype)
-    vocab = None
-    # the file the head's config names (a head saved before configs named it: draft_vocab.json if there)
-    vocab_file = head_path / head.signature.get("draft_vocab_file", DRAFT_VOCAB_FILE)
-    if draft_vocab_size != 0 and vocab_file.is_file():
-        vocab = stored_draft_vocab(head_path, {"draft_vocab_file": vocab_file.name}, target.config.vocab_size)
+    entry = head.signature
+    if "draft_vocab_file" not in entry and (head_path / DRAFT_VOCAB_FILE).is_file():  # saved before configs named it
+        entry = {"draft_vocab_file": DRAFT_VOCAB_FILE}
+    vocab = stored_draft_vocab(head_path, entry, target.config.vocab_size) if draft_vocab_size != 0 else None
+    if vocab is not None:
         if draft_vocab_size:
             if draft_vocab_size > len(vocab):
-                raise ValueError(f"draft vocabulary size {draft_vocab_size} exceeds {vocab_file} ({len(vocab)} ids)")
+                raise ValueError(f"draft vocabulary size {draft_vocab_size} exceeds {head_path / entry['draft_vocab_file']} "
+                                 f"({len(vocab)} ids)")
             vocab = vocab[:draft_vocab_size]
     elif draft_vocab_size:
         raise ValueError(f"--draft-vocab-size {draft_vocab_size}: {head_path} has no {DRAFT_VOCAB_FILE}")

@@ -6,9 +6,9 @@ from __future__ import annotations
 import torch
 
 from ...tree.proposal import Proposal
-from ..sorted_draft import SortedDraft
 from ...verify import target_probs
 from ..draft_length import AdaptiveDraftLength
+from ..sorted_draft import SortedDraft
 
 
 class ChainProposer:
