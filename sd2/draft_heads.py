@@ -29,6 +29,7 @@ from torch import nn
 
 from sd2.draft_spec import stored_draft_vocab, write_draft_vocab_file
 from sd2.eagle_head import check_target, target_signature
+from sd2.weight_files import load_head_weights, write_head_folder
 
 CONFIG_KEY = "sd2_heads"
 KINDS = ("medusa", "hydra")
@@ -101,24 +102,15 @@ class DraftHeads(nn.Module):
         return self.out[k](self.blocks[k](x))
 
     def save(self, path: str | Path, state_dict: dict[str, torch.Tensor] | None = None) -> Path:
-        from safetensors.torch import save_file
-
-        path = Path(path)
-        path.mkdir(parents=True, exist_ok=True)
         vocab = {"draft_vocab_file": write_draft_vocab_file(path, self.draft_vocab)} if self.draft_vocab else {}
         config = {"architecture": f"{self.kind}-heads", "hidden_size": self.hidden,
                   CONFIG_KEY: {"kind": self.kind, "num_heads": self.num_heads, **vocab,
                                "head_vocab": self.out[0].out_features, **self.signature}}
-        (path / "config.json").write_text(json.dumps(config, indent=1))
-        weights = {k: v.detach().contiguous().cpu() for k, v in (state_dict or self.state_dict()).items()}
-        save_file(weights, path / "model.safetensors", metadata={"format": "pt"})
-        return path
+        return write_head_folder(path, config, state_dict or self.state_dict())
 
 
 def load_draft_heads(path: str | Path, target: nn.Module, dtype: torch.dtype | None = None) -> DraftHeads:
     """Saved heads on ``target``'s device, checked against ``target`` before their weights load."""
-    from safetensors.torch import load_file
-
     path = Path(path)
     if not (path / "config.json").is_file():
         raise ValueError(f"no draft heads at {path} (config.json missing)")
@@ -137,9 +129,4 @@ def load_draft_heads(path: str | Path, target: nn.Module, dtype: torch.dtype | N
                        inner.embed_tokens, {k: spec[k] for k in ("target", "hidden_size", "vocab_size",
                                                                  "num_hidden_layers", "embed_probe")},
                        vocab)
-    missing, unexpected = heads.load_state_dict(load_file(path / "model.safetensors"), strict=False)
-    if missing or unexpected:
-        raise ValueError(f"{path}: weights do not match {spec['kind']} heads (missing {missing[:3]}, "
-                         f"unexpected {unexpected[:3]})")
-    weight = inner.embed_tokens.weight
-    return heads.to(dtype=dtype or weight.dtype, device=weight.device).eval()
+    return load_head_weights(heads, path, f"{spec['kind']} heads", inner.embed_tokens.weight, dtype)

@@ -23,7 +23,6 @@ A head is refused for any other target.
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import torch
@@ -32,6 +31,7 @@ from torch import nn
 
 from sd2.draft_spec import stored_draft_vocab, write_draft_vocab_file
 from sd2.eagle_head import check_target, head_config, target_signature
+from sd2.weight_files import load_head_weights, write_head_folder
 
 CONFIG_KEY = "sd2_eagle3"
 SAVED_PREFIXES = ("fc.", "layer.", "norm.", "lm_head.")
@@ -167,24 +167,15 @@ class Eagle3Head(nn.Module):
     def save(self, path: str | Path, state_dict: dict[str, torch.Tensor] | None = None) -> Path:
         """Write the head's folder. ``state_dict`` replaces the head's own weights (a sharded run
         gathers them first and saves from one process)."""
-        from safetensors.torch import save_file
-
-        path = Path(path)
-        path.mkdir(parents=True, exist_ok=True)
-        config = self.config.to_dict()
-        config[CONFIG_KEY] = {**self.signature, "feature_layers": list(self.feature_layers),
-                              "draft_vocab_size": len(self.vocab_ids),
-                              "draft_vocab_file": write_draft_vocab_file(path, self.vocab_ids.tolist())}
-        (path / "config.json").write_text(json.dumps(config, indent=1))
-        weights = {k: v.detach().contiguous().cpu() for k, v in (state_dict or self.state_dict()).items()
-                   if k.startswith(SAVED_PREFIXES)}
-        save_file(weights, path / "model.safetensors", metadata={"format": "pt"})
-        return path
+        config = {**self.config.to_dict(),
+                  CONFIG_KEY: {**self.signature, "feature_layers": list(self.feature_layers),
+                               "draft_vocab_size": len(self.vocab_ids),
+                               "draft_vocab_file": write_draft_vocab_file(path, self.vocab_ids.tolist())}}
+        return write_head_folder(path, config, state_dict or self.state_dict(), SAVED_PREFIXES)
 
 
 def load_eagle3_head(path: str | Path, target: nn.Module, dtype: torch.dtype | None = None) -> Eagle3Head:
     """A saved head on ``target``'s device, checked against ``target`` before its weights load."""
-    from safetensors.torch import load_file
     from transformers import AutoConfig
 
     path = Path(path)
@@ -206,10 +197,4 @@ def load_eagle3_head(path: str | Path, target: nn.Module, dtype: torch.dtype | N
     layers = check_feature_layers(signature["feature_layers"], target.config.num_hidden_layers)
     inner = target.model
     head = Eagle3Head(config, inner.embed_tokens, vocab_ids, layers, signature)
-    missing, unexpected = head.load_state_dict(load_file(path / "model.safetensors"), strict=False)
-    missing = [k for k in missing if not k.startswith("rotary.")]
-    if missing or unexpected:
-        raise ValueError(f"{path}: weights do not match an EAGLE-3 head (missing {missing[:3]}, unexpected "
-                         f"{unexpected[:3]})")
-    weight = inner.embed_tokens.weight
-    return head.to(dtype=dtype or weight.dtype, device=weight.device).eval()
+    return load_head_weights(head, path, "an EAGLE-3 head", inner.embed_tokens.weight, dtype)

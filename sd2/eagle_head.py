@@ -20,6 +20,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from sd2.weight_files import load_head_weights, write_head_folder
+
 CONFIG_KEY = "sd2_eagle"
 # The held-out report beside an EAGLE or EAGLE-3 head (sd2train.exit_quality --eagle), whose
 # measured rank accuracies shape EAGLE's static tree.
@@ -117,22 +119,12 @@ class EagleHead(nn.Module):
     def save(self, path: str | Path, state_dict: dict[str, torch.Tensor] | None = None) -> Path:
         """Write the head's folder. ``state_dict`` replaces the head's own weights: a training run
         sharded by FSDP or DeepSpeed gathers the full weights first and saves them from one process."""
-        from safetensors.torch import save_file
-
-        path = Path(path)
-        path.mkdir(parents=True, exist_ok=True)
-        config = self.config.to_dict()
-        config[CONFIG_KEY] = self.signature
-        (path / "config.json").write_text(json.dumps(config, indent=1))
-        weights = {k: v.detach().contiguous().cpu() for k, v in (state_dict or self.state_dict()).items()
-                   if k.startswith(("fc.", "layer."))}
-        save_file(weights, path / "model.safetensors", metadata={"format": "pt"})
-        return path
+        config = {**self.config.to_dict(), CONFIG_KEY: self.signature}
+        return write_head_folder(path, config, state_dict or self.state_dict(), ("fc.", "layer."))
 
 
 def load_eagle_head(path: str | Path, target: nn.Module, dtype: torch.dtype | None = None) -> EagleHead:
     """A saved head on ``target``'s device, checked against ``target`` before its weights load."""
-    from safetensors.torch import load_file
     from transformers import AutoConfig
 
     path = Path(path)
@@ -152,10 +144,4 @@ def load_eagle_head(path: str | Path, target: nn.Module, dtype: torch.dtype | No
     check_target(signature, target, path)
     inner = target.model
     head = EagleHead(config, inner.embed_tokens, inner.norm, target.lm_head, signature)
-    missing, unexpected = head.load_state_dict(load_file(path / "model.safetensors"), strict=False)
-    missing = [k for k in missing if not k.startswith("rotary.")]
-    if missing or unexpected:
-        raise ValueError(f"{path}: weights do not match an EAGLE head (missing {missing[:3]}, unexpected "
-                         f"{unexpected[:3]})")
-    weight = inner.embed_tokens.weight
-    return head.to(dtype=dtype or weight.dtype, device=weight.device).eval()
+    return load_head_weights(head, path, "an EAGLE head", inner.embed_tokens.weight, dtype)

@@ -55,3 +55,30 @@ def safetensors_problem(file) -> str | None:
     if expected != size:
         return f"{file} is truncated or damaged ({size} bytes, its header describes {expected})"
     return None
+
+
+def write_head_folder(path, config: dict, state_dict: dict, prefixes: tuple[str, ...] = ("",)) -> Path:
+    """A trained head's folder (EAGLE, EAGLE-3, Medusa/Hydra): ``config`` as config.json and the
+    weights whose names start with one of ``prefixes`` (the head's own, not the target's parts it
+    shares) as model.safetensors, detached and contiguous on the CPU."""
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    (path / "config.json").write_text(json.dumps(config, indent=1))
+    weights = {k: v.detach().contiguous().cpu() for k, v in state_dict.items() if k.startswith(prefixes)}
+    save_file(weights, path / "model.safetensors", metadata={"format": "pt"})
+    return path
+
+
+def load_head_weights(head, path, what: str, like, dtype=None):
+    """``head`` with the weights of ``path``/model.safetensors, which must be exactly its own
+    (rotary tables are rebuilt, not saved; ``what`` names the head in the error), on the device and
+    in the dtype (unless ``dtype``) of the target's tensor ``like``, in eval mode."""
+    from safetensors.torch import load_file
+
+    missing, unexpected = head.load_state_dict(load_file(Path(path) / "model.safetensors"), strict=False)
+    missing = [k for k in missing if not k.startswith("rotary.")]
+    if missing or unexpected:
+        raise ValueError(f"{path}: weights do not match {what} (missing {missing[:3]}, unexpected {unexpected[:3]})")
+    return head.to(dtype=dtype or like.dtype, device=like.device).eval()

@@ -47,3 +47,21 @@ def default_target(default_model_dir):
 
     model = AutoModelForCausalLM.from_pretrained(default_model_dir, dtype=torch.float32).eval()
     return model, AutoTokenizer.from_pretrained(default_model_dir)
+
+
+@pytest.fixture(scope="session")
+def tiny_setup(tmp_path_factory, default_model_dir):
+    """For the launch scripts: a 4-layer random target with the default tokenizer (``target/``),
+    and 40 ShareGPT conversations (``sharegpt.json``)."""
+    import json
+
+    from transformers import AutoTokenizer
+
+    root = tmp_path_factory.mktemp("launch")
+    tiny_llama(num_layers=4, vocab_size=49152, hidden=32).save_pretrained(root / "target")
+    AutoTokenizer.from_pretrained(default_model_dir).save_pretrained(root / "target")
+    records = [{"id": f"conv{i}", "conversations": [
+        {"from": "human", "value": f"Tell me about the number {i}."},
+        {"from": "gpt", "value": f"The number {i} comes after {i - 1} and before {i + 1}."}]} for i in range(40)]
+    (root / "sharegpt.json").write_text(json.dumps(records))
+    return root

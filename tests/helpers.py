@@ -88,3 +88,18 @@ def answer_record(qid, category, turns=None, new_tokens=None, wall_time=None, ac
 def write_answers(path, records):
     path.write_text("".join(json.dumps(r) + "\n" for r in records))
     return path
+
+
+def labelled_batch(vocab: int = 128, seed: int = 1, length: int = 12):
+    """Two right-padded sequences of ``length`` tokens, the second padded from position 9: a
+    4-token prompt without labels, then a reply. Returns (input_ids, labels, attention_mask)."""
+    from sd2train.preprocess import IGNORE_INDEX
+
+    g = torch.Generator().manual_seed(seed)
+    input_ids = torch.randint(0, vocab, (2, length), generator=g)
+    labels = input_ids.clone()
+    labels[:, :4] = IGNORE_INDEX
+    labels[1, 9:] = IGNORE_INDEX  # padding
+    attention_mask = torch.ones_like(input_ids)
+    attention_mask[1, 9:] = 0
+    return input_ids, labels, attention_mask

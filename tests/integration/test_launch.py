@@ -10,26 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from helpers import tiny_llama
 
 REPO = Path(__file__).resolve().parents[2]
 SCRIPTS = REPO / "train" / "scripts"
 CONFIGS = REPO / "train" / "configs"
-
-
-@pytest.fixture(scope="module")
-def tiny_setup(tmp_path_factory, default_model_dir):
-    """A 4-layer random target with the default tokenizer, and 40 ShareGPT conversations."""
-    from transformers import AutoTokenizer
-
-    root = tmp_path_factory.mktemp("launch")
-    tiny_llama(num_layers=4, vocab_size=49152, hidden=32).save_pretrained(root / "target")
-    AutoTokenizer.from_pretrained(default_model_dir).save_pretrained(root / "target")
-    records = [{"id": f"conv{i}", "conversations": [
-        {"from": "human", "value": f"Tell me about the number {i}."},
-        {"from": "gpt", "value": f"The number {i} comes after {i - 1} and before {i + 1}."}]} for i in range(40)]
-    (root / "sharegpt.json").write_text(json.dumps(records))
-    return root
 
 
 def generate_then_train_env(target, tmp_path, replies, out, **settings) -> dict:

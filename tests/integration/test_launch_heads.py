@@ -16,21 +16,6 @@ REPO = Path(__file__).resolve().parents[2]
 SCRIPTS = REPO / "train" / "scripts"
 
 
-@pytest.fixture(scope="module")
-def tiny_setup(tmp_path_factory, default_model_dir):
-    """A 4-layer random target with the default tokenizer, and 40 ShareGPT conversations."""
-    from transformers import AutoTokenizer
-
-    root = tmp_path_factory.mktemp("launch-heads")
-    tiny_llama(num_layers=4, vocab_size=49152, hidden=32).save_pretrained(root / "target")
-    AutoTokenizer.from_pretrained(default_model_dir).save_pretrained(root / "target")
-    records = [{"id": f"conv{i}", "conversations": [
-        {"from": "human", "value": f"Tell me about the number {i}."},
-        {"from": "gpt", "value": f"The number {i} comes after {i - 1} and before {i + 1}."}]} for i in range(40)]
-    (root / "sharegpt.json").write_text(json.dumps(records))
-    return root
-
-
 @pytest.mark.parametrize("kind", ["medusa", "hydra"])
 def test_heads_launch_script_runs_end_to_end_on_cpu(tiny_setup, kind, tmp_path):
     from transformers import AutoModelForCausalLM

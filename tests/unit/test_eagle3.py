@@ -16,7 +16,7 @@ from specdec.drafters.eagle3 import Eagle3Drafter, eagle3_runner
 from specdec.engine import SpeculativeEngine
 from specdec.llama import causal_mask
 
-from helpers import PROMPT, tiny_llama, varied_llama
+from helpers import PROMPT, labelled_batch, tiny_llama, varied_llama
 
 VOCAB = list(range(0, 64, 2)) + [1, 3]  # a draft vocabulary: 34 of the 64 ids
 
@@ -35,22 +35,11 @@ def fresh_head(target, vocab=VOCAB, noise=0.05, **kw) -> Eagle3Head:
     return head.eval()
 
 
-def batch(vocab=64, seed=1, length=12):
-    g = torch.Generator().manual_seed(seed)
-    input_ids = torch.randint(0, vocab, (2, length), generator=g)
-    labels = input_ids.clone()
-    labels[:, :4] = IGNORE_INDEX
-    labels[1, 9:] = IGNORE_INDEX  # padding
-    mask = torch.ones_like(input_ids)
-    mask[1, 9:] = 0
-    return input_ids, labels, mask
-
-
 def test_the_fusion_reads_low_middle_and_high_layers(target):
     assert default_feature_layers(30) == (2, 15, 27)  # the default target's
     head = fresh_head(target)
     assert head.feature_layers == (2, 4, 5)
-    input_ids, _, mask = batch()
+    input_ids, _, mask = labelled_batch(vocab=64)
     features, logits = target_states(target, head.feature_layers, input_ids, mask)
     assert features.shape == (2, 12, 3 * 64) and logits.shape == (2, 12, 64)
     out = target(input_ids, attention_mask=mask, output_hidden_states=True)
@@ -81,7 +70,7 @@ def test_training_time_test_feeds_each_step_the_heads_own_output(target):
     row's output (a tree node reading its parent's) and the next true token."""
     head = fresh_head(target, noise=0.2)
     runner = eagle3_runner(head)
-    ids = batch()[0][:1]
+    ids = labelled_batch(vocab=64)[0][:1]
     features, _ = target_states(target, head.feature_layers, ids)
     with torch.no_grad():
         unrolled = head.unroll(ids, features, 3)
@@ -103,7 +92,7 @@ def test_training_time_test_feeds_each_step_the_heads_own_output(target):
 def test_the_loss_counts_assistant_rows_whose_target_token_is_drafted_and_falls_when_trained():
     target = tiny_llama(num_layers=8, vocab_size=64, initializer_range=0.3).requires_grad_(False)
     head = Eagle3Head.for_target(target, VOCAB).train()
-    input_ids, labels, mask = batch()
+    input_ids, labels, mask = labelled_batch(vocab=64)
     features, logits = target_states(target, head.feature_layers, input_ids, mask)
     result = eagle3_loss(head, features, logits, input_ids, labels, steps=3)
     in_vocab = torch.zeros(64, dtype=torch.bool)
@@ -130,7 +119,7 @@ def test_save_and_load_give_the_same_head(target, tmp_path):
     assert config["sd2_eagle3"]["target"] == "tiny" and config["sd2_eagle3"]["feature_layers"] == [2, 4, 5]
     assert json.loads((tmp_path / "head" / "draft_vocab.json").read_text()) == VOCAB
     loaded = load_eagle3_head(tmp_path / "head", target)
-    input_ids, _, mask = batch()
+    input_ids, _, mask = labelled_batch(vocab=64)
     features, _ = target_states(target, head.feature_layers, input_ids, mask)
     with torch.no_grad():
         for a, b in zip(loaded(input_ids, features, 2), head(input_ids, features, 2)):

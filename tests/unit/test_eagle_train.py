@@ -13,19 +13,7 @@ from sd2train.eagle import check_arguments, eagle_loss, feature_noise
 from sd2train.exits import last_layer_states
 from sd2train.preprocess import IGNORE_INDEX
 
-from helpers import tiny_llama
-
-
-def batch(vocab=128, seed=1):
-    """Two right-padded sequences of 12 tokens: a 4-token prompt without labels, then a reply."""
-    g = torch.Generator().manual_seed(seed)
-    input_ids = torch.randint(0, vocab, (2, 12), generator=g)
-    labels = input_ids.clone()
-    labels[:, :4] = IGNORE_INDEX
-    labels[1, 9:] = IGNORE_INDEX  # padding
-    attention_mask = torch.ones_like(input_ids)
-    attention_mask[1, 9:] = 0
-    return input_ids, labels, attention_mask
+from helpers import labelled_batch, tiny_llama
 
 
 @pytest.fixture
@@ -48,7 +36,7 @@ def hand_smooth_l1(a, b):
 
 
 def test_head_shapes(target, head):
-    input_ids, _, mask = batch()
+    input_ids, _, mask = labelled_batch()
     features = last_layer_states(target, input_ids, mask)
     assert features.shape == (2, 12, 64)
     predicted = head(input_ids[:, 1:], features[:, :-1])
@@ -71,7 +59,7 @@ def test_a_fresh_head_starts_from_the_targets_last_layer(target):
 def test_hook_features_are_the_runners_last_layer_output_before_the_norm(target):
     from specdec.llama import LlamaRunner, causal_mask
 
-    ids = batch()[0][0]
+    ids = labelled_batch()[0][0]
     runner = LlamaRunner(target)
     n = len(ids)
     expected = runner.run_layers(runner.embed(ids), runner.new_cache(n), range(runner.num_layers),
@@ -84,7 +72,7 @@ def test_hook_features_are_the_runners_last_layer_output_before_the_norm(target)
 
 
 def test_the_loss_equals_a_hand_computation(target, head):
-    input_ids, labels, mask = batch()
+    input_ids, labels, mask = labelled_batch()
     features = last_layer_states(target, input_ids, mask)
     result = eagle_loss(head, features, input_ids, labels, mask, feature_weight=1.0, token_weight=0.1)
 
@@ -119,7 +107,7 @@ class Oracle(nn.Module):
 
 
 def test_the_feature_part_is_zero_and_the_token_part_the_targets_entropy_for_true_features(target, head):
-    input_ids, labels, mask = batch()
+    input_ids, labels, mask = labelled_batch()
     features = last_layer_states(target, input_ids, mask)
     result = eagle_loss(Oracle(head, features[:, 1:-1]), features, input_ids, labels, mask)
     assert result.feature_loss == 0.0
@@ -129,7 +117,7 @@ def test_the_feature_part_is_zero_and_the_token_part_the_targets_entropy_for_tru
 
 
 def test_only_rows_predicting_an_assistant_token_count(target, head):
-    input_ids, labels, mask = batch()
+    input_ids, labels, mask = labelled_batch()
     features = last_layer_states(target, input_ids, mask)
     base = eagle_loss(head, features, input_ids, labels, mask)
     # Labels 0 and 1 are never a row's predicted token; the features there only feed later rows.
@@ -158,7 +146,7 @@ def test_eagles_uniform_noise_scales_with_the_sequence_length():
 
 
 def test_noise_goes_on_the_input_features_only(target, head):
-    input_ids, labels, mask = batch()
+    input_ids, labels, mask = labelled_batch()
     features = last_layer_states(target, input_ids, mask)
     clean = eagle_loss(head, features, input_ids, labels, mask)
     torch.manual_seed(0)
@@ -171,7 +159,7 @@ def test_noise_goes_on_the_input_features_only(target, head):
 def test_save_and_load_give_the_same_head(target, head, tmp_path):
     from safetensors.torch import load_file
 
-    input_ids, _, mask = batch()
+    input_ids, _, mask = labelled_batch()
     features = last_layer_states(target, input_ids, mask)
     head.save(tmp_path / "head")
     config = json.loads((tmp_path / "head" / "config.json").read_text())
@@ -212,7 +200,7 @@ def test_training_steps_lower_the_loss_on_a_fixed_batch():
     # (at 0.02 the target is near uniform, its entropy already the token part's floor).
     target = tiny_llama(num_layers=3, initializer_range=0.3).requires_grad_(False)
     head = EagleHead.for_target(target).train()
-    input_ids, labels, mask = batch()
+    input_ids, labels, mask = labelled_batch()
     features = last_layer_states(target, input_ids, mask)
     optimizer = torch.optim.AdamW(head.parameters(), lr=3e-3)
     results = []

@@ -21,21 +21,9 @@ from sd2train.heads import (
 )
 from sd2train.preprocess import IGNORE_INDEX
 
-from helpers import tiny_llama
+from helpers import labelled_batch, tiny_llama
 
 DRAFT_VOCAB = list(range(0, 128, 2))  # the even token ids
-
-
-def batch(vocab=128, seed=1):
-    """Two right-padded sequences of 12 tokens: a 4-token prompt without labels, then a reply."""
-    g = torch.Generator().manual_seed(seed)
-    input_ids = torch.randint(0, vocab, (2, 12), generator=g)
-    labels = input_ids.clone()
-    labels[:, :4] = IGNORE_INDEX
-    labels[1, 9:] = IGNORE_INDEX  # padding
-    attention_mask = torch.ones_like(input_ids)
-    attention_mask[1, 9:] = 0
-    return input_ids, labels, attention_mask
 
 
 @pytest.fixture(scope="module")
@@ -84,7 +72,7 @@ def hand_loss(heads, x, input_ids, labels, decay=0.8, draft_vocab=None):
 @pytest.mark.parametrize("draft_vocab", [None, DRAFT_VOCAB], ids=["full-vocab", "draft-vocab"])
 def test_the_loss_equals_a_hand_computation(target, kind, draft_vocab):
     heads = fresh_heads(target, kind, draft_vocab=draft_vocab)
-    input_ids, labels, mask = batch()
+    input_ids, labels, mask = labelled_batch()
     x = normed_features(target, heads, input_ids, mask)
     index = draft_index_of(draft_vocab, 128) if draft_vocab else None
     result = heads_loss(heads, x, input_ids, labels, draft_index=index)
@@ -102,7 +90,7 @@ def test_the_loss_equals_a_hand_computation(target, kind, draft_vocab):
 
 def test_heads_are_weighted_by_decay_to_the_power_k(target):
     heads = fresh_heads(target, "medusa")
-    input_ids, labels, mask = batch()
+    input_ids, labels, mask = labelled_batch()
     x = normed_features(target, heads, input_ids, mask)
     for decay in (0.8, 0.5, 1.0):
         result = heads_loss(heads, x, input_ids, labels, decay)
@@ -114,7 +102,7 @@ def test_heads_are_weighted_by_decay_to_the_power_k(target):
 
 def test_only_assistant_tokens_count(target):
     heads = fresh_heads(target, "hydra")
-    input_ids, labels, mask = batch()
+    input_ids, labels, mask = labelled_batch()
     x = normed_features(target, heads, input_ids, mask)
     base = heads_loss(heads, x, input_ids, labels)
     # A prompt token's label never counts: relabelling it as a reply token changes the rows.
@@ -134,7 +122,7 @@ def test_only_assistant_tokens_count(target):
 
 def test_hydra_heads_read_the_true_tokens_before_theirs(target):
     heads = fresh_heads(target, "hydra")
-    input_ids, labels, mask = batch()
+    input_ids, labels, mask = labelled_batch()
     x = normed_features(target, heads, input_ids, mask)
     seen = {}
     original = heads.head_logits
@@ -153,7 +141,7 @@ def test_hydra_heads_read_the_true_tokens_before_theirs(target):
 
 def test_a_batch_shorter_than_the_heads_reach(target):
     heads = fresh_heads(target, "hydra", num_heads=4)
-    input_ids, labels, mask = batch()
+    input_ids, labels, mask = labelled_batch()
     short_ids, short_labels = input_ids[:, :4], input_ids[:, :4].clone()
     result = heads_loss(heads, normed_features(target, heads, short_ids), short_ids, short_labels)
     assert result.rows == [2 * 2, 2 * 1, 0, 0] and result.loss.requires_grad
@@ -162,7 +150,7 @@ def test_a_batch_shorter_than_the_heads_reach(target):
 def test_hook_features_are_the_runners_last_layer_output_and_the_heads_read_them_normed(target):
     from specdec.llama import LlamaRunner, causal_mask
 
-    ids = batch()[0][0]
+    ids = labelled_batch()[0][0]
     runner = LlamaRunner(target)
     n = len(ids)
     expected = runner.run_layers(runner.embed(ids), runner.new_cache(n), range(runner.num_layers),
@@ -178,7 +166,7 @@ def test_hook_features_are_the_runners_last_layer_output_and_the_heads_read_them
 @pytest.mark.parametrize("kind", ["medusa", "hydra"])
 def test_training_steps_lower_the_loss_on_a_fixed_batch(target, kind):
     heads = TrainedHeads.for_target(kind, target, 3, draft_vocab=DRAFT_VOCAB).train()
-    input_ids, labels, mask = batch()
+    input_ids, labels, mask = labelled_batch()
     x = normed_features(target, heads, input_ids, mask)
     index = draft_index_of(DRAFT_VOCAB, 128)
     optimizer = torch.optim.AdamW(heads.parameters(), lr=3e-3)
@@ -233,7 +221,7 @@ def test_the_trainer_runs_steps_and_saves_loadable_heads(target, kind, tmp_path)
     from sd2train.preprocess import PaddingCollator
     from sd2train.train import LossLogCallback
 
-    input_ids, labels, _ = batch()
+    input_ids, labels, _ = labelled_batch()
     dataset = [{"input_ids": ids, "labels": lab} for ids, lab in zip(input_ids, labels)] * 4
     heads = TrainedHeads.for_target(kind, target, 2, "tiny-target", DRAFT_VOCAB)
     args = HeadsTrainingArguments(output_dir=str(tmp_path / "out"), use_cpu=True, max_steps=3,

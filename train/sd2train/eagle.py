@@ -23,35 +23,25 @@ written first), and its held-out agreement is measured (``sd2train.exit_quality 
 """
 from __future__ import annotations
 
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-import transformers
 
 from sd2.draft_spec import DRAFT_VOCAB_FILE
 from sd2.eagle_head import EagleHead
-from sd2train.checkpoints import resume_checkpoint
 from sd2train.errors import InputError, run_cli
+from sd2train.exit_quality import eagle_quality
 from sd2train.exits import last_layer_states, unwrap
 from sd2train.preprocess import IGNORE_INDEX
-from sd2train.recipes import with_recipe
+from sd2train.recipes import parse_with_recipe
 from sd2train.train import (
     DataArguments,
     DraftTrainingArguments,
     PartsLoggingTrainer,
-    build_dataset,
-    check_model_folder,
-    frozen_model_dtype,
-    heldout_report,
-    load_model,
-    load_tokenizer,
-    train_and_save_head,
-    training_callbacks,
-    training_conversations,
+    train_head_model,
 )
 
 # EAGLE's noise is uniform, of width std * 512 / L on an L-token sequence (its AddUniformNoise).
@@ -201,47 +191,28 @@ def check_head_parallelism(args) -> None:
 
 
 def train_eagle(model_args: EagleModelArguments, data_args: DataArguments, args: EagleTrainingArguments) -> Path:
-    from sd2train.preprocess import PaddingCollator
-
     check_arguments(args)
-    args.resume_from_checkpoint = resume_checkpoint(args)  # a torn checkpoint is refused before anything loads
-    target_path = model_args.target_model_name_or_path
-    check_model_folder(target_path, "--target_model_name_or_path")
-    conversations = training_conversations(data_args, args.seed)  # bad data is named before the target loads
-    target = load_model(target_path, "--target_model_name_or_path", torch.float32)
-    # The head's layer starts as a float32 copy of the target's last layer and trains in float32;
-    # the frozen target (its embedding, norm and head shared with the head) runs in the mixed precision.
-    head = EagleHead.for_target(target, target_path).float()
-    target.to(frozen_model_dtype(args)).eval().requires_grad_(False)
-    target.to(args.device)
 
-    tokenizer = load_tokenizer(target_path, args.model_max_length)
-    output = Path(args.output_dir)
-    if model_args.draft_vocab_size > 0:
-        if args.process_index == 0:
-            write_draft_vocab(output, tokenizer, target, conversations, model_args.draft_vocab_size)
-        head.signature["draft_vocab_file"] = DRAFT_VOCAB_FILE  # the head's config names it
-    dataset = build_dataset(conversations, tokenizer, data_args, args.model_max_length, args.seed)
-    trainer = EagleTrainer(model=head, args=args, train_dataset=dataset,
-                           data_collator=PaddingCollator(tokenizer.pad_token_id), processing_class=tokenizer,
-                           callbacks=training_callbacks(args), target=target, feature_weight=args.feature_weight,
-                           token_weight=args.token_weight, noise=args.feature_noise)
-    minutes = train_and_save_head(trainer, head, tokenizer, output)
-    if minutes is not None:
-        print(f"[eagle] {trainer.state.global_step} steps in {minutes:.1f} min; the target's forward took "
-              f"{trainer.target_forward_share():.0%} of the training steps' time; head saved to {output}")
-        from sd2train.exit_quality import eagle_quality
+    def make_head(target, tokenizer, conversations):
+        # The head's layer starts as a copy of the target's last layer; its embedding, norm and
+        # head are the target's own.
+        head = EagleHead.for_target(target, model_args.target_model_name_or_path).float()
+        if model_args.draft_vocab_size > 0:
+            if args.process_index == 0:
+                write_draft_vocab(Path(args.output_dir), tokenizer, target, conversations, model_args.draft_vocab_size)
+            head.signature["draft_vocab_file"] = DRAFT_VOCAB_FILE  # the head's config names it
+        return head, dict(feature_weight=args.feature_weight, token_weight=args.token_weight, noise=args.feature_noise)
 
-        del trainer, target, head  # the report loads its own
-        heldout_report(eagle_quality, output, target_path, args, data_args)
-    return output
+    def describe(trainer, minutes):
+        return (f"[eagle] {trainer.state.global_step} steps in {minutes:.1f} min; the target's forward took "
+                f"{trainer.target_forward_share():.0%} of the training steps' time; head saved to {args.output_dir}")
+
+    return train_head_model(model_args.target_model_name_or_path, data_args, args, make_head, EagleTrainer,
+                            eagle_quality, describe)
 
 
 def main(argv=None):
-    parser = transformers.HfArgumentParser((EagleModelArguments, DataArguments, EagleTrainingArguments))
-    argv = with_recipe(sys.argv[1:] if argv is None else argv, parser)  # --recipe NAME: its settings, then the flags
-    model_args, data_args, args = parser.parse_args_into_dataclasses(argv)
-    train_eagle(model_args, data_args, args)
+    train_eagle(*parse_with_recipe((EagleModelArguments, DataArguments, EagleTrainingArguments), argv))
 
 
 if __name__ == "__main__":

@@ -24,34 +24,25 @@ tokenizer and the loss log, and its held-out agreement at depths 1..3 is measure
 """
 from __future__ import annotations
 
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-import transformers
 
 from sd2.eagle3_head import Eagle3Head, check_feature_layers, default_feature_layers
-from sd2train.checkpoints import resume_checkpoint
 from sd2train.errors import InputError, bad_setting, run_cli
 from sd2train.eagle import EagleTrainer, check_head_parallelism
+from sd2train.exit_quality import eagle_quality
 from sd2train.exits import parse_int_list, target_states, unwrap
+from sd2train.make_draft import draft_vocab, stop_token_ids
 from sd2train.preprocess import IGNORE_INDEX
-from sd2train.recipes import with_recipe
+from sd2train.recipes import parse_with_recipe
 from sd2train.train import (
     DataArguments,
     DraftTrainingArguments,
-    build_dataset,
-    check_model_folder,
-    frozen_model_dtype,
-    heldout_report,
-    load_model,
-    load_tokenizer,
-    train_and_save_head,
-    training_callbacks,
-    training_conversations,
+    train_head_model,
 )
 
 
@@ -153,54 +144,33 @@ def check_arguments(args: Eagle3TrainingArguments) -> None:
 
 
 def train_eagle3(model_args: Eagle3ModelArguments, data_args: DataArguments, args: Eagle3TrainingArguments) -> Path:
-    from sd2train.make_draft import draft_vocab, stop_token_ids
-    from sd2train.preprocess import PaddingCollator
-
     check_arguments(args)
-    args.resume_from_checkpoint = resume_checkpoint(args)  # a torn checkpoint is refused before anything loads
-    target_path = model_args.target_model_name_or_path
-    check_model_folder(target_path, "--target_model_name_or_path")
-    conversations = training_conversations(data_args, args.seed)  # bad data is named before the target loads
-    target = load_model(target_path, "--target_model_name_or_path", torch.float32)
-    with bad_setting("--feature_layers"):
-        layers = check_feature_layers(parse_int_list(model_args.feature_layers, "--feature_layers")
-                                      if model_args.feature_layers else
-                                      default_feature_layers(target.config.num_hidden_layers),
-                                      target.config.num_hidden_layers)
-    tokenizer = load_tokenizer(target_path, args.model_max_length)
-    vocab = None
-    if model_args.draft_vocab_size > 0:  # the same on every process: counted on the same conversations
-        vocab = draft_vocab(tokenizer, conversations, min(model_args.draft_vocab_size, len(tokenizer)),
-                            stop_token_ids(tokenizer, target.generation_config))
-    # The head starts as float32 copies of the target's parts and trains in float32; the frozen
-    # target (its embedding shared with the head) runs in the mixed precision.
-    head = Eagle3Head.for_target(target, vocab, layers, target_path).float()
-    target.to(frozen_model_dtype(args)).eval().requires_grad_(False)
-    target.to(args.device)
 
-    output = Path(args.output_dir)
-    dataset = build_dataset(conversations, tokenizer, data_args, args.model_max_length, args.seed)
-    trainer = Eagle3Trainer(model=head, args=args, train_dataset=dataset,
-                            data_collator=PaddingCollator(tokenizer.pad_token_id), processing_class=tokenizer,
-                            callbacks=training_callbacks(args), target=target, steps=args.ttt_steps,
-                            decay=args.step_weight_decay)
-    minutes = train_and_save_head(trainer, head, tokenizer, output)
-    if minutes is not None:
-        print(f"[eagle3] {trainer.state.global_step} steps of {args.ttt_steps} unrolled steps in {minutes:.1f} min; "
-              f"the target's forward took {trainer.target_forward_share():.0%} of the training steps' time; head "
-              f"saved to {output}")
-        from sd2train.exit_quality import eagle_quality
+    def make_head(target, tokenizer, conversations):
+        num_layers = target.config.num_hidden_layers
+        with bad_setting("--feature_layers"):
+            layers = check_feature_layers(parse_int_list(model_args.feature_layers, "--feature_layers")
+                                          if model_args.feature_layers else default_feature_layers(num_layers),
+                                          num_layers)
+        vocab = None
+        if model_args.draft_vocab_size > 0:  # the same on every process: counted on the same conversations
+            vocab = draft_vocab(tokenizer, conversations, min(model_args.draft_vocab_size, len(tokenizer)),
+                                stop_token_ids(tokenizer, target.generation_config))
+        # The head starts as copies of the target's parts; its embedding is the target's own.
+        head = Eagle3Head.for_target(target, vocab, layers, model_args.target_model_name_or_path).float()
+        return head, dict(steps=args.ttt_steps, decay=args.step_weight_decay)
 
-        del trainer, target, head  # the report loads its own
-        heldout_report(eagle_quality, output, target_path, args, data_args)
-    return output
+    def describe(trainer, minutes):
+        return (f"[eagle3] {trainer.state.global_step} steps of {args.ttt_steps} unrolled steps in {minutes:.1f} "
+                f"min; the target's forward took {trainer.target_forward_share():.0%} of the training steps' "
+                f"time; head saved to {args.output_dir}")
+
+    return train_head_model(model_args.target_model_name_or_path, data_args, args, make_head, Eagle3Trainer,
+                            eagle_quality, describe)
 
 
 def main(argv=None):
-    parser = transformers.HfArgumentParser((Eagle3ModelArguments, DataArguments, Eagle3TrainingArguments))
-    argv = with_recipe(sys.argv[1:] if argv is None else argv, parser)  # --recipe NAME: its settings, then the flags
-    model_args, data_args, args = parser.parse_args_into_dataclasses(argv)
-    train_eagle3(model_args, data_args, args)
+    train_eagle3(*parse_with_recipe((Eagle3ModelArguments, DataArguments, Eagle3TrainingArguments), argv))
 
 
 if __name__ == "__main__":

@@ -27,34 +27,24 @@ static tree at inference).
 """
 from __future__ import annotations
 
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-import transformers
 
 from sd2.draft_heads import KINDS, DraftHeads
-from sd2train.checkpoints import resume_checkpoint
 from sd2train.errors import InputError, run_cli
 from sd2train.exits import last_layer_states, unwrap
+from sd2train.heads_quality import heads_quality
 from sd2train.make_draft import draft_vocab, stop_token_ids
 from sd2train.preprocess import IGNORE_INDEX
-from sd2train.recipes import with_recipe
+from sd2train.recipes import parse_with_recipe
 from sd2train.train import (
     DataArguments,
     DraftTrainingArguments,
     PartsLoggingTrainer,
-    build_dataset,
-    check_model_folder,
-    frozen_model_dtype,
-    heldout_report,
-    load_model,
-    load_tokenizer,
-    train_and_save_head,
-    training_callbacks,
-    training_conversations,
+    train_head_model,
 )
 
 
@@ -183,47 +173,29 @@ def check_arguments(model_args: HeadsModelArguments, args: HeadsTrainingArgument
 
 
 def train_heads(model_args: HeadsModelArguments, data_args: DataArguments, args: HeadsTrainingArguments) -> Path:
-    from sd2train.preprocess import PaddingCollator
-
     check_arguments(model_args, args)
-    args.resume_from_checkpoint = resume_checkpoint(args)  # a torn checkpoint is refused before anything loads
-    target_path = model_args.target_model_name_or_path
-    check_model_folder(target_path, "--target_model_name_or_path")
-    conversations = training_conversations(data_args, args.seed)  # bad data is named before the target loads
-    target = load_model(target_path, "--target_model_name_or_path", torch.float32)
-    tokenizer = load_tokenizer(target_path, args.model_max_length)
-    vocab = None
-    if model_args.draft_vocab_size:  # counted on the text trained on, as the EAGLE trainer counts its own
-        vocab = draft_vocab(tokenizer, conversations, min(model_args.draft_vocab_size, len(tokenizer)),
-                            stop_token_ids(tokenizer, target.generation_config))
-    # The heads start from the target's head rows in float32 and train in float32; the frozen
-    # target (whose norm and embedding the heads read) runs in the mixed precision.
-    heads = TrainedHeads.for_target(model_args.kind, target, model_args.num_heads, target_path, vocab).float()
-    target.to(frozen_model_dtype(args)).eval().requires_grad_(False)
-    target.to(args.device)
 
-    dataset = build_dataset(conversations, tokenizer, data_args, args.model_max_length, args.seed)
-    trainer = HeadsTrainer(model=heads, args=args, train_dataset=dataset,
-                           data_collator=PaddingCollator(tokenizer.pad_token_id), processing_class=tokenizer,
-                           callbacks=training_callbacks(args), target=target, decay=args.head_loss_decay,
+    def make_head(target, tokenizer, conversations):
+        vocab = None
+        if model_args.draft_vocab_size:  # counted on the text trained on, as the EAGLE trainer counts its own
+            vocab = draft_vocab(tokenizer, conversations, min(model_args.draft_vocab_size, len(tokenizer)),
+                                stop_token_ids(tokenizer, target.generation_config))
+        # The heads start from the target's head rows; they read its norm and embedding.
+        heads = TrainedHeads.for_target(model_args.kind, target, model_args.num_heads,
+                                        model_args.target_model_name_or_path, vocab).float()
+        return heads, dict(decay=args.head_loss_decay,
                            draft_index=draft_index_of(vocab, target.config.vocab_size) if vocab else None)
-    output = Path(args.output_dir)
-    minutes = train_and_save_head(trainer, heads, tokenizer, output)
-    if minutes is not None:
-        print(f"[heads] {model_args.num_heads} {model_args.kind} heads: {trainer.state.global_step} steps in "
-              f"{minutes:.1f} min; saved to {output}")
-        from sd2train.heads_quality import heads_quality
 
-        del trainer, target, heads  # the report loads its own
-        heldout_report(heads_quality, output, target_path, args, data_args)
-    return output
+    def describe(trainer, minutes):
+        return (f"[heads] {model_args.num_heads} {model_args.kind} heads: {trainer.state.global_step} steps in "
+                f"{minutes:.1f} min; saved to {args.output_dir}")
+
+    return train_head_model(model_args.target_model_name_or_path, data_args, args, make_head, HeadsTrainer,
+                            heads_quality, describe)
 
 
 def main(argv=None):
-    parser = transformers.HfArgumentParser((HeadsModelArguments, DataArguments, HeadsTrainingArguments))
-    argv = with_recipe(sys.argv[1:] if argv is None else argv, parser)  # --recipe NAME: its settings, then the flags
-    model_args, data_args, args = parser.parse_args_into_dataclasses(argv)
-    train_heads(model_args, data_args, args)
+    train_heads(*parse_with_recipe((HeadsModelArguments, DataArguments, HeadsTrainingArguments), argv))
 
 
 if __name__ == "__main__":

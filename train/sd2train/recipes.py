@@ -9,7 +9,10 @@ float32 elsewhere: on an AVX2-only CPU bfloat16 runs several times slower (``sd2
 """
 from __future__ import annotations
 
+import sys
 from pathlib import Path
+
+import transformers
 
 from sd2.hardware import fast_bfloat16
 
@@ -79,3 +82,10 @@ def with_recipe(argv: list[str], parser) -> list[str]:
             rest.append(argv[i])
         i += 1
     return [flag for name in recipes for flag in recipe_argv(name, parser)] + rest
+
+
+def parse_with_recipe(argument_classes, argv: list[str] | None = None) -> tuple:
+    """A trainer's command line (``sys.argv`` when None) parsed into its argument dataclasses, with
+    ``--recipe NAME`` expanded first (its settings, then the flags)."""
+    parser = transformers.HfArgumentParser(argument_classes)
+    return tuple(parser.parse_args_into_dataclasses(with_recipe(sys.argv[1:] if argv is None else argv, parser)))

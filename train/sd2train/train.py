@@ -20,7 +20,6 @@ from __future__ import annotations
 import json
 import random
 import shutil
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,7 +36,7 @@ from sd2train.errors import InputError, InputFileNotFoundError, bad_setting, run
 from sd2train.exits import parse_int_list
 from sd2train.loss import exit_weights, sorted_loss
 from sd2train.make_draft import truncate_to_first_layers
-from sd2train.recipes import with_recipe
+from sd2train.recipes import parse_with_recipe
 
 
 @dataclass
@@ -364,6 +363,35 @@ def train_and_save_head(trainer: Trainer, head, tokenizer, output: Path) -> floa
     return (time.time() - started) / 60
 
 
+def train_head_model(target_path, data_args: DataArguments, args, make_head, trainer_class, report, describe) -> Path:
+    """One run of a head trainer (EAGLE, EAGLE-3, Medusa/Hydra): a torn checkpoint refused and the
+    target folder and data checked before the target loads (in float32: a head starts as copies of
+    its parts); ``make_head(target, tokenizer, conversations)`` gives (head, the trainer's own
+    settings); the head trains in float32 against the target frozen in the mixed precision, is saved
+    to --output_dir, ``describe(trainer, minutes)`` is printed, then ``report`` runs on held-out prompts."""
+    from sd2train.preprocess import PaddingCollator
+
+    args.resume_from_checkpoint = resume_checkpoint(args)
+    check_model_folder(target_path, "--target_model_name_or_path")
+    conversations = training_conversations(data_args, args.seed)
+    target = load_model(target_path, "--target_model_name_or_path", torch.float32)
+    tokenizer = load_tokenizer(target_path, args.model_max_length)
+    head, settings = make_head(target, tokenizer, conversations)
+    target.to(frozen_model_dtype(args)).eval().requires_grad_(False)
+    target.to(args.device)
+    dataset = build_dataset(conversations, tokenizer, data_args, args.model_max_length, args.seed)
+    trainer = trainer_class(model=head, args=args, train_dataset=dataset,
+                            data_collator=PaddingCollator(tokenizer.pad_token_id), processing_class=tokenizer,
+                            callbacks=training_callbacks(args), target=target, **settings)
+    output = Path(args.output_dir)
+    minutes = train_and_save_head(trainer, head, tokenizer, output)
+    if minutes is not None:
+        print(describe(trainer, minutes))
+        del trainer, target, head  # the report loads its own
+        heldout_report(report, output, target_path, args, data_args)
+    return output
+
+
 def heldout_report(report, output: Path, target_path, args, data_args, **settings) -> None:
     """``report`` (``exit_quality``, ``eagle_quality`` or ``heads_quality``) of what was trained, on
     --exit_quality_prompts held-out prompts of the data it was trained on (none: no report)."""
@@ -410,10 +438,7 @@ def parse_float_list(text: str) -> list[float]:
 
 
 def main(argv=None):
-    parser = transformers.HfArgumentParser((ModelArguments, DataArguments, SortedTrainingArguments))
-    argv = with_recipe(sys.argv[1:] if argv is None else argv, parser)  # --recipe NAME: its settings, then the flags
-    model_args, data_args, args = parser.parse_args_into_dataclasses(argv)
-    train(model_args, data_args, args)
+    train(*parse_with_recipe((ModelArguments, DataArguments, SortedTrainingArguments), argv))
 
 
 if __name__ == "__main__":
