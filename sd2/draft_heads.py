@@ -21,7 +21,6 @@ refused), ``draft_vocab.json`` and ``model.safetensors``. Folders saved with the
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import torch
@@ -29,7 +28,7 @@ from torch import nn
 
 from sd2.draft_spec import stored_draft_vocab, write_draft_vocab_file
 from sd2.eagle_head import check_target, target_signature
-from sd2.weight_files import load_head_weights, write_head_folder
+from sd2.weight_files import head_entry, load_head_weights, write_head_folder
 
 CONFIG_KEY = "sd2_heads"
 KINDS = ("medusa", "hydra")
@@ -111,17 +110,7 @@ class DraftHeads(nn.Module):
 
 def load_draft_heads(path: str | Path, target: nn.Module, dtype: torch.dtype | None = None) -> DraftHeads:
     """Saved heads on ``target``'s device, checked against ``target`` before their weights load."""
-    path = Path(path)
-    if not (path / "config.json").is_file():
-        raise ValueError(f"no draft heads at {path} (config.json missing)")
-    try:
-        spec = json.loads((path / "config.json").read_bytes()).get(CONFIG_KEY)
-    except (UnicodeDecodeError, json.JSONDecodeError, AttributeError):
-        raise ValueError(f"{path / 'config.json'} is not a JSON object: the heads' folder is damaged") from None
-    if not spec:
-        raise ValueError(f"{path} holds no Medusa or Hydra heads (no {CONFIG_KEY} entry in its config.json)")
-    if not (path / "model.safetensors").is_file():
-        raise ValueError(f"{path}: the heads' weights (model.safetensors) are missing")
+    spec = head_entry(path, CONFIG_KEY, "Medusa or Hydra heads")
     check_target(spec, target, path)
     vocab = stored_draft_vocab(path, spec, target.config.vocab_size)
     inner = target.model

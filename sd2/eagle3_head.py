@@ -30,8 +30,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from sd2.draft_spec import stored_draft_vocab, write_draft_vocab_file
-from sd2.eagle_head import check_target, head_config, target_signature
-from sd2.weight_files import load_head_weights, write_head_folder
+from sd2.eagle_head import CONFIG_KEY as EAGLE_CONFIG_KEY
+from sd2.eagle_head import check_target, head_config, saved_layer_config, target_signature
+from sd2.weight_files import head_entry, load_head_weights, write_head_folder
 
 CONFIG_KEY = "sd2_eagle3"
 SAVED_PREFIXES = ("fc.", "layer.", "norm.", "lm_head.")
@@ -176,17 +177,9 @@ class Eagle3Head(nn.Module):
 
 def load_eagle3_head(path: str | Path, target: nn.Module, dtype: torch.dtype | None = None) -> Eagle3Head:
     """A saved head on ``target``'s device, checked against ``target`` before its weights load."""
-    from transformers import AutoConfig
-
     path = Path(path)
-    if not (path / "config.json").is_file():
-        raise ValueError(f"no EAGLE-3 head at {path} (config.json missing)")
-    config = AutoConfig.from_pretrained(path)
-    config._attn_implementation = "sdpa"
-    signature = getattr(config, CONFIG_KEY, None)
-    if not signature:
-        other = " (an EAGLE/EAGLE-2 head: use eagle or eagle2)" if getattr(config, "sd2_eagle", None) else ""
-        raise ValueError(f"{path} is not an EAGLE-3 head (no {CONFIG_KEY} entry in its config.json){other}")
+    signature = head_entry(path, CONFIG_KEY, "an EAGLE-3 head", {EAGLE_CONFIG_KEY: "an EAGLE/EAGLE-2 head: use eagle or eagle2"})
+    config = saved_layer_config(path)
     check_target(signature, target, path)
     vocab_ids = stored_draft_vocab(path, signature, target.config.vocab_size)  # the LM head's rows' token ids
     if vocab_ids is None:

@@ -14,13 +14,12 @@ by which a head for another target is refused) and ``model.safetensors`` (``fc.*
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from sd2.weight_files import load_head_weights, write_head_folder
+from sd2.weight_files import head_entry, load_head_weights, write_head_folder
 
 CONFIG_KEY = "sd2_eagle"
 # The held-out report beside an EAGLE or EAGLE-3 head (sd2train.exit_quality --eagle), whose
@@ -50,6 +49,15 @@ def check_target(signature: dict, target: nn.Module, head_path: str | Path = "th
     if not torch.allclose(mine, probe, rtol=1e-2, atol=1e-3):
         raise ValueError(f"{head_path} was trained for another target ({signature.get('target')}): its embedding "
                          "weights differ")
+
+
+def saved_layer_config(path):
+    """A saved head's decoder-layer config (its folder's config.json), with SDPA attention."""
+    from transformers import AutoConfig
+
+    config = AutoConfig.from_pretrained(path)
+    config._attn_implementation = "sdpa"
+    return config
 
 
 def head_config(target_config):
@@ -125,22 +133,8 @@ class EagleHead(nn.Module):
 
 def load_eagle_head(path: str | Path, target: nn.Module, dtype: torch.dtype | None = None) -> EagleHead:
     """A saved head on ``target``'s device, checked against ``target`` before its weights load."""
-    from transformers import AutoConfig
-
-    path = Path(path)
-    if not (path / "config.json").is_file():
-        raise ValueError(f"no EAGLE head at {path} (config.json missing)")
-    try:
-        json.loads((path / "config.json").read_bytes())
-    except (UnicodeDecodeError, json.JSONDecodeError):
-        raise ValueError(f"{path / 'config.json'} is not valid JSON: the head's folder is damaged") from None
-    if not (path / "model.safetensors").is_file():
-        raise ValueError(f"{path}: the head's weights (model.safetensors) are missing")
-    config = AutoConfig.from_pretrained(path)
-    config._attn_implementation = "sdpa"
-    signature = getattr(config, CONFIG_KEY, None)
-    if not signature:
-        raise ValueError(f"{path} is not an EAGLE head (no {CONFIG_KEY} entry in its config.json)")
+    signature = head_entry(path, CONFIG_KEY, "an EAGLE head")
+    config = saved_layer_config(path)
     check_target(signature, target, path)
     inner = target.model
     head = EagleHead(config, inner.embed_tokens, inner.norm, target.lm_head, signature)

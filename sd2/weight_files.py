@@ -82,3 +82,24 @@ def load_head_weights(head, path, what: str, like, dtype=None):
     if missing or unexpected:
         raise ValueError(f"{path}: weights do not match {what} (missing {missing[:3]}, unexpected {unexpected[:3]})")
     return head.to(dtype=dtype or like.dtype, device=like.device).eval()
+
+
+def head_entry(path, key: str, what: str, others: dict[str, str] | None = None) -> dict:
+    """The ``key`` entry of a saved head folder's config.json (what the head records of itself and
+    its target), the folder checked first: config.json there and a JSON object, the entry present
+    (``what``, e.g. 'an EAGLE head', names the head in the errors; where another head's entry is
+    there instead, ``others`` maps its key to the hint added), the weights (model.safetensors) there."""
+    path = Path(path)
+    if not (path / "config.json").is_file():
+        raise ValueError(f"{path} is not {what} (config.json missing)")
+    try:
+        config = json.loads((path / "config.json").read_bytes())
+        entry = config.get(key)
+    except (UnicodeDecodeError, json.JSONDecodeError, AttributeError):
+        raise ValueError(f"{path / 'config.json'} is not a JSON object (damaged or cut off)") from None
+    if not entry:
+        hint = next((f" ({hint})" for other, hint in (others or {}).items() if config.get(other)), "")
+        raise ValueError(f"{path} is not {what} (no {key} entry in its config.json){hint}")
+    if not (path / "model.safetensors").is_file():
+        raise ValueError(f"{path}: the weights of {what} (model.safetensors) are missing")
+    return entry

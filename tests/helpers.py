@@ -103,3 +103,18 @@ def labelled_batch(vocab: int = 128, seed: int = 1, length: int = 12):
     attention_mask = torch.ones_like(input_ids)
     attention_mask[1, 9:] = 0
     return input_ids, labels, attention_mask
+
+
+def hook_features_checked(target, ids: torch.Tensor) -> torch.Tensor:
+    """The head trainers' last-layer features of ``ids`` (one sequence; ``sd2train.exits``' hook),
+    asserted equal to the inference runner's last-layer output before the norm; returns them."""
+    from sd2train.exits import last_layer_states
+    from specdec.llama import LlamaRunner, causal_mask
+
+    runner = LlamaRunner(target)
+    n = len(ids)
+    expected = runner.run_layers(runner.embed(ids), runner.new_cache(n), range(runner.num_layers),
+                                 torch.arange(n), causal_mask(n, 0, "cpu"))
+    features = last_layer_states(target, ids[None])
+    assert torch.allclose(features, expected, atol=1e-5)
+    return features

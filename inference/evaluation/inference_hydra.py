@@ -2,10 +2,9 @@
 
     python -m evaluation.inference_hydra --hydra-model-path models/hydra-smollm2-135m --model-id smollm2-hydra
 
-The heads (``python -m sd2train.heads --kind hydra``) must have been trained for this target; others
-are refused before any question. The static tree keeps the --total-token likeliest rank paths by
-each head's measured top-k accuracy (``heads_quality.json`` beside the heads). Verification is the
-shared engine's (greedy, or lossless rejection sampling; Medusa's typical acceptance is not offered).
+Trained with ``python -m sd2train.heads --kind hydra``; loaded, checked and verified as Medusa's
+heads are (``evaluation.inference_medusa``): refused before any question unless trained for this
+target, a static tree from the heads' measured top-k accuracies, the shared engine's verification.
 """
 from __future__ import annotations
 

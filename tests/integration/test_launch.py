@@ -148,7 +148,7 @@ def test_eagle3_script_trains_a_head_from_its_recipe_and_measures_it(tiny_setup,
     result = subprocess.run([str(SCRIPTS / "train_eagle3.sh")], env=env, cwd=tmp_path, capture_output=True,
                             text=True, timeout=600)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    assert "2 steps of 2 unrolled steps" in result.stdout
+    assert "[eagle3, 2 unrolled steps each] 2 steps in " in result.stdout
     log = [json.loads(line) for line in (out / "loss_log.jsonl").read_text().splitlines()]
     assert [r["step"] for r in log if "loss" in r] == [1, 2]
     assert log[0]["learning_rate"] <= 1e-3  # the recipe's lr (cosine from 1e-3)

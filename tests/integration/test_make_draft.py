@@ -56,7 +56,7 @@ def test_draft_vocab_counts_assistant_text_with_specials_first(saved_target, tmp
     tokenizer = AutoTokenizer.from_pretrained(target_dir)
     convs = [{"id": "a", "messages": [{"role": "user", "content": "zebra zebra zebra zebra"},
                                       {"role": "assistant", "content": "yes yes yes no"}]}]
-    vocab = draft_vocab(tokenizer, convs, 5, [2, 0])
+    vocab = draft_vocab(tokenizer, convs, 5, always=[2, 0])
     yes, no = tokenizer("yes", add_special_tokens=False)["input_ids"][0], tokenizer(" no", add_special_tokens=False)["input_ids"][0]
     assert vocab[:2] == [2, 0] and vocab[2] in (yes, tokenizer(" yes", add_special_tokens=False)["input_ids"][0])
     assert no in vocab and tokenizer("zebra", add_special_tokens=False)["input_ids"][0] not in vocab

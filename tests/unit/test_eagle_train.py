@@ -13,7 +13,7 @@ from sd2train.eagle import check_arguments, eagle_loss, feature_noise
 from sd2train.exits import last_layer_states
 from sd2train.preprocess import IGNORE_INDEX
 
-from helpers import labelled_batch, tiny_llama
+from helpers import hook_features_checked, labelled_batch, tiny_llama
 
 
 @pytest.fixture
@@ -57,15 +57,8 @@ def test_a_fresh_head_starts_from_the_targets_last_layer(target):
 
 
 def test_hook_features_are_the_runners_last_layer_output_before_the_norm(target):
-    from specdec.llama import LlamaRunner, causal_mask
-
     ids = labelled_batch()[0][0]
-    runner = LlamaRunner(target)
-    n = len(ids)
-    expected = runner.run_layers(runner.embed(ids), runner.new_cache(n), range(runner.num_layers),
-                                 torch.arange(n), causal_mask(n, 0, "cpu"))
-    features = last_layer_states(target, ids[None])
-    assert torch.allclose(features, expected, atol=1e-5)
+    features = hook_features_checked(target, ids)
     # Before the norm: the target's own norm and head over them give the target's logits.
     head = EagleHead.for_target(target)
     assert torch.allclose(head.logits(features), target(ids[None]).logits, atol=1e-5)

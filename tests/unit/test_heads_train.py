@@ -21,7 +21,7 @@ from sd2train.heads import (
 )
 from sd2train.preprocess import IGNORE_INDEX
 
-from helpers import labelled_batch, tiny_llama
+from helpers import hook_features_checked, labelled_batch, tiny_llama
 
 DRAFT_VOCAB = list(range(0, 128, 2))  # the even token ids
 
@@ -148,15 +148,8 @@ def test_a_batch_shorter_than_the_heads_reach(target):
 
 
 def test_hook_features_are_the_runners_last_layer_output_and_the_heads_read_them_normed(target):
-    from specdec.llama import LlamaRunner, causal_mask
-
     ids = labelled_batch()[0][0]
-    runner = LlamaRunner(target)
-    n = len(ids)
-    expected = runner.run_layers(runner.embed(ids), runner.new_cache(n), range(runner.num_layers),
-                                 torch.arange(n), causal_mask(n, 0, "cpu"))
-    features = last_layer_states(target, ids[None])
-    assert torch.allclose(features, expected, atol=1e-5)
+    features = hook_features_checked(target, ids)
     heads = fresh_heads(target, "medusa")
     x = heads.normed(features)
     # The target's own head over the same x predicts t + 1: the heads' x is what the target reads.

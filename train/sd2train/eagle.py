@@ -35,25 +35,18 @@ from sd2.eagle_head import EagleHead
 from sd2train.errors import InputError, run_cli
 from sd2train.exit_quality import eagle_quality
 from sd2train.exits import last_layer_states, unwrap
+from sd2train.head_training import HeadModelArguments, check_head_parallelism, train_head_model
 from sd2train.preprocess import IGNORE_INDEX
-from sd2train.recipes import parse_with_recipe
-from sd2train.train import (
-    DataArguments,
-    DraftTrainingArguments,
-    PartsLoggingTrainer,
-    train_head_model,
-)
+from sd2train.recipes import recipe_main
+from sd2train.train import DataArguments, DraftTrainingArguments, PartsLoggingTrainer
 
 # EAGLE's noise is uniform, of width std * 512 / L on an L-token sequence (its AddUniformNoise).
 NOISE_REFERENCE_LENGTH = 512
 
 
 @dataclass
-class EagleModelArguments:
-    target_model_name_or_path: str = field(metadata={"help": "the target the head drafts for (frozen)"})
-    draft_vocab_size: int = field(default=8192, metadata={"help": "write draft_vocab.json beside the head: the N tokens "
-                                                                  "most frequent in the training replies (0 = none), "
-                                                                  "which inference's reduced head scores"})
+class EagleModelArguments(HeadModelArguments):
+    """EAGLE's: the target and the draft vocabulary."""
 
 
 @dataclass
@@ -114,11 +107,9 @@ def write_draft_vocab(output: Path, tokenizer, target, conversations, size: int)
     file's name, which the head's config records. Inference scores only these with the head
     (FR-Spec's reduced head; SD2's draft has the same)."""
     from sd2.draft_spec import write_draft_vocab_file
-    from sd2train.make_draft import draft_vocab, stop_token_ids
+    from sd2train.make_draft import draft_vocab
 
-    vocab = draft_vocab(tokenizer, conversations, min(size, len(tokenizer)),
-                        stop_token_ids(tokenizer, target.generation_config))
-    return write_draft_vocab_file(output, vocab)
+    return write_draft_vocab_file(output, draft_vocab(tokenizer, conversations, size, target.generation_config))
 
 
 def _synchronize(device: torch.device) -> None:
@@ -175,19 +166,7 @@ def check_arguments(args: EagleTrainingArguments) -> None:
                          f"{args.feature_weight} and {args.token_weight}")
     if args.feature_noise < 0:
         raise InputError(f"--feature_noise must be >= 0, got {args.feature_noise}")
-    check_head_parallelism(args)
-
-
-def check_head_parallelism(args) -> None:
-    """What a one-layer head over a frozen target cannot use (EAGLE's and EAGLE-3's trainers)."""
-    if args.gradient_checkpointing:
-        raise InputError("--gradient_checkpointing: the head is one decoder layer, nothing to checkpoint")
-    ds_config = getattr(args, "hf_deepspeed_config", None)
-    if ds_config is not None and ds_config.is_zero3():
-        # ZeRO-3 would also partition the frozen target as it loads, and a one-layer head gains
-        # nothing from sharded parameters.
-        raise InputError("DeepSpeed ZeRO-3 is not supported for the EAGLE head: use ZeRO-2 "
-                         "(train/configs/zero2.json) or FSDP")
+    check_head_parallelism(args, "the EAGLE head", "the head is one decoder layer")
 
 
 def train_eagle(model_args: EagleModelArguments, data_args: DataArguments, args: EagleTrainingArguments) -> Path:
@@ -203,16 +182,11 @@ def train_eagle(model_args: EagleModelArguments, data_args: DataArguments, args:
             head.signature["draft_vocab_file"] = DRAFT_VOCAB_FILE  # the head's config names it
         return head, dict(feature_weight=args.feature_weight, token_weight=args.token_weight, noise=args.feature_noise)
 
-    def describe(trainer, minutes):
-        return (f"[eagle] {trainer.state.global_step} steps in {minutes:.1f} min; the target's forward took "
-                f"{trainer.target_forward_share():.0%} of the training steps' time; head saved to {args.output_dir}")
-
     return train_head_model(model_args.target_model_name_or_path, data_args, args, make_head, EagleTrainer,
-                            eagle_quality, describe)
+                            eagle_quality, "eagle")
 
 
-def main(argv=None):
-    train_eagle(*parse_with_recipe((EagleModelArguments, DataArguments, EagleTrainingArguments), argv))
+main = recipe_main(train_eagle, (EagleModelArguments, DataArguments, EagleTrainingArguments))
 
 
 if __name__ == "__main__":

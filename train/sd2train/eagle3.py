@@ -33,25 +33,18 @@ import torch.nn.functional as F
 
 from sd2.eagle3_head import Eagle3Head, check_feature_layers, default_feature_layers
 from sd2train.errors import InputError, bad_setting, run_cli
-from sd2train.eagle import EagleTrainer, check_head_parallelism
+from sd2train.eagle import EagleTrainer
 from sd2train.exit_quality import eagle_quality
 from sd2train.exits import parse_int_list, target_states, unwrap
-from sd2train.make_draft import draft_vocab, stop_token_ids
+from sd2train.head_training import HeadModelArguments, check_head_parallelism, train_head_model
+from sd2train.make_draft import draft_vocab
 from sd2train.preprocess import IGNORE_INDEX
-from sd2train.recipes import parse_with_recipe
-from sd2train.train import (
-    DataArguments,
-    DraftTrainingArguments,
-    train_head_model,
-)
+from sd2train.recipes import recipe_main
+from sd2train.train import DataArguments, DraftTrainingArguments
 
 
 @dataclass
-class Eagle3ModelArguments:
-    target_model_name_or_path: str = field(metadata={"help": "the target the head drafts for (frozen)"})
-    draft_vocab_size: int = field(default=8192, metadata={"help": "the head scores the N tokens most frequent in the "
-                                                                  "training replies, special tokens first (0 = the "
-                                                                  "target's whole vocabulary)"})
+class Eagle3ModelArguments(HeadModelArguments):
     feature_layers: str = field(default="", metadata={"help": "the three fused layer counts (default EAGLE-3's: "
                                                               "2, L // 2, L - 3)"})
 
@@ -140,7 +133,7 @@ def check_arguments(args: Eagle3TrainingArguments) -> None:
         raise InputError(f"--ttt_steps must be >= 1, got {args.ttt_steps}")
     if not 0 < args.step_weight_decay <= 1:
         raise InputError(f"--step_weight_decay must be in (0, 1], got {args.step_weight_decay}")
-    check_head_parallelism(args)  # as EAGLE's: no gradient checkpointing, no ZeRO-3
+    check_head_parallelism(args, "the EAGLE-3 head", "the head is one decoder layer")
 
 
 def train_eagle3(model_args: Eagle3ModelArguments, data_args: DataArguments, args: Eagle3TrainingArguments) -> Path:
@@ -154,23 +147,16 @@ def train_eagle3(model_args: Eagle3ModelArguments, data_args: DataArguments, arg
                                           num_layers)
         vocab = None
         if model_args.draft_vocab_size > 0:  # the same on every process: counted on the same conversations
-            vocab = draft_vocab(tokenizer, conversations, min(model_args.draft_vocab_size, len(tokenizer)),
-                                stop_token_ids(tokenizer, target.generation_config))
+            vocab = draft_vocab(tokenizer, conversations, model_args.draft_vocab_size, target.generation_config)
         # The head starts as copies of the target's parts; its embedding is the target's own.
         head = Eagle3Head.for_target(target, vocab, layers, model_args.target_model_name_or_path).float()
         return head, dict(steps=args.ttt_steps, decay=args.step_weight_decay)
 
-    def describe(trainer, minutes):
-        return (f"[eagle3] {trainer.state.global_step} steps of {args.ttt_steps} unrolled steps in {minutes:.1f} "
-                f"min; the target's forward took {trainer.target_forward_share():.0%} of the training steps' "
-                f"time; head saved to {args.output_dir}")
-
     return train_head_model(model_args.target_model_name_or_path, data_args, args, make_head, Eagle3Trainer,
-                            eagle_quality, describe)
+                            eagle_quality, f"eagle3, {args.ttt_steps} unrolled steps each")
 
 
-def main(argv=None):
-    train_eagle3(*parse_with_recipe((Eagle3ModelArguments, DataArguments, Eagle3TrainingArguments), argv))
+main = recipe_main(train_eagle3, (Eagle3ModelArguments, DataArguments, Eagle3TrainingArguments))
 
 
 if __name__ == "__main__":

@@ -41,6 +41,7 @@ from sd2train.exits import parse_int_list
 from sd2train.agreement import agreement_table, evaluate_eagle, evaluate_eagle3, evaluate_exits, format_table
 from sd2train.report_text import (
     DEFAULT_PROMPTS,
+    add_heldout_args,
     answer_sequences,
     count_in_report_name,
     heldout_sequences,
@@ -302,17 +303,7 @@ def main(argv=None):
                         help="target checkpoint (default: the one the draft's config.sd2 or the head's config names)")
     parser.add_argument("--layers", type=int, default=None, help="measure the first N layers of --draft untrained")
     parser.add_argument("--exits", default=None, help="comma-separated exits (default: the draft's)")
-    parser.add_argument("--prompts", type=int, default=DEFAULT_PROMPTS,
-                        help=f"number of held-out prompts (another than {DEFAULT_PROMPTS}: the report is written "
-                             "beside the model's own, as exit_quality-nN.json or eagle_quality-nN.json)")
-    parser.add_argument("--new-tokens", type=int, default=64, help="greedy tokens generated per prompt")
-    parser.add_argument("--max-prompt-tokens", type=int, default=192)
-    parser.add_argument("--min-prompt-tokens", type=int, default=0,
-                        help="only prompts at least this long (e.g. 256 with --max-prompt-tokens 1024: the "
-                             "long-context tasks of Spec-Bench, summarisation and RAG)")
-    parser.add_argument("--data-path", default=None, help="ShareGPT JSON (default: the package's)")
-    parser.add_argument("--conv-template", default=None, help="'vicuna' or the tokenizer's chat template (default)")
-    parser.add_argument("--output", default=None, help="write the JSON here too")
+    add_heldout_args(parser, "exit_quality-nN.json or eagle_quality-nN.json", DEFAULT_PROMPTS)
     parser.add_argument("--update-thresholds", action="store_true",
                         help="write the suggested thresholds into the draft's config.sd2 (with --exit-costs, "
                              "the ones suggested for speed)")

@@ -36,28 +36,20 @@ import torch.nn.functional as F
 from sd2.draft_heads import KINDS, DraftHeads
 from sd2train.errors import InputError, run_cli
 from sd2train.exits import last_layer_states, unwrap
+from sd2train.head_training import HeadModelArguments, check_head_parallelism, train_head_model
 from sd2train.heads_quality import heads_quality
-from sd2train.make_draft import draft_vocab, stop_token_ids
+from sd2train.make_draft import draft_vocab
 from sd2train.preprocess import IGNORE_INDEX
-from sd2train.recipes import parse_with_recipe
-from sd2train.train import (
-    DataArguments,
-    DraftTrainingArguments,
-    PartsLoggingTrainer,
-    train_head_model,
-)
+from sd2train.recipes import recipe_main
+from sd2train.train import DataArguments, DraftTrainingArguments, PartsLoggingTrainer
 
 
 @dataclass
-class HeadsModelArguments:
-    target_model_name_or_path: str = field(metadata={"help": "the target the heads draft for (frozen)"})
+class HeadsModelArguments(HeadModelArguments):
     kind: str = field(default="medusa", metadata={"help": "'medusa' (Medusa-1) or 'hydra' (each head also reads "
                                                           "the tokens between the target's and its own)"})
     num_heads: int = field(default=4, metadata={"help": "K: head k (from 0) drafts the token k + 2 after the "
                                                         "feature's"})
-    draft_vocab_size: int = field(default=8192, metadata={"help": "the heads score the N most frequent assistant "
-                                                                  "tokens of the training conversations (0 = the "
-                                                                  "whole vocabulary)"})
 
 
 @dataclass
@@ -163,13 +155,8 @@ def check_arguments(model_args: HeadsModelArguments, args: HeadsTrainingArgument
                          f"{model_args.draft_vocab_size}")
     if args.head_loss_decay <= 0:
         raise InputError(f"--head_loss_decay must be > 0, got {args.head_loss_decay}")
-    if args.gradient_checkpointing:
-        raise InputError("--gradient_checkpointing: the heads have no decoder layers, nothing to checkpoint")
-    ds_config = getattr(args, "hf_deepspeed_config", None)
-    if ds_config is not None and ds_config.is_zero3():
-        # ZeRO-3 would also partition the frozen target as it loads.
-        raise InputError("DeepSpeed ZeRO-3 is not supported for draft heads: use ZeRO-2 (train/configs/zero2.json) "
-                         "or FSDP (train/configs/fsdp_heads.json)")
+    check_head_parallelism(args, "draft heads", "the heads have no decoder layers",
+                           "FSDP (train/configs/fsdp_heads.json)")
 
 
 def train_heads(model_args: HeadsModelArguments, data_args: DataArguments, args: HeadsTrainingArguments) -> Path:
@@ -178,24 +165,18 @@ def train_heads(model_args: HeadsModelArguments, data_args: DataArguments, args:
     def make_head(target, tokenizer, conversations):
         vocab = None
         if model_args.draft_vocab_size:  # counted on the text trained on, as the EAGLE trainer counts its own
-            vocab = draft_vocab(tokenizer, conversations, min(model_args.draft_vocab_size, len(tokenizer)),
-                                stop_token_ids(tokenizer, target.generation_config))
+            vocab = draft_vocab(tokenizer, conversations, model_args.draft_vocab_size, target.generation_config)
         # The heads start from the target's head rows; they read its norm and embedding.
         heads = TrainedHeads.for_target(model_args.kind, target, model_args.num_heads,
                                         model_args.target_model_name_or_path, vocab).float()
         return heads, dict(decay=args.head_loss_decay,
                            draft_index=draft_index_of(vocab, target.config.vocab_size) if vocab else None)
 
-    def describe(trainer, minutes):
-        return (f"[heads] {model_args.num_heads} {model_args.kind} heads: {trainer.state.global_step} steps in "
-                f"{minutes:.1f} min; saved to {args.output_dir}")
-
     return train_head_model(model_args.target_model_name_or_path, data_args, args, make_head, HeadsTrainer,
-                            heads_quality, describe)
+                            heads_quality, f"heads: {model_args.num_heads} {model_args.kind} heads")
 
 
-def main(argv=None):
-    train_heads(*parse_with_recipe((HeadsModelArguments, DataArguments, HeadsTrainingArguments), argv))
+main = recipe_main(train_heads, (HeadsModelArguments, DataArguments, HeadsTrainingArguments))
 
 
 if __name__ == "__main__":

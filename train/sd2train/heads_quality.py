@@ -25,6 +25,7 @@ from sd2train.errors import run_cli
 from sd2train.exits import exit_logits, last_layer_states
 from sd2train.report_text import (
     DEFAULT_PROMPTS,
+    add_heldout_args,
     count_in_report_name,
     heldout_sequences,
     prompt_set_title,
@@ -125,16 +126,7 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--heads", required=True, help="a folder of Medusa or Hydra heads (sd2train.heads)")
     parser.add_argument("--target", default=None, help="target checkpoint (default: the one the heads' config names)")
-    parser.add_argument("--prompts", type=int, default=DEFAULT_PROMPTS,
-                        help=f"number of held-out prompts (another than {DEFAULT_PROMPTS}: written beside the "
-                             "standard report, as heads_quality-nN.json)")
-    parser.add_argument("--new-tokens", type=int, default=64, help="greedy tokens generated per prompt")
-    parser.add_argument("--max-prompt-tokens", type=int, default=192)
-    parser.add_argument("--min-prompt-tokens", type=int, default=0,
-                        help="only prompts at least this long (its report is written beside the standard one)")
-    parser.add_argument("--data-path", default=None, help="ShareGPT JSON (default: the package's)")
-    parser.add_argument("--conv-template", default=None, help="'vicuna' or the tokenizer's chat template (default)")
-    parser.add_argument("--output", default=None, help="write the JSON here too")
+    add_heldout_args(parser, "heads_quality-nN.json", DEFAULT_PROMPTS)
     args = parser.parse_args(argv)
     count_in_name = count_in_report_name(args.prompts)
     report = heads_quality(args.heads, args.target, args.prompts, args.new_tokens, args.max_prompt_tokens,

@@ -59,8 +59,12 @@ def count_assistant_tokens(tokenizer, conversations, batch_size: int = 256) -> C
     return counts
 
 
-def draft_vocab(tokenizer, conversations, size: int, always: list[int]) -> list[int]:
-    """The ``size`` most frequent token ids, ``always`` (special/stop tokens) first."""
+def draft_vocab(tokenizer, conversations, size: int, generation_config=None,
+                always: list[int] | None = None) -> list[int]:
+    """The ``size`` (at most the tokenizer's) most frequent token ids of the conversations' assistant
+    text, ``always`` first (default: the special tokens and ``generation_config``'s stop tokens)."""
+    always = stop_token_ids(tokenizer, generation_config) if always is None else always
+    size = min(size, len(tokenizer))
     if size <= len(always):
         raise ValueError(f"--draft-vocab-size {size} must exceed the {len(always)} special tokens")
     counts = count_assistant_tokens(tokenizer, conversations)
@@ -118,8 +122,7 @@ def make_draft(target: str | Path, num_layers: int, output: str | Path, exits: l
 
         conversations, _ = load_sharegpt(data_path)
         train, _ = split_train_heldout(conversations)
-        vocab = draft_vocab(tokenizer, train[:vocab_conversations], min(draft_vocab_size, len(tokenizer)),
-                            stop_token_ids(tokenizer, model.generation_config))
+        vocab = draft_vocab(tokenizer, train[:vocab_conversations], draft_vocab_size, model.generation_config)
         output.mkdir(parents=True, exist_ok=True)
         (output / DRAFT_VOCAB_FILE).write_text(json.dumps(vocab))
         spec.draft_vocab_file = DRAFT_VOCAB_FILE

@@ -89,3 +89,12 @@ def parse_with_recipe(argument_classes, argv: list[str] | None = None) -> tuple:
     ``--recipe NAME`` expanded first (its settings, then the flags)."""
     parser = transformers.HfArgumentParser(argument_classes)
     return tuple(parser.parse_args_into_dataclasses(with_recipe(sys.argv[1:] if argv is None else argv, parser)))
+
+
+def recipe_main(train, argument_classes):
+    """A trainer module's ``main(argv=None)``: its command line parsed with ``--recipe`` expanded
+    (``parse_with_recipe``), then ``train(*arguments)``."""
+    def main(argv: list[str] | None = None):
+        return train(*parse_with_recipe(argument_classes, argv))
+
+    return main

@@ -149,3 +149,19 @@ def count_in_report_name(num_prompts: int) -> int | None:
     if num_prompts < 1:
         raise InputError(f"--prompts must be >= 1 (the number of held-out prompts to measure on), got {num_prompts}")
     return None if num_prompts == DEFAULT_PROMPTS else num_prompts
+
+
+def add_heldout_args(parser, what: str, default_prompts: int) -> None:
+    """The reports' held-out prompt flags (exit_quality, heads_quality); ``what`` names the report
+    file written beside the standard one for another prompt count (e.g. 'heads_quality-nN.json')."""
+    parser.add_argument("--prompts", type=int, default=default_prompts,
+                        help=f"number of held-out prompts (another than {default_prompts}: the report is written "
+                             f"beside the standard one, as {what})")
+    parser.add_argument("--new-tokens", type=int, default=64, help="greedy tokens generated per prompt")
+    parser.add_argument("--max-prompt-tokens", type=int, default=192)
+    parser.add_argument("--min-prompt-tokens", type=int, default=0,
+                        help="only prompts at least this long (e.g. 256 with --max-prompt-tokens 1024: the "
+                             "long-context tasks of Spec-Bench, summarisation and RAG; written beside the standard report)")
+    parser.add_argument("--data-path", default=None, help="ShareGPT JSON (default: the package's)")
+    parser.add_argument("--conv-template", default=None, help="'vicuna' or the tokenizer's chat template (default)")
+    parser.add_argument("--output", default=None, help="write the JSON here too")

@@ -36,7 +36,7 @@ from sd2train.errors import InputError, InputFileNotFoundError, bad_setting, run
 from sd2train.exits import parse_int_list
 from sd2train.loss import exit_weights, sorted_loss
 from sd2train.make_draft import truncate_to_first_layers
-from sd2train.recipes import parse_with_recipe
+from sd2train.recipes import recipe_main
 
 
 @dataclass
@@ -349,49 +349,6 @@ def training_callbacks(args) -> list[TrainerCallback]:
     return [LossLogCallback()] + ([TimeLimitCallback(args.max_train_minutes)] if args.max_train_minutes else [])
 
 
-def train_and_save_head(trainer: Trainer, head, tokenizer, output: Path) -> float | None:
-    """Train (resuming from ``--resume_from_checkpoint``), then save the full weights (gathered from
-    every process where FSDP or DeepSpeed shard them) with ``head.save`` and the tokenizer beside
-    them. Returns the minutes trained on the main process, None on the others."""
-    started = time.time()
-    trainer.train(resume_from_checkpoint=trainer.args.resume_from_checkpoint)
-    weights = trainer.accelerator.get_state_dict(trainer.model_wrapped)  # every process takes part
-    if not trainer.is_world_process_zero():
-        return None
-    head.save(output, weights)
-    tokenizer.save_pretrained(output)
-    return (time.time() - started) / 60
-
-
-def train_head_model(target_path, data_args: DataArguments, args, make_head, trainer_class, report, describe) -> Path:
-    """One run of a head trainer (EAGLE, EAGLE-3, Medusa/Hydra): a torn checkpoint refused and the
-    target folder and data checked before the target loads (in float32: a head starts as copies of
-    its parts); ``make_head(target, tokenizer, conversations)`` gives (head, the trainer's own
-    settings); the head trains in float32 against the target frozen in the mixed precision, is saved
-    to --output_dir, ``describe(trainer, minutes)`` is printed, then ``report`` runs on held-out prompts."""
-    from sd2train.preprocess import PaddingCollator
-
-    args.resume_from_checkpoint = resume_checkpoint(args)
-    check_model_folder(target_path, "--target_model_name_or_path")
-    conversations = training_conversations(data_args, args.seed)
-    target = load_model(target_path, "--target_model_name_or_path", torch.float32)
-    tokenizer = load_tokenizer(target_path, args.model_max_length)
-    head, settings = make_head(target, tokenizer, conversations)
-    target.to(frozen_model_dtype(args)).eval().requires_grad_(False)
-    target.to(args.device)
-    dataset = build_dataset(conversations, tokenizer, data_args, args.model_max_length, args.seed)
-    trainer = trainer_class(model=head, args=args, train_dataset=dataset,
-                            data_collator=PaddingCollator(tokenizer.pad_token_id), processing_class=tokenizer,
-                            callbacks=training_callbacks(args), target=target, **settings)
-    output = Path(args.output_dir)
-    minutes = train_and_save_head(trainer, head, tokenizer, output)
-    if minutes is not None:
-        print(describe(trainer, minutes))
-        del trainer, target, head  # the report loads its own
-        heldout_report(report, output, target_path, args, data_args)
-    return output
-
-
 def heldout_report(report, output: Path, target_path, args, data_args, **settings) -> None:
     """``report`` (``exit_quality``, ``eagle_quality`` or ``heads_quality``) of what was trained, on
     --exit_quality_prompts held-out prompts of the data it was trained on (none: no report)."""
@@ -437,8 +394,7 @@ def parse_float_list(text: str) -> list[float]:
         raise InputError(f"--exit_weights must be comma-separated numbers, got {text!r}") from None
 
 
-def main(argv=None):
-    train(*parse_with_recipe((ModelArguments, DataArguments, SortedTrainingArguments), argv))
+main = recipe_main(train, (ModelArguments, DataArguments, SortedTrainingArguments))
 
 
 if __name__ == "__main__":

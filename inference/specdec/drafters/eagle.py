@@ -26,7 +26,7 @@ from sd2.eagle_head import QUALITY_REPORT_FILE, EagleHead, load_eagle_head
 from ..llama import LlamaRunner
 from ..static_passes import PASSES, STATIC_PASS_ROWS, StaticPasses
 from .feature_drafter import FeatureTreeDrafter, reported_rank_accuracy, tree_proposer
-from .sorted_draft import SortedDraft
+from .sorted_draft import SortedDraft, SortedDraftDrafter
 
 # Acceptance by rank (the head's top token, its second, ...) assumed for a static tree when the
 # head's held-out report does not give them.
@@ -114,7 +114,7 @@ class EagleDraft(SortedDraft):
             self.feat, self.pred = feat, pred
 
 
-class EagleDrafter(FeatureTreeDrafter):
+class EagleDrafter(FeatureTreeDrafter, SortedDraftDrafter):
     """EAGLE (``tree='static'``: a fixed tree of rank paths) or EAGLE-2 (``tree='dynamic'``)."""
 
     def __init__(self, head: EagleHead, tree: str = "dynamic", total_token: int = 60, depth: int = 5,
@@ -131,14 +131,9 @@ class EagleDrafter(FeatureTreeDrafter):
     def _new_draft(self, head, draft_vocab, passes: str, max_draft_rows: int) -> EagleDraft:
         return EagleDraft(head, draft_vocab, passes=passes, max_draft_rows=max_draft_rows)
 
-    def capture_graphs(self) -> float:
-        """Capture the head's fixed-shape passes as CUDA graphs (``passes='cuda_graphs'``); seconds."""
-        return self.draft.capture()
-
     @torch.inference_mode()
     def reset(self, prompt_ids: torch.Tensor) -> None:
-        self.draft.reset(len(prompt_ids))
-        self.proposer.reset()
+        self.reset_draft(prompt_ids)
         self.start_counts()
 
     @torch.inference_mode()

@@ -211,3 +211,19 @@ class SortedDraft:
                 new[:n] = prev
         self.cache, self.tok, self.pos, self.exit_h = cache, tok, pos, exit_h
         self.capacity = rows
+
+
+class SortedDraftDrafter:
+    """What a drafter that drafts with a :class:`SortedDraft` (``self.draft``, SD2's and EAGLE's) and
+    a proposer (``self.proposer``) does alike: capture the draft's passes, start both afresh."""
+
+    draft: SortedDraft
+    proposer: object
+
+    def capture_graphs(self) -> float:
+        """Capture the draft's fixed-shape passes as CUDA graphs (``passes='cuda_graphs'``); seconds."""
+        return self.draft.capture()
+
+    def reset_draft(self, prompt_ids: torch.Tensor) -> None:
+        self.draft.reset(len(prompt_ids))
+        self.proposer.reset()

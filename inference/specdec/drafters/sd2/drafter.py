@@ -34,12 +34,12 @@ from ...tree.proposal import Proposal
 from ...types import DraftTree
 from ...vocab import load_draft
 from ..free_branches import FreeBranches, check_free_branches
-from ..sorted_draft import SortedDraft
+from ..sorted_draft import SortedDraft, SortedDraftDrafter
 from .chain import ChainProposer
 
 
 
-class SD2Drafter:
+class SD2Drafter(SortedDraftDrafter):
     """``passes``: the draft's layers at their own shapes (eager), at fixed shapes (static: the CPU
     check of the graphed path) or at fixed shapes captured as CUDA graphs (cuda_graphs; call
     :meth:`capture_graphs` before timing anything)."""
@@ -86,14 +86,9 @@ class SD2Drafter:
     def runner(self) -> LlamaRunner:
         return self.draft.runner
 
-    def capture_graphs(self) -> float:
-        """Capture the draft's fixed-shape passes as CUDA graphs (``passes='cuda_graphs'``); seconds."""
-        return self.draft.capture()
-
     @torch.inference_mode()
     def reset(self, prompt_ids: torch.Tensor) -> None:
-        self.draft.reset(len(prompt_ids))
-        self.proposer.reset()
+        self.reset_draft(prompt_ids)
         sources = self.free.sources if self.free is not None else ()
         if self.free is not None:
             self.free.reset(prompt_ids)
