@@ -110,7 +110,7 @@ class DraftHeads(nn.Module):
 
 def load_draft_heads(path: str | Path, target: nn.Module, dtype: torch.dtype | None = None) -> DraftHeads:
     """Saved heads on ``target``'s device, checked against ``target`` before their weights load."""
-    spec = head_entry(path, CONFIG_KEY, "Medusa or Hydra heads")
+    spec = head_entry(path, CONFIG_KEY, "a folder of Medusa or Hydra heads")
     check_target(spec, target, path)
     vocab = stored_draft_vocab(path, spec, target.config.vocab_size)
     inner = target.model

@@ -178,7 +178,8 @@ class Eagle3Head(nn.Module):
 def load_eagle3_head(path: str | Path, target: nn.Module, dtype: torch.dtype | None = None) -> Eagle3Head:
     """A saved head on ``target``'s device, checked against ``target`` before its weights load."""
     path = Path(path)
-    signature = head_entry(path, CONFIG_KEY, "an EAGLE-3 head", {EAGLE_CONFIG_KEY: "an EAGLE/EAGLE-2 head: use eagle or eagle2"})
+    signature = head_entry(path, CONFIG_KEY, "an EAGLE-3 head",
+                           {EAGLE_CONFIG_KEY: "an EAGLE/EAGLE-2 head: use eagle or eagle2"})
     config = saved_layer_config(path)
     check_target(signature, target, path)
     vocab_ids = stored_draft_vocab(path, signature, target.config.vocab_size)  # the LM head's rows' token ids

@@ -1,8 +1,9 @@
-"""Whether a checkpoint folder's weights are all there and whole, told from file names, sizes and
-safetensors headers without reading a tensor: what the harness checks before a model loads
-(``evaluation.checkpoints``) and the trainer before it resumes from a checkpoint
-(``sd2train.checkpoints``). Each answers with the problem in words, or None; the caller raises its
-own error type around it."""
+"""Weight files and the folders that hold them. Whether a checkpoint folder's weights are all there
+and whole, told from file names, sizes and safetensors headers without reading a tensor: what the
+harness checks before a model loads (``evaluation.checkpoints``) and the trainer before it resumes
+from a checkpoint (``sd2train.checkpoints``); each answers with the problem in words, or None, and
+the caller raises its own error type around it. And a trained head's folder (EAGLE, EAGLE-3,
+Medusa/Hydra): written, checked and loaded one way for every head."""
 from __future__ import annotations
 
 import json
@@ -101,5 +102,5 @@ def head_entry(path, key: str, what: str, others: dict[str, str] | None = None) 
         hint = next((f" ({hint})" for other, hint in (others or {}).items() if config.get(other)), "")
         raise ValueError(f"{path} is not {what} (no {key} entry in its config.json){hint}")
     if not (path / "model.safetensors").is_file():
-        raise ValueError(f"{path}: the weights of {what} (model.safetensors) are missing")
+        raise ValueError(f"{path}: the head's weights (model.safetensors) are missing")
     return entry
