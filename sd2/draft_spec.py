@@ -9,7 +9,9 @@ It lives in the checkpoint's ``config.json`` under ``sd2``::
 ``exits`` count decoder layers (an exit k is the shared norm and head after layer k); a token is
 drafted at the shallowest exit whose top-1 probability exceeds its threshold (the last is 0: the
 deepest exit always drafts). ``draft_vocab_file`` names a JSON list of token ids, most frequent
-first, that a reduced draft head scores.
+first, that a reduced draft head scores. ``"exit_adapters": true`` marks a draft whose exits each
+run one more decoder layer of their own before the norm and head (``sd2.exit_adapters``); absent,
+an exit is the norm and head alone.
 """
 from __future__ import annotations
 
@@ -68,6 +70,7 @@ class DraftSpec:
     target: str | None = None
     target_num_hidden_layers: int | None = None
     draft_vocab_file: str | None = None
+    exit_adapters: bool = False  # one adapter layer per exit (sd2.exit_adapters), trained for these exits
 
     @classmethod
     def from_config(cls, config, exits: list[int] | None = None, thresholds: list[float] | None = None) -> DraftSpec:
@@ -75,13 +78,17 @@ class DraftSpec:
         against its depth. A config without ``sd2`` gets the default exits for its depth."""
         stored = dict(getattr(config, "sd2", None) or {})
         spec = cls(**{k: stored[k] for k in ("exits", "thresholds", "target", "target_num_hidden_layers",
-                                             "draft_vocab_file") if k in stored}) if "exits" in stored \
+                                             "draft_vocab_file", "exit_adapters") if k in stored}) if "exits" in stored \
             else cls(default_exits(config.num_hidden_layers))
         return spec.with_exits(exits, thresholds).validate(config.num_hidden_layers)
 
     def with_exits(self, exits: list[int] | None = None, thresholds: list[float] | None = None) -> DraftSpec:
-        """Other exits and/or thresholds; new exits without thresholds get the default ones."""
+        """Other exits and/or thresholds; new exits without thresholds get the default ones. A draft
+        with exit adapters has them for its own exits only."""
         exits = list(exits) if exits else list(self.exits)
+        if self.exit_adapters and exits != list(self.exits):
+            raise ValueError(f"this draft's exit adapters were trained for exits {list(self.exits)}; "
+                             f"it cannot exit at {exits}")
         if thresholds:
             thresholds = list(thresholds)
         elif exits == list(self.exits) and self.thresholds:
@@ -90,14 +97,24 @@ class DraftSpec:
             thresholds = default_thresholds(exits)
         return replace(self, exits=exits, thresholds=thresholds)
 
+    def check_draftable(self) -> None:
+        """SD2's drafter runs an exit as the norm and head alone: a draft with exit adapters is
+        measured by the exit report (``sd2train.exit_quality``) but not drafted with yet."""
+        if self.exit_adapters:
+            raise ValueError("this draft has exit adapters (config.sd2.exit_adapters), which the exit report "
+                             "measures but SD2's drafter does not run yet")
+
     def validate(self, num_layers: int) -> DraftSpec:
         validate_exits(self.exits, num_layers)
         validate_thresholds(self.thresholds or default_thresholds(self.exits), self.exits)
         return self
 
     def to_config(self) -> dict:
-        """What goes into ``config.sd2``."""
-        return asdict(replace(self, thresholds=self.thresholds or default_thresholds(self.exits)))
+        """What goes into ``config.sd2`` (``exit_adapters`` only where true)."""
+        entry = asdict(replace(self, thresholds=self.thresholds or default_thresholds(self.exits)))
+        if not self.exit_adapters:
+            del entry["exit_adapters"]
+        return entry
 
     def vocab_path(self, folder: str | Path) -> Path | None:
         return Path(folder, self.draft_vocab_file) if self.draft_vocab_file else None

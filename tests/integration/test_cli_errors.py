@@ -126,6 +126,15 @@ def test_sd2_bad_draft_input(tiny, tmp_path, capsys):
         sd2, common(tiny, tmp_path, "--drafter-path", str(broken)), capsys)
     assert "exit 3 is deeper than the draft" in fails(
         sd2, common(tiny, tmp_path, "--drafter-path", str(draft), "--submodels", "1,3", "--thresholds", "0.5,0"), capsys)
+    adapted = tmp_path / "draft-with-exit-adapters"
+    adapted.mkdir()
+    for f in draft.iterdir():
+        (adapted / f.name).write_bytes(f.read_bytes())
+    config = json.loads((draft / "config.json").read_text())
+    config["sd2"]["exit_adapters"] = True
+    (adapted / "config.json").write_text(json.dumps(config))
+    assert "exit adapters (config.sd2.exit_adapters), which the exit report measures" in fails(
+        sd2, common(tiny, tmp_path, "--drafter-path", str(adapted)), capsys)
 
 
 def test_the_scripts_exit_2_with_one_error_line_as_subprocesses(tiny, tmp_path):

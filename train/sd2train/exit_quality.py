@@ -68,7 +68,12 @@ def load_draft(draft_path, layers: int | None) -> tuple[torch.nn.Module, DraftSp
     if not getattr(model.config, "sd2", None):
         raise ValueError(f"{draft_path} is not a draft (no sd2 entry in its config): pass --layers N "
                          "to measure the target's first N layers untrained")
-    return model, DraftSpec.from_config(model.config)
+    spec = DraftSpec.from_config(model.config)
+    if spec.exit_adapters:
+        from sd2.exit_adapters import load_exit_adapters
+
+        load_exit_adapters(model, draft_path, spec.exits)
+    return model, spec
 
 
 @dataclass

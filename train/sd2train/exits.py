@@ -1,16 +1,18 @@
 """Exits of a sorted draft: the output after k decoder layers, through the shared norm and head.
 
 An exit ``k`` = ``lm_head(final_norm(h_k))`` where ``h_k`` is the raw hidden state after ``k``
-layers. We capture ``h_k`` with forward hooks on the decoder layers instead of reading
+layers (after ``adapter_k(h_k)`` in a draft with exit adapters, ``sd2.exit_adapters``). We capture ``h_k`` with forward hooks on the decoder layers instead of reading
 ``output_hidden_states``: what that returns for the last layer (normed or not) differs between
 transformers versions, and hooks also work when the layers are wrapped by FSDP or DeepSpeed.
 """
 from __future__ import annotations
 
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 
 import torch
 from torch import nn
+
+from sd2.exit_adapters import exit_adapters_of, run_exit_adapters
 
 
 def parse_int_list(text: str | list | tuple, what: str = "exits") -> list[int]:
@@ -64,17 +66,40 @@ def capture_exit_states(model: nn.Module, exits: list[int]):
             handle.remove()
 
 
+@contextmanager
+def capture_layer_arguments(model: nn.Module):
+    """Inside the block, a forward of ``model`` fills the yielded dict with the keyword arguments its
+    first decoder layer was called with (mask, rotary embeddings, positions): what an exit adapter
+    is called with, as the model builds them in this transformers version."""
+    arguments: dict = {}
+
+    def hook(_module, _args, kwargs):
+        arguments.update(kwargs)
+
+    handle = decoder_layers(model)[0].register_forward_pre_hook(hook, with_kwargs=True)
+    try:
+        yield arguments
+    finally:
+        handle.remove()
+
+
 def exit_states(model: nn.Module, exits: list[int], input_ids, attention_mask=None) -> dict[int, torch.Tensor]:
-    """{k: h_k (batch, seq, hidden)} for each exit, from one forward of the (possibly wrapped) model.
+    """{k: h_k (batch, seq, hidden)} for each exit, from one forward of the (possibly wrapped) model;
+    in a draft with exit adapters, each exit's adapter output.
 
     The root forward is called (not ``model.model``) so FSDP gathers the root's parameters; its
     own head runs on one position only (``logits_to_keep=1``).
     """
-    with capture_exit_states(unwrap(model), exits) as captured:
+    inner = unwrap(model)
+    adapters = exit_adapters_of(inner)
+    with capture_exit_states(inner, exits) as captured, \
+            (capture_layer_arguments(inner) if adapters is not None else nullcontext({})) as layer_arguments:
         model(input_ids=input_ids, attention_mask=attention_mask, logits_to_keep=1, use_cache=False)
     missing = [k for k in exits if k not in captured]
     if missing:
         raise RuntimeError(f"the forward did not reach exits {missing}")
+    if adapters is not None:
+        return run_exit_adapters(adapters, captured, layer_arguments)
     return captured
 
 

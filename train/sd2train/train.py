@@ -30,6 +30,8 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, Trainer, TrainerCa
 from transformers.trainer_callback import ExportableState
 
 from sd2.draft_spec import DraftSpec, validate_exits
+from sd2.exit_adapters import (attach_exit_adapters, exit_adapters_of, load_exit_adapters, new_exit_adapters,
+                               save_exit_adapters)
 from sd2.weight_files import weights_problem
 from sd2train.checkpoints import TRAINER_STATE_FILE, resume_checkpoint
 from sd2train.errors import InputError, InputFileNotFoundError, bad_setting, run_cli
@@ -46,6 +48,8 @@ class ModelArguments:
     target_model_name_or_path: str | None = field(default=None, metadata={"help": "target for distillation and the report (default: config.sd2.target)"})
     freeze_embeddings: bool = field(default=False, metadata={"help": "freeze the (tied) embedding and LM head"})
     freeze_layers: int = field(default=0, metadata={"help": "freeze the draft's first N decoder layers (from an untrained draft: kept equal to the target's, whose verification could then reuse them)"})
+    exit_adapters: bool = field(default=False, metadata={"help": "train one decoder layer per exit on the frozen draft (sd2.exit_adapters); start from an untrained draft so its layers stay the target's"})
+    exit_adapter_init: str = field(default="last", metadata={"help": "exit adapters start as copies of the target's 'last' decoder layer or of the one 'next' after each exit"})
 
 
 @dataclass
@@ -302,7 +306,11 @@ def train(model_args: ModelArguments, data_args: DataArguments, args: SortedTrai
         exit_weights(exits, weights)  # validate before any data work
     vocab_ids = loss_vocab_ids(args.loss_vocab, model_args.model_name_or_path, spec)
     if args.soft:
-        spec = spec.with_exits(submodels)
+        with bad_setting("--submodels"):
+            spec = spec.with_exits(submodels)
+    target_path = model_args.target_model_name_or_path or spec.target
+    if model_args.exit_adapters or spec.exit_adapters:
+        spec = with_exit_adapters(model, spec, exits, model_args, target_path)
     model.config.sd2 = spec.to_config()
     model.config.use_cache = False
     if model_args.freeze_embeddings:
@@ -314,7 +322,6 @@ def train(model_args: ModelArguments, data_args: DataArguments, args: SortedTrai
     dataset = build_dataset(training_conversations(data_args, args.seed), tokenizer, data_args,
                             args.model_max_length, args.seed)
 
-    target_path = model_args.target_model_name_or_path or spec.target
     if args.distill and not target_path:
         raise InputError("--distill needs the target: pass --target_model_name_or_path")
     if target_path and (args.distill or args.exit_quality_prompts > 0):  # not first found after training
@@ -330,8 +337,15 @@ def train(model_args: ModelArguments, data_args: DataArguments, args: SortedTrai
                             distill_weight=args.distill_weight if args.distill else 0.0,
                             vocab_ids=vocab_ids)
     trainer.train(resume_from_checkpoint=args.resume_from_checkpoint)
-    trainer.save_model(args.output_dir)
     output = Path(args.output_dir)
+    adapters = exit_adapters_of(model)
+    if adapters is not None:  # the weights file stays a plain checkpoint of the draft's own layers
+        del model.exit_adapters
+    trainer.save_model(args.output_dir)
+    if adapters is not None:
+        attach_exit_adapters(model, adapters)
+        if trainer.is_world_process_zero():
+            save_exit_adapters(adapters, output)
     if trainer.is_world_process_zero():
         source_vocab = spec.vocab_path(model_args.model_name_or_path)
         if source_vocab is not None and source_vocab.is_file():
@@ -376,6 +390,30 @@ def loss_vocab_ids(loss_vocab: str, draft_path: str, spec: DraftSpec) -> torch.T
         raise InputError(f"--loss_vocab draft needs the draft vocabulary file of {draft_path} (make_draft "
                          "--draft-vocab-size > 0)")
     return torch.tensor(spec.load_vocab(draft_path), dtype=torch.long)
+
+
+def with_exit_adapters(model, spec: DraftSpec, exits: list[int], model_args: ModelArguments, target_path) -> DraftSpec:
+    """Attaches the draft's exit adapters (``sd2.exit_adapters``): the ones it was saved with, else
+    new ones copied from the target's layers (``--exit_adapter_init``); freezes everything else, so
+    the draft's layers, norm and head stay what they are (the target's, from an untrained draft)."""
+    if spec.exit_adapters:
+        if exits != list(spec.exits):
+            raise InputError(f"{model_args.model_name_or_path}'s exit adapters were trained for exits "
+                             f"{list(spec.exits)}; train them at those exits (--submodels) or start from a draft without")
+        load_exit_adapters(model, model_args.model_name_or_path, exits)
+    else:
+        if not target_path:
+            raise InputError("--exit_adapters starts them from the target's layers: pass --target_model_name_or_path")
+        if model_args.freeze_layers:
+            raise InputError("--exit_adapters freezes every layer of the draft; leave --freeze_layers out")
+        target = load_model(target_path, "--target_model_name_or_path", torch.float32)
+        with bad_setting("--exit_adapter_init"):
+            adapters = new_exit_adapters(target.model.layers, exits, model_args.exit_adapter_init)
+        del target
+        attach_exit_adapters(model, adapters)
+    model.requires_grad_(False)
+    exit_adapters_of(model).requires_grad_(True)
+    return DraftSpec(**{**spec.to_config(), "exits": list(exits), "exit_adapters": True})
 
 
 def freeze_first_layers(model, count: int, shallowest_exit: int) -> None:

@@ -52,6 +52,7 @@ class SD2Drafter(SortedDraftDrafter):
                  lookup_ngram: tuple[int, int] = (1, 3), lookup_first: bool = False, lookup_first_min_ngram: int = 1,
                  free_branches: tuple[str, ...] | None = None, passes: str = "eager"):
         spec = DraftSpec.from_config(draft.config, exits, thresholds)  # the checkpoint's unless overridden
+        spec.check_draftable()
         if temperature < 0 or not 0 < top_p <= 1:
             raise ValueError(f"need temperature >= 0 and 0 < top_p <= 1, got {temperature}, {top_p}")
         free_branches = check_free_branches(lookup_tokens, free_branches, lookup_first, lookup_first_min_ngram,

@@ -1,0 +1,101 @@
+"""Exit adapters (sd2.exit_adapters): each exit's own decoder layer on a frozen prefix, as the loss
+and the exit report see it, and what a draft with them records and refuses."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from sd2.draft_spec import DraftSpec
+from sd2.exit_adapters import (ADAPTERS_FILE, attach_exit_adapters, load_exit_adapters, new_exit_adapters,
+                               save_exit_adapters)
+from sd2train.exits import all_exit_logits, exit_states
+
+from helpers import tiny_llama
+
+
+def draft_with_adapters(exits=(1, 3), init="last"):
+    target = tiny_llama(num_layers=5, seed=0)
+    draft = tiny_llama(num_layers=3, seed=0)  # the target's first 3 layers: same seed, same init order
+    for mine, theirs in zip(draft.model.layers, target.model.layers):
+        mine.load_state_dict(theirs.state_dict())
+    attach_exit_adapters(draft, new_exit_adapters(target.model.layers, list(exits), init))
+    return target, draft
+
+
+def by_hand(draft, input_ids, k):
+    """head(norm(adapter_k(h_k))), the layers and the adapter called by hand, no hooks."""
+    h = draft.model.embed_tokens(input_ids)
+    positions = torch.arange(input_ids.shape[1])[None]
+    rope = draft.model.rotary_emb(h, positions)
+    for layer in draft.model.layers[:k]:
+        h = layer(h, attention_mask=None, position_ids=positions, position_embeddings=rope)
+    h = draft.exit_adapters[str(k)](h, attention_mask=None, position_ids=positions, position_embeddings=rope)
+    return draft.lm_head(draft.model.norm(h))
+
+
+def test_an_exit_runs_its_own_adapter_and_the_deeper_layers_read_the_state_before_it():
+    _, draft = draft_with_adapters()
+    input_ids = torch.randint(0, 128, (1, 9), generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        logits = all_exit_logits(draft, [1, 3], input_ids)
+        for k in (1, 3):
+            assert torch.allclose(logits[k], by_hand(draft, input_ids, k), atol=1e-5)
+        # the deeper layers see the unadapted state: exit 3 is unchanged by adapter 1's weights
+        for p in draft.exit_adapters["1"].parameters():
+            p.add_(1.0)
+        assert torch.allclose(all_exit_logits(draft, [3], input_ids)[3], logits[3], atol=1e-6)
+
+
+def test_adapters_start_as_copies_of_the_chosen_target_layer():
+    target, draft = draft_with_adapters(init="last")
+    last = target.model.layers[-1].state_dict()
+    for k in ("1", "3"):
+        assert all(torch.equal(t, last[name]) for name, t in draft.exit_adapters[k].state_dict().items())
+    nxt = new_exit_adapters(target.model.layers, [1, 3], "next")
+    assert torch.equal(nxt["1"].mlp.up_proj.weight, target.model.layers[1].mlp.up_proj.weight)
+    assert torch.equal(nxt["3"].mlp.up_proj.weight, target.model.layers[3].mlp.up_proj.weight)
+    with pytest.raises(ValueError, match="init 'next' needs a target layer after every exit"):
+        new_exit_adapters(target.model.layers, [2, 5], "next")
+    with pytest.raises(ValueError, match="exit adapter init must be one of"):
+        new_exit_adapters(target.model.layers, [1], "first")
+
+
+def test_saved_adapters_load_back_and_a_wrong_file_is_named(tmp_path):
+    _, draft = draft_with_adapters()
+    save_exit_adapters(draft.exit_adapters, tmp_path)
+    input_ids = torch.arange(7)[None]
+    with torch.no_grad():
+        before = {k: h.clone() for k, h in exit_states(draft, [1, 3], input_ids).items()}
+    fresh = tiny_llama(num_layers=3, seed=0)
+    fresh.load_state_dict(draft.state_dict(), strict=False)
+    load_exit_adapters(fresh, tmp_path, [1, 3])
+    with torch.no_grad():
+        after = exit_states(fresh, [1, 3], input_ids)
+    assert all(torch.equal(before[k], after[k]) for k in (1, 3))
+    with pytest.raises(ValueError, match=r"does not hold the exit adapters of exits \[1, 2\]"):
+        load_exit_adapters(tiny_llama(num_layers=3), tmp_path, [1, 2])
+    with pytest.raises(ValueError, match=f"{ADAPTERS_FILE} does not exist"):
+        load_exit_adapters(tiny_llama(num_layers=3), tmp_path / "nowhere", [1, 3])
+
+
+def test_an_exit_without_an_adapter_is_refused():
+    _, draft = draft_with_adapters(exits=(1, 3))
+    with pytest.raises(ValueError, match=r"exit adapters for exits \[1, 3\], not \[2\]"):
+        exit_states(draft, [2], torch.arange(5)[None])
+
+
+def test_the_spec_records_adapters_keeps_their_exits_and_the_drafter_refuses_them():
+    spec = DraftSpec([2, 4], exit_adapters=True)
+    entry = spec.to_config()
+    assert entry["exit_adapters"] is True
+    assert "exit_adapters" not in DraftSpec([2, 4]).to_config()  # plain drafts' configs are unchanged
+    config = type("Config", (), {"sd2": entry, "num_hidden_layers": 4})()
+    assert DraftSpec.from_config(config).exit_adapters
+    with pytest.raises(ValueError, match=r"exit adapters were trained for exits \[2, 4\]"):
+        DraftSpec.from_config(config, exits=[3, 4])
+    with pytest.raises(ValueError, match="SD2's drafter does not run yet"):
+        spec.check_draftable()
+    DraftSpec([2, 4]).check_draftable()
+    json.dumps(entry)
