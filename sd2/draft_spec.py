@@ -97,13 +97,6 @@ class DraftSpec:
             thresholds = default_thresholds(exits)
         return replace(self, exits=exits, thresholds=thresholds)
 
-    def check_draftable(self) -> None:
-        """SD2's drafter runs an exit as the norm and head alone: a draft with exit adapters is
-        measured by the exit report (``sd2train.exit_quality``) but not drafted with yet."""
-        if self.exit_adapters:
-            raise ValueError("this draft has exit adapters (config.sd2.exit_adapters), which the exit report "
-                             "measures but SD2's drafter does not run yet")
-
     def validate(self, num_layers: int) -> DraftSpec:
         validate_exits(self.exits, num_layers)
         validate_thresholds(self.thresholds or default_thresholds(self.exits), self.exits)

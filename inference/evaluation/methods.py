@@ -234,7 +234,6 @@ def _sd2_check(args) -> None:
         from sd2.draft_spec import DraftSpec
 
         spec = DraftSpec.from_config(SimpleNamespace(**config), args.submodels, args.thresholds)
-        spec.check_draftable()
         if args.draft_vocab_size != 0:
             spec.load_vocab(path, args.draft_vocab_size, config.get("vocab_size"))
 

@@ -115,6 +115,7 @@ class LlamaRunner:
         self.config = config
         self.embed_tokens = inner.embed_tokens
         self.layers = list(inner.layers)
+        self.depth = len(self.layers)  # the model's own layers; ``add_layers`` may put more after them
         self.norm = inner.norm
         self.lm_head = model.lm_head
         self.rotary = inner.rotary_emb
@@ -149,8 +150,17 @@ class LlamaRunner:
             modules += [attn.q_proj, attn.k_proj, attn.v_proj, attn.o_proj, mlp.gate_proj, mlp.up_proj, mlp.down_proj]
         self.int8 = {id(m): Int8Linear(m.weight, getattr(m, "bias", None)) for m in modules}
 
+    def add_layers(self, modules) -> list[int]:
+        """Decoder layers that run beside the model's own (a draft's exit adapters): appended after
+        them, so every new cache has rows for their keys and values; returns their indices for
+        ``run_layers``. Call before ``quantize_int8`` to quantise them too."""
+        start = len(self.layers)
+        self.layers += list(modules)
+        return list(range(start, len(self.layers)))
+
     @property
     def num_layers(self) -> int:
+        """Layers with KV in this runner's caches: the model's own and any added ones."""
         return len(self.layers)
 
     def new_cache(self, max_len: int) -> KVCache:
@@ -230,6 +240,6 @@ class LlamaRunner:
 
     def forward(self, ids: torch.Tensor, cache: KVCache, positions: torch.Tensor,
                 mask: torch.Tensor | None, logits: bool = True) -> torch.Tensor | None:
-        """All layers over token ids (n,); (n, vocab) logits, or None when ``logits`` is False."""
-        h = self.run_layers(self.embed(ids), cache, range(self.num_layers), positions, mask)
+        """The model's layers over token ids (n,); (n, vocab) logits, or None when ``logits`` is False."""
+        h = self.run_layers(self.embed(ids), cache, range(self.depth), positions, mask)
         return self.head(h) if logits else None

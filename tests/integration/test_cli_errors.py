@@ -133,7 +133,7 @@ def test_sd2_bad_draft_input(tiny, tmp_path, capsys):
     config = json.loads((draft / "config.json").read_text())
     config["sd2"]["exit_adapters"] = True
     (adapted / "config.json").write_text(json.dumps(config))
-    assert "exit adapters (config.sd2.exit_adapters), which the exit report measures" in fails(
+    assert "says the draft has exit adapters, but" in fails(
         sd2, common(tiny, tmp_path, "--drafter-path", str(adapted)), capsys)
 
 

@@ -1,5 +1,5 @@
 """Exit adapters (sd2.exit_adapters): each exit's own decoder layer on a frozen prefix, as the loss
-and the exit report see it, and what a draft with them records and refuses."""
+and the exit report see it, what a draft with them records, and SD2 drafting with them losslessly."""
 from __future__ import annotations
 
 import json
@@ -86,7 +86,7 @@ def test_an_exit_without_an_adapter_is_refused():
         exit_states(draft, [2], torch.arange(5)[None])
 
 
-def test_the_spec_records_adapters_keeps_their_exits_and_the_drafter_refuses_them():
+def test_the_spec_records_adapters_and_keeps_their_exits():
     spec = DraftSpec([2, 4], exit_adapters=True)
     entry = spec.to_config()
     assert entry["exit_adapters"] is True
@@ -95,7 +95,78 @@ def test_the_spec_records_adapters_keeps_their_exits_and_the_drafter_refuses_the
     assert DraftSpec.from_config(config).exit_adapters
     with pytest.raises(ValueError, match=r"exit adapters were trained for exits \[2, 4\]"):
         DraftSpec.from_config(config, exits=[3, 4])
-    with pytest.raises(ValueError, match="SD2's drafter does not run yet"):
-        spec.check_draftable()
-    DraftSpec([2, 4]).check_draftable()
     json.dumps(entry)
+
+
+def adapted_sd2_draft(target, exits=(1, 2, 4)):
+    """The target's own first 4 layers with perturbed adapters at ``exits`` (so they matter)."""
+    import copy
+
+    draft = copy.deepcopy(target)
+    adapters = new_exit_adapters(target.model.layers, list(exits), "last")
+    with torch.no_grad():
+        for p in adapters.parameters():
+            p.add_(0.05 * torch.randn(p.shape, generator=torch.Generator().manual_seed(p.numel())))
+    attach_exit_adapters(draft, adapters)
+    draft.config.sd2 = DraftSpec(list(exits), [0.3, 0.5, 0.0], exit_adapters=True).to_config()
+    return draft
+
+
+@pytest.mark.parametrize("passes", ["eager", "static"])
+@pytest.mark.parametrize("tree", [False, True], ids=["chain", "tree"])
+def test_sd2_with_exit_adapters_equals_ar_and_uses_every_exit(target, ar_tokens, tree, passes):
+    from specdec.drafters.sd2 import SD2Drafter
+    from specdec.engine import SpeculativeEngine
+
+    from helpers import PROMPT
+
+    drafter = SD2Drafter(adapted_sd2_draft(target), tree=tree, total_token=12, depth=3, top_k=3, passes=passes)
+    out = SpeculativeEngine(target, drafter).generate(PROMPT, 40, set())
+    assert out.token_ids == ar_tokens[:40]
+    assert all(out.stats["exit_tokens"][e] > 0 for e in (1, 2, 4)), out.stats
+
+
+def test_sd2_drafts_each_exit_through_its_adapter(target):
+    """The first drafted token's distribution is head(norm(adapter(h_k))) of the exit it left at."""
+    from specdec.drafters.sd2 import SD2Drafter
+
+    from helpers import PROMPT
+
+    draft = adapted_sd2_draft(target)
+    drafter = SD2Drafter(draft, thresholds=[0.0, 0.0, 0.0])  # always exit 1
+    with torch.inference_mode():
+        drafter.reset(torch.tensor(PROMPT))
+        drafter.draft.feed_context(torch.tensor(PROMPT), 4)
+        logp, exit_ = drafter.draft.cascade(len(PROMPT), 1)
+    with torch.no_grad():
+        expected = torch.log_softmax(all_exit_logits(draft, [1], torch.tensor([PROMPT]))[1][0, -1], -1)
+    assert exit_ == 1
+    torch.testing.assert_close(logp[0], expected, atol=1e-4, rtol=1e-4)
+
+
+def test_a_draft_folder_with_exit_adapters_loads_for_sd2(target, tmp_path):
+    from specdec.drafters.sd2.drafter import load_sd2_drafter
+
+    draft = adapted_sd2_draft(target)
+    adapters = draft.exit_adapters
+    del draft.exit_adapters
+    draft.save_pretrained(tmp_path)
+    save_exit_adapters(adapters, tmp_path)
+    drafter = load_sd2_drafter(tmp_path, target)
+    assert drafter.draft.adapters == [range(4, 5), range(5, 6), range(6, 7)]
+    assert drafter.runner.num_layers == 7 and drafter.runner.depth == 4
+    (tmp_path / ADAPTERS_FILE).unlink()
+    with pytest.raises(ValueError, match="says the draft has exit adapters"):
+        load_sd2_drafter(tmp_path, target)
+
+
+def test_an_int8_draft_quantises_its_adapters_and_stays_lossless(target, ar_tokens):
+    from specdec.drafters.sd2 import SD2Drafter
+    from specdec.engine import SpeculativeEngine
+
+    from helpers import PROMPT
+
+    draft = adapted_sd2_draft(target).to(torch.bfloat16)
+    drafter = SD2Drafter(draft, tree=True, total_token=12, depth=3, top_k=3, int8_weights=True)
+    assert id(draft.exit_adapters["4"].mlp.down_proj) in drafter.runner.int8
+    assert SpeculativeEngine(target, drafter).generate(PROMPT, 40, set()).token_ids == ar_tokens[:40]

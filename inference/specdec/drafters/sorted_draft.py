@@ -13,6 +13,11 @@ rows, each of which sees the context and its own ancestors (a chain is a tree wi
 After verification the accepted path's rows are moved next to the context (like the target's
 compaction), so accepted draft tokens are never recomputed.
 
+Exit adapters. A draft with them (``sd2.exit_adapters``) runs exit k's own decoder layer on the
+group's output before the norm and head; the adapter has KV of its own (a layer of the runner after
+the draft's) for exactly the rows its group has, so it runs over the same rows right after its
+group, and the deeper group still reads the group's output, not the adapter's.
+
 Reduced head. With ``vocab_ids`` (token ids, most frequent first) the draft scores only those
 tokens (FR-Spec). The target still verifies over its full vocabulary, so output is unchanged.
 """
@@ -31,10 +36,15 @@ class SortedDraft:
     graphs on a GPU); without, each run at its own shape (eager)."""
 
     def __init__(self, runner: LlamaRunner, exits: list[int], thresholds: list[float],
-                 vocab_ids: list[int] | None = None, branching: bool = False, passes: StaticPasses | None = None):
+                 vocab_ids: list[int] | None = None, branching: bool = False, passes: StaticPasses | None = None,
+                 adapter_layers: list[int] | None = None):
         self.runner, self.exits, self.thresholds = runner, exits, thresholds
         self.passes = passes
         self.groups = [range(a, b) for a, b in zip([0] + exits[:-1], exits)]
+        if adapter_layers is not None and len(adapter_layers) != len(exits):
+            raise ValueError(f"{len(adapter_layers)} exit adapters for {len(exits)} exits")
+        # the runner's layer that is each exit's adapter (``LlamaRunner.add_layers``), or none
+        self.adapters = [range(i, i + 1) for i in adapter_layers] if adapter_layers is not None else None
         self.branching = branching  # draft rows form a tree (True) or a chain
         if vocab_ids is not None:
             ids = torch.tensor(vocab_ids, dtype=torch.long)
@@ -106,6 +116,8 @@ class SortedDraft:
         row needs, and every row then takes that deeper, better exit."""
         for g, threshold in enumerate(self.thresholds):
             h = self.advance(g, upto)
+            if self.adapters is not None:
+                h = self.adapt(g, upto - h.shape[1], upto, h)
             logp = torch.log_softmax(self.logits(h[:, -last:]), dim=-1)
             # The rule on the level's least sure row; a threshold of 0 passes without reading it back.
             if threshold == 0 or drafts_at(float(logp.max(dim=-1).values.min().exp()), threshold):
@@ -116,14 +128,25 @@ class SortedDraft:
         """Run group ``g`` over the rows it still owes below ``upto``; their hidden states (1, n, hidden)."""
         layers = self.groups[g]
         a = self.cache.lengths[layers.start]
-        if self.passes is not None:
-            h = self._advance_static(g, a, upto)
-        else:
-            inputs = self._inputs(g, a, upto)
-            h = self.runner.embed(inputs) if inputs.dim() == 1 else inputs
-            h = self.runner.run_layers(h, self.cache, layers, self.pos[a:upto], self._mask(a, upto))
+        h = self._run(layers, lambda lo, hi: self._inputs(g, lo, hi), a, upto)
         self._keep_output(g, a, upto, h)
         return h
+
+    def adapt(self, g: int, a: int, upto: int, h: torch.Tensor) -> torch.Tensor:
+        """Exit ``g``'s adapter over rows [a, upto), the rows its group just ran (``h``, their states)."""
+        adapter = self.adapters[g]
+        if self.cache.lengths[adapter.start] != a:
+            raise AssertionError(f"exit adapter {g} holds {self.cache.lengths[adapter.start]} rows, its group {a}")
+        return self._run(adapter, lambda lo, hi: h[:, lo - a:hi - a], a, upto)
+
+    def _run(self, layers: range, inputs, a: int, upto: int) -> torch.Tensor:
+        """``layers`` over rows [a, upto); ``inputs(lo, hi)`` gives rows [lo, hi)'s token ids or hidden
+        states."""
+        if self.passes is not None:
+            return self._run_static(layers, inputs, a, upto)
+        x = inputs(a, upto)
+        h = self.runner.embed(x) if x.dim() == 1 else x
+        return self.runner.run_layers(h, self.cache, layers, self.pos[a:upto], self._mask(a, upto))
 
     def _inputs(self, g: int, lo: int, hi: int) -> torch.Tensor:
         """Group ``g``'s input for rows [lo, hi): token ids (n,) for the first group, else the
@@ -139,15 +162,14 @@ class SortedDraft:
         if g < len(self.exit_h):
             self.exit_h[g][a:upto] = h[0]
 
-    def _advance_static(self, g: int, a: int, upto: int) -> torch.Tensor:
-        """``advance`` at fixed shapes, in chunks of the largest shape (a deep group catching up on a
+    def _run_static(self, layers: range, inputs, a: int, upto: int) -> torch.Tensor:
+        """``_run`` at fixed shapes, in chunks of the largest shape (a deep group catching up on a
         whole round's rows)."""
         chunks = []
         for lo in range(a, upto, self.passes.max_tokens):
             hi = min(lo + self.passes.max_tokens, upto)
             mask = self._mask(lo, hi)
-            h = self.passes.run(self.groups[g], self._inputs(g, lo, hi), self.pos[lo:hi], lo,
-                                mask[0, 0] if mask is not None else None)
+            h = self.passes.run(layers, inputs(lo, hi), self.pos[lo:hi], lo, mask[0, 0] if mask is not None else None)
             chunks.append(h if hi == upto else h.clone())  # the next replay may reuse this output buffer
         return chunks[0] if len(chunks) == 1 else torch.cat(chunks, dim=1)
 
@@ -156,7 +178,8 @@ class SortedDraft:
         if self.passes is None:
             return 0.0
         return sum(self.passes.capture(layers, from_hidden=self._reads_hidden(g), logits=False)
-                   for g, layers in enumerate(self.groups))
+                   for g, layers in enumerate(self.groups)) + sum(
+            self.passes.capture(adapter, from_hidden=True, logits=False) for adapter in self.adapters or ())
 
     def logits(self, h: torch.Tensor) -> torch.Tensor:
         """The (reduced) head's float32 logits for hidden states ``h``."""

@@ -25,6 +25,7 @@ from pathlib import Path
 import torch
 
 from sd2.draft_spec import DraftSpec
+from sd2.exit_adapters import exit_adapters_of, load_exit_adapters
 
 from ...llama import LlamaRunner
 from ...static_passes import PASSES, STATIC_PASS_ROWS, StaticPasses
@@ -52,7 +53,6 @@ class SD2Drafter(SortedDraftDrafter):
                  lookup_ngram: tuple[int, int] = (1, 3), lookup_first: bool = False, lookup_first_min_ngram: int = 1,
                  free_branches: tuple[str, ...] | None = None, passes: str = "eager"):
         spec = DraftSpec.from_config(draft.config, exits, thresholds)  # the checkpoint's unless overridden
-        spec.check_draftable()
         if temperature < 0 or not 0 < top_p <= 1:
             raise ValueError(f"need temperature >= 0 and 0 < top_p <= 1, got {temperature}, {top_p}")
         free_branches = check_free_branches(lookup_tokens, free_branches, lookup_first, lookup_first_min_ngram,
@@ -60,13 +60,15 @@ class SD2Drafter(SortedDraftDrafter):
         if passes not in PASSES:
             raise ValueError(f"passes must be one of {PASSES}, got {passes!r}")
         runner = LlamaRunner(draft)
+        adapter_layers = runner.add_layers(attached_exit_adapters(draft, spec)) if spec.exit_adapters else None
         if int8_weights:
             runner.quantize_int8()
         self.exits, self.thresholds = spec.exits, spec.thresholds
         max_draft_rows = depth * top_k if tree else max_draft_len
         static = None if passes == "eager" else StaticPasses(  # a whole context, then a round's draft rows
             runner, runner.max_position + max_draft_rows + 1, STATIC_PASS_ROWS, cuda_graphs=passes == "cuda_graphs")
-        self.draft = SortedDraft(runner, spec.exits, spec.thresholds, draft_vocab, branching=tree, passes=static)
+        self.draft = SortedDraft(runner, spec.exits, spec.thresholds, draft_vocab, branching=tree, passes=static,
+                                 adapter_layers=adapter_layers)
         if not tree:
             self.proposer = ChainProposer(self.draft, temperature, top_p, max_draft_len)
         else:
@@ -151,6 +153,16 @@ class SD2Drafter(SortedDraftDrafter):
         self.proposer.round_done(proposal, drafted, self.draft_seconds)
 
 
+def attached_exit_adapters(draft: torch.nn.Module, spec: DraftSpec) -> list[torch.nn.Module]:
+    """The draft's exit adapters in the order of its exits (``sd2.exit_adapters``; loaded by
+    ``load_sd2_drafter``)."""
+    adapters = exit_adapters_of(draft)
+    if adapters is None:
+        raise ValueError("the draft's config.sd2 says it has exit adapters, but none are attached "
+                         "(load it with load_sd2_drafter, which reads them from its folder)")
+    return [adapters[str(k)] for k in spec.exits]
+
+
 def load_sd2_drafter(drafter_path: str | Path, target: torch.nn.Module, target_tokenizer=None,
                      dtype: torch.dtype | None = None, draft_vocab_size: int | None = None, **kwargs) -> SD2Drafter:
     """Load a draft checkpoint (an HF folder), check it against the target, and build the drafter.
@@ -174,5 +186,7 @@ def load_sd2_drafter(drafter_path: str | Path, target: torch.nn.Module, target_t
         spec = DraftSpec.from_config(config, kwargs.get("exits"), kwargs.get("thresholds"))
 
     draft, _ = load_draft(path, target, target_tokenizer, dtype, check_spec)
+    if spec.exit_adapters:
+        load_exit_adapters(draft, path, spec.exits)
     vocab = spec.load_vocab(path, draft_vocab_size) if draft_vocab_size != 0 else None
     return SD2Drafter(draft, draft_vocab=vocab, **kwargs)
