@@ -30,8 +30,10 @@ import pytest
 import torch
 
 from sd2.draft_heads import DraftHeads
+from sd2.draft_spec import DraftSpec
 from sd2.eagle3_head import Eagle3Head
 from sd2.eagle_head import EagleHead
+from sd2.exit_adapters import attach_exit_adapters, new_exit_adapters
 from specdec.drafters.eagle import EagleDrafter
 from specdec.drafters.eagle3 import Eagle3Drafter
 from specdec.drafters.heads import HeadsDrafter
@@ -242,6 +244,13 @@ def eagle_head(target) -> EagleHead:
     return noisy(EagleHead.for_target(target, "tiny"), 0.3, 6)
 
 
+def with_exit_adapters(target, draft):
+    """``draft`` with noisy exit adapters at exits 1 and 2 (copies of the target's last layer)."""
+    attach_exit_adapters(draft, noisy(new_exit_adapters(target.model.layers, [1, 2]), 0.3, 9))
+    draft.config.sd2 = DraftSpec([1, 2], [0.6, 0.0], exit_adapters=True).to_config()
+    return draft
+
+
 def draft_heads(kind: str, target, draft_vocab=None) -> DraftHeads:
     """Two heads, noisier than the other drafts: started from the target's own LM head, their top
     two tokens would hold nearly all of p and depth-2 drafts would seldom be rejected."""
@@ -284,6 +293,8 @@ CASES = {
     # int8 draft weights (bfloat16 activations) and fixed-shape passes, draft and target
     "sd2_chain_reduced_int8_static": Case(lambda t, d: SD2Drafter(d.to(torch.bfloat16), **SD2, **INT8_STATIC),
                                           target_passes="static"),
+    # a draft whose exits each run their own adapter layer (q is the adapted exit's)
+    "sd2_chain_exit_adapters": Case(lambda t, d: SD2Drafter(with_exit_adapters(t, d), **SD2)),
     "sps": Case(lambda t, d: SpeculativeSamplingDrafter(d, V, temperature=1.0, num_draft_tokens=3)),
     # EAGLE-2's tree from a head close to the target: both depth-2 siblings often carry much of p,
     # where a residual left unnormalised after the first one's rejection shows most
