@@ -93,8 +93,9 @@ def test_the_spec_records_adapters_and_keeps_their_exits():
     assert "exit_adapters" not in DraftSpec([2, 4]).to_config()  # plain drafts' configs are unchanged
     config = type("Config", (), {"sd2": entry, "num_hidden_layers": 4})()
     assert DraftSpec.from_config(config).exit_adapters
-    with pytest.raises(ValueError, match=r"exit adapters were trained for exits \[2, 4\]"):
+    with pytest.raises(ValueError, match=r"exit adapters for exits \[2, 4\] only; it cannot exit at \[3\]"):
         DraftSpec.from_config(config, exits=[3, 4])
+    assert DraftSpec.from_config(config, exits=[4]).exits == [4]  # any of its exits alone
     json.dumps(entry)
 
 
@@ -126,6 +127,20 @@ def test_sd2_with_exit_adapters_equals_ar_and_uses_every_exit(target, ar_tokens,
     assert all(out.stats["exit_tokens"][e] > 0 for e in (1, 2, 4)), out.stats
 
 
+@pytest.mark.parametrize("exits", [[1], [4], [2, 4]])
+def test_sd2_on_some_of_the_adapted_exits_equals_ar(target, ar_tokens, exits):
+    from specdec.drafters.sd2 import SD2Drafter
+    from specdec.engine import SpeculativeEngine
+
+    from helpers import PROMPT
+
+    drafter = SD2Drafter(adapted_sd2_draft(target), exits=exits, thresholds=[0.5] * (len(exits) - 1) + [0.0],
+                         tree=True, total_token=4, depth=2, top_k=2)
+    assert drafter.draft.adapters == [range(4 + j, 5 + j) for j in range(len(exits))]  # the chosen exits' only
+    out = SpeculativeEngine(target, drafter).generate(PROMPT, 40, set())
+    assert out.token_ids == ar_tokens[:40]
+
+
 def test_sd2_drafts_each_exit_through_its_adapter(target):
     """The first drafted token's distribution is head(norm(adapter(h_k))) of the exit it left at."""
     from specdec.drafters.sd2 import SD2Drafter
@@ -155,6 +170,7 @@ def test_a_draft_folder_with_exit_adapters_loads_for_sd2(target, tmp_path):
     drafter = load_sd2_drafter(tmp_path, target)
     assert drafter.draft.adapters == [range(4, 5), range(5, 6), range(6, 7)]
     assert drafter.runner.num_layers == 7 and drafter.runner.depth == 4
+    assert load_sd2_drafter(tmp_path, target, exits=[2], thresholds=[0.0]).draft.adapters == [range(4, 5)]
     (tmp_path / ADAPTERS_FILE).unlink()
     with pytest.raises(ValueError, match="says the draft has exit adapters"):
         load_sd2_drafter(tmp_path, target)

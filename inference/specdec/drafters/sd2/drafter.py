@@ -185,8 +185,8 @@ def load_sd2_drafter(drafter_path: str | Path, target: torch.nn.Module, target_t
         nonlocal spec
         spec = DraftSpec.from_config(config, kwargs.get("exits"), kwargs.get("thresholds"))
 
-    draft, _ = load_draft(path, target, target_tokenizer, dtype, check_spec)
-    if spec.exit_adapters:
-        load_exit_adapters(draft, path, spec.exits)
+    draft, config = load_draft(path, target, target_tokenizer, dtype, check_spec)
+    if spec.exit_adapters:  # all that the folder holds, whichever exits run
+        load_exit_adapters(draft, path, DraftSpec.from_config(config).exits)
     vocab = spec.load_vocab(path, draft_vocab_size) if draft_vocab_size != 0 else None
     return SD2Drafter(draft, draft_vocab=vocab, **kwargs)
