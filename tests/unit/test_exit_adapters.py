@@ -186,3 +186,17 @@ def test_an_int8_draft_quantises_its_adapters_and_stays_lossless(target, ar_toke
     drafter = SD2Drafter(draft, tree=True, total_token=12, depth=3, top_k=3, int8_weights=True)
     assert id(draft.exit_adapters["4"].mlp.down_proj) in drafter.runner.int8
     assert SpeculativeEngine(target, drafter).generate(PROMPT, 40, set()).token_ids == ar_tokens[:40]
+
+
+@pytest.mark.parametrize("frozen", [True, False])
+def test_training_freezes_the_draft_around_its_adapters_unless_told_not_to(tmp_path, frozen):
+    from sd2train.train import ModelArguments, with_exit_adapters
+
+    target = tiny_llama(num_layers=5)
+    target.save_pretrained(tmp_path / "target")
+    draft = tiny_llama(num_layers=3)
+    args = ModelArguments(model_name_or_path=str(tmp_path / "draft"), exit_adapters=True, exit_adapters_frozen=frozen)
+    spec = with_exit_adapters(draft, DraftSpec([1, 3]), [1, 3], args, str(tmp_path / "target"))
+    assert spec.exit_adapters and spec.exits == [1, 3]
+    assert all(p.requires_grad for p in draft.exit_adapters.parameters())
+    assert all(p.requires_grad != frozen for p in draft.model.layers.parameters())

@@ -50,6 +50,7 @@ class ModelArguments:
     freeze_layers: int = field(default=0, metadata={"help": "freeze the draft's first N decoder layers (from an untrained draft: kept equal to the target's, whose verification could then reuse them)"})
     exit_adapters: bool = field(default=False, metadata={"help": "train one decoder layer per exit on the frozen draft (sd2.exit_adapters); start from an untrained draft so its layers stay the target's"})
     exit_adapter_init: str = field(default="last", metadata={"help": "exit adapters start as copies of the target's 'last' decoder layer or of the one 'next' after each exit"})
+    exit_adapters_frozen: bool = field(default=True, metadata={"help": "with --exit_adapters: keep the draft's own layers frozen (False: fine-tune them with the adapters; the draft's states and KV are then no longer the target's)"})
 
 
 @dataclass
@@ -394,8 +395,9 @@ def loss_vocab_ids(loss_vocab: str, draft_path: str, spec: DraftSpec) -> torch.T
 
 def with_exit_adapters(model, spec: DraftSpec, exits: list[int], model_args: ModelArguments, target_path) -> DraftSpec:
     """Attaches the draft's exit adapters (``sd2.exit_adapters``): the ones it was saved with, else
-    new ones copied from the target's layers (``--exit_adapter_init``); freezes everything else, so
-    the draft's layers, norm and head stay what they are (the target's, from an untrained draft)."""
+    new ones copied from the target's layers (``--exit_adapter_init``); with
+    ``--exit_adapters_frozen`` (the default) freezes everything else, so the draft's layers, norm and
+    head stay what they are (the target's, from an untrained draft)."""
     if spec.exit_adapters:
         if exits != list(spec.exits):
             raise InputError(f"{model_args.model_name_or_path}'s exit adapters were trained for exits "
@@ -404,14 +406,16 @@ def with_exit_adapters(model, spec: DraftSpec, exits: list[int], model_args: Mod
     else:
         if not target_path:
             raise InputError("--exit_adapters starts them from the target's layers: pass --target_model_name_or_path")
-        if model_args.freeze_layers:
-            raise InputError("--exit_adapters freezes every layer of the draft; leave --freeze_layers out")
+        if model_args.freeze_layers and model_args.exit_adapters_frozen:
+            raise InputError("--exit_adapters freezes every layer of the draft; leave --freeze_layers out "
+                             "(or fine-tune the layers with --exit_adapters_frozen False)")
         target = load_model(target_path, "--target_model_name_or_path", torch.float32)
         with bad_setting("--exit_adapter_init"):
             adapters = new_exit_adapters(target.model.layers, exits, model_args.exit_adapter_init)
         del target
         attach_exit_adapters(model, adapters)
-    model.requires_grad_(False)
+    if model_args.exit_adapters_frozen:
+        model.requires_grad_(False)
     exit_adapters_of(model).requires_grad_(True)
     return DraftSpec(**{**spec.to_config(), "exits": list(exits), "exit_adapters": True})
 
