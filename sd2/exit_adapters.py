@@ -55,18 +55,30 @@ def save_exit_adapters(adapters: nn.ModuleDict, folder: str | Path) -> Path:
     return path
 
 
+def check_exit_adapters_file(folder: str | Path) -> Path:
+    """The folder's adapters file, there and whole (``sd2.weight_files``), else an error naming it:
+    checked before anything loads."""
+    from sd2.weight_files import safetensors_problem
+
+    path = Path(folder, ADAPTERS_FILE)
+    if not path.is_file():
+        raise ValueError(f"{Path(folder, 'config.json')} says the draft has exit adapters, but {path} does not exist")
+    problem = safetensors_problem(path)
+    if problem:
+        raise ValueError(problem)
+    return path
+
+
 def load_exit_adapters(model: nn.Module, folder: str | Path, exits: list[int]) -> nn.ModuleDict:
     """The adapters of the draft in ``folder`` for ``exits``, built as decoder layers of ``model``'s
     own kind and attached to it; a missing file or one that does not hold exactly these exits'
     layers is an error that names it."""
     from safetensors.torch import load_file
 
-    path = Path(folder, ADAPTERS_FILE)
-    if not path.is_file():
-        raise ValueError(f"{Path(folder, 'config.json')} says the draft has exit adapters, but {path} does not exist")
+    path = check_exit_adapters_file(folder)
     stored = load_file(str(path))
-    layer_kind = type(model.model.layers[0])
     reference = model.model.layers[0]
+    layer_kind = type(reference)
     adapters = nn.ModuleDict({str(k): layer_kind(model.config, layer_idx=len(model.model.layers) + j)
                               for j, k in enumerate(exits)})
     expected = set(adapters.state_dict())

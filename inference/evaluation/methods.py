@@ -234,6 +234,10 @@ def _sd2_check(args) -> None:
         from sd2.draft_spec import DraftSpec
 
         spec = DraftSpec.from_config(SimpleNamespace(**config), args.submodels, args.thresholds)
+        if spec.exit_adapters:
+            from sd2.exit_adapters import check_exit_adapters_file
+
+            check_exit_adapters_file(path)
         if args.draft_vocab_size != 0:
             spec.load_vocab(path, args.draft_vocab_size, config.get("vocab_size"))
 

@@ -135,6 +135,9 @@ def test_sd2_bad_draft_input(tiny, tmp_path, capsys):
     (adapted / "config.json").write_text(json.dumps(config))
     assert "says the draft has exit adapters, but" in fails(
         sd2, common(tiny, tmp_path, "--drafter-path", str(adapted)), capsys)
+    (adapted / "exit_adapters.safetensors").write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{\"a\": ")  # cut off
+    damaged = fails(sd2, common(tiny, tmp_path, "--drafter-path", str(adapted)), capsys)
+    assert "exit_adapters.safetensors" in damaged and "does not exist" not in damaged, damaged
 
 
 def test_the_scripts_exit_2_with_one_error_line_as_subprocesses(tiny, tmp_path):

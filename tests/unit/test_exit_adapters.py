@@ -198,5 +198,7 @@ def test_training_freezes_the_draft_around_its_adapters_unless_told_not_to(tmp_p
     args = ModelArguments(model_name_or_path=str(tmp_path / "draft"), exit_adapters=True, exit_adapters_frozen=frozen)
     spec = with_exit_adapters(draft, DraftSpec([1, 3]), [1, 3], args, str(tmp_path / "target"))
     assert spec.exit_adapters and spec.exits == [1, 3]
+    sft = with_exit_adapters(tiny_llama(num_layers=3), DraftSpec([1, 3]), [3], args, str(tmp_path / "target"))
+    assert sft.exits == [3] and sft.thresholds == [0.0]  # one exit: its own threshold, not the three's
     assert all(p.requires_grad for p in draft.exit_adapters.parameters())
     assert all(p.requires_grad != frozen for p in draft.model.layers.parameters())

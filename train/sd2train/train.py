@@ -21,7 +21,7 @@ import json
 import random
 import shutil
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -402,7 +402,8 @@ def with_exit_adapters(model, spec: DraftSpec, exits: list[int], model_args: Mod
         if exits != list(spec.exits):
             raise InputError(f"{model_args.model_name_or_path}'s exit adapters were trained for exits "
                              f"{list(spec.exits)}; train them at those exits (--submodels) or start from a draft without")
-        load_exit_adapters(model, model_args.model_name_or_path, exits)
+        with bad_setting("--model_name_or_path"):
+            load_exit_adapters(model, model_args.model_name_or_path, exits)
     else:
         if not target_path:
             raise InputError("--exit_adapters starts them from the target's layers: pass --target_model_name_or_path")
@@ -417,7 +418,7 @@ def with_exit_adapters(model, spec: DraftSpec, exits: list[int], model_args: Mod
     if model_args.exit_adapters_frozen:
         model.requires_grad_(False)
     exit_adapters_of(model).requires_grad_(True)
-    return DraftSpec(**{**spec.to_config(), "exits": list(exits), "exit_adapters": True})
+    return replace(spec.with_exits(exits), exit_adapters=True)
 
 
 def freeze_first_layers(model, count: int, shallowest_exit: int) -> None:
